@@ -1,0 +1,183 @@
+//! Layered configuration: `config/default.toml` (compiled in) → the `--config` file →
+//! `INDEX766__SECTION__KEY` environment variables. Unknown keys are errors, so a typo never
+//! silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist: pass an existing file to --config")]
+    Missing { path: PathBuf },
+    #[error("invalid configuration: {0}\n(see pipeline/config/default.toml for every key and its meaning)")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka client properties, passed through unchanged.
+    pub kafka: BTreeMap<String, String>,
+    pub topics: TopicsConfig,
+    pub ingest: IngestConfig,
+    pub registry: RegistryConfig,
+    pub scoring: ScoringConfig,
+    pub http: HttpConfig,
+    pub sql: SqlConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub events: String,
+    pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub start_from: StartFrom,
+    pub batch_max_events: usize,
+    pub batch_linger_ms: u64,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub units_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    pub as_of: String,
+    pub publish_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    pub timeout_secs: u64,
+    pub memory_limit_mib: usize,
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub dir: PathBuf,
+    pub interval_secs: u64,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing { path: path.to_owned() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("INDEX766__").split("__"));
+        Self::extract(figment)
+    }
+
+    /// Defaults with a TOML text layered on top; no environment (used by tests and the demo).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(text)))
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.kafka.contains_key("bootstrap.servers") {
+            return Err(ConfigError::Invalid("[kafka] needs \"bootstrap.servers\"".into()));
+        }
+        if self.ingest.batch_max_events == 0 {
+            return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
+        }
+        if self.sql.max_concurrent == 0 {
+            return Err(ConfigError::Invalid("[sql] max_concurrent must be at least 1".into()));
+        }
+        if self.snapshot.interval_secs == 0 {
+            return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));
+        }
+        self.as_of()?;
+        Ok(())
+    }
+
+    /// The fixed judging instant, if `[scoring] as_of` is set.
+    pub fn as_of(&self) -> Result<Option<i64>, ConfigError> {
+        let text = self.scoring.as_of.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        crate::time::parse_time(text).map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "[scoring] as_of = {text:?} is not an RFC 3339 time with offset, e.g. 2026-11-24T17:00:00+07:00"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_shipped_example_load() {
+        Config::from_toml("").expect("defaults load");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+        assert!(loaded >= 2, "default.toml and example.toml at least");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_say_what_to_fix() {
+        let err = Config::from_toml("[ingest]\nbatch_max = 5").unwrap_err().to_string();
+        assert!(err.contains("batch_max"), "{err}");
+        let err = Config::from_toml("[ingest]\nstart_from = \"end\"").unwrap_err().to_string();
+        assert!(err.contains("start_from") || err.contains("earliest"), "{err}");
+        let err = Config::from_toml("[scoring]\nas_of = \"yesterday\"").unwrap_err().to_string();
+        assert!(err.contains("as_of"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/index766.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/index766.toml"));
+    }
+}

@@ -1,0 +1,172 @@
+//! `index766 demo` (an in-process broker, a simulated province, and the pipeline, nothing to
+//! install) and `index766 generate` (the same simulated stream, to any broker).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
+
+use crate::produce::{EventProducer, ProduceError};
+use crate::simulate::{Province, Simulator};
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    /// Days of history before now.
+    pub days: i64,
+    /// Dossiers received on a working day (a fifth of that at weekends).
+    pub per_day: u32,
+    /// New dossiers a minute once the history is sent; 0 stops after the history.
+    pub live_per_minute: u32,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the in-process Kafka broker did not start: {0}")]
+    Broker(String),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::RunError),
+}
+
+pub const PROVINCE_CODE: &str = "H99";
+pub const PROVINCE_NAME: &str = "Tỉnh Sông Hồng (mô phỏng)";
+
+pub fn simulator(seed: u64) -> Simulator {
+    Simulator::new(Province::new(PROVINCE_CODE, PROVINCE_NAME, seed), seed)
+}
+
+/// Sends the history, then live events until `stop`; blocking (run it on its own thread).
+/// Returns how many events were delivered.
+pub fn stream(
+    sim: &mut Simulator,
+    producer: &mut EventProducer,
+    options: &StreamOptions,
+    stop: &CancellationToken,
+) -> Result<u64, ProduceError> {
+    let now = || chrono::Utc::now().timestamp();
+    for event in sim.history(now(), options.days, options.per_day) {
+        producer.send(&event)?;
+    }
+    producer.finish()?;
+    tracing::info!(days = options.days, "simulated history sent");
+    if options.live_per_minute == 0 {
+        return producer.finish();
+    }
+    let mut owed = 0.0;
+    while !stop.is_cancelled() {
+        std::thread::sleep(Duration::from_secs(1));
+        owed += options.live_per_minute as f64 / 60.0;
+        sim.receive_now(now(), owed as u32);
+        owed -= owed.floor();
+        for event in sim.due_events(now()) {
+            producer.send(&event)?;
+        }
+    }
+    producer.finish()
+}
+
+/// Writes the simulated stream to `brokers`, and the province's unit registry to `units_out`.
+pub fn generate(
+    brokers: &str,
+    topic: &str,
+    units_out: Option<PathBuf>,
+    options: &StreamOptions,
+    stop: &CancellationToken,
+) -> Result<u64, DemoError> {
+    let mut sim = simulator(options.seed);
+    if let Some(path) = units_out {
+        std::fs::write(&path, sim.province().registry_jsonl()).map_err(|source| DemoError::Write { path, source })?;
+    }
+    let mut producer = EventProducer::new(brokers, topic)?;
+    Ok(stream(&mut sim, &mut producer, options, stop)?)
+}
+
+/// The in-process broker lives on its own thread (librdkafka's mock cluster must stay on the
+/// thread that made it) until `stop` is sent; every client must be gone before that.
+fn start_mock_broker(
+    topics: Vec<String>,
+) -> Result<(String, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>), DemoError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let cluster = match MockCluster::new(1) {
+            Ok(cluster) => cluster,
+            Err(e) => return ready_tx.send(Err(e.to_string())).unwrap_or(()),
+        };
+        for topic in &topics {
+            if let Err(e) = cluster.create_topic(topic, 4, 1) {
+                return ready_tx.send(Err(format!("creating {topic}: {e}"))).unwrap_or(());
+            }
+        }
+        let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+        let _ = stop_rx.recv();
+    });
+    let bootstrap = ready_rx
+        .recv()
+        .map_err(|_| DemoError::Broker("the broker thread ended early".into()))?
+        .map_err(DemoError::Broker)?;
+    Ok((bootstrap, stop_tx, thread))
+}
+
+pub async fn demo(
+    http: SocketAddr,
+    data_dir: PathBuf,
+    options: StreamOptions,
+    shutdown: CancellationToken,
+) -> Result<(), DemoError> {
+    let defaults = crate::Config::from_toml("").map_err(crate::RunError::from)?;
+    let (bootstrap, stop_broker, broker) =
+        start_mock_broker(vec![defaults.topics.events.clone(), defaults.topics.dead_letter.clone()])?;
+
+    let mut sim = simulator(options.seed);
+    std::fs::create_dir_all(&data_dir).map_err(|source| DemoError::Write { path: data_dir.clone(), source })?;
+    let units = data_dir.join("units.jsonl");
+    std::fs::write(&units, sim.province().registry_jsonl())
+        .map_err(|source| DemoError::Write { path: units.clone(), source })?;
+    let snapshots = data_dir.join("snapshots");
+    let config = crate::Config::from_toml(&format!(
+        "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
+         [http]\nlisten = \"{http}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
+    ))
+    .map_err(crate::RunError::from)?;
+    let topic = config.topics.events.clone();
+    let pipeline = crate::Pipeline::start(config, shutdown.clone()).await?;
+    let url = format!("http://{}", pipeline.http_addr);
+    println!(
+        "index766 demo: {PROVINCE_NAME} ({PROVINCE_CODE}), {} units, {} days of history at {}/day, then {}/min live\n\
+         \x20 metrics    {url}/metrics\n\
+         \x20 SQL        curl -s {url}/sql -d \"SELECT unit_name, period, points FROM scores WHERE is_current ORDER BY points LIMIT 10\"\n\
+         \x20 health     {url}/healthz\n\
+         \x20 snapshots  {}\n\
+         \x20 units      {}\n\
+         Ctrl-C stops it.",
+        sim.province().units.len(),
+        options.days,
+        options.per_day,
+        options.live_per_minute,
+        snapshots.join(crate::snapshot::SCORES_FILE).display(),
+        units.display(),
+    );
+
+    let generator = tokio::task::spawn_blocking({
+        let stop = shutdown.clone();
+        move || -> Result<u64, ProduceError> {
+            let mut producer = EventProducer::new(&bootstrap, &topic)?;
+            stream(&mut sim, &mut producer, &options, &stop)
+        }
+    });
+    let pipeline_result = pipeline.wait().await;
+    let generated = generator.await.expect("generator does not panic");
+    let _ = stop_broker.send(());
+    let _ = broker.join();
+    pipeline_result?;
+    let delivered = generated?;
+    println!("index766 demo stopped: {delivered} simulated events delivered; final snapshot written.");
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The `index766` command: parses the command line and calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use index766::demo::{self, StreamOptions};
+use index766::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "index766", version, about = "Real-time Index 766 scoring pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline against the brokers in the config.
+    Run {
+        /// TOML file layered over the defaults (pipeline/config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Everything in one process: an in-process Kafka broker, a simulated province, the pipeline.
+    Demo {
+        /// Address for /metrics, /sql and /healthz.
+        #[arg(long, default_value = "127.0.0.1:8766")]
+        http: SocketAddr,
+        /// Folder for the simulated unit registry and the Parquet snapshots.
+        #[arg(long, default_value = "data/demo")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        stream: StreamArgs,
+    },
+    /// Write the simulated province's events to a broker (for trials and load).
+    Generate {
+        /// Kafka bootstrap servers, host:port[,host:port…].
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "index766.dossier-events")]
+        topic: String,
+        /// Also write the province's unit registry (JSON lines) to this file.
+        #[arg(long)]
+        units_out: Option<PathBuf>,
+        #[command(flatten)]
+        stream: StreamArgs,
+    },
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// Days of history before now.
+    #[arg(long, default_value_t = 45)]
+    days: i64,
+    /// Dossiers received per working day.
+    #[arg(long, default_value_t = 2000)]
+    per_day: u32,
+    /// New dossiers per minute after the history (0: stop after the history).
+    #[arg(long, default_value_t = 120)]
+    live_per_minute: u32,
+    /// Seed of the simulation: the same seed gives the same province and dossiers.
+    #[arg(long, default_value_t = 766)]
+    seed: u64,
+}
+
+impl From<StreamArgs> for StreamOptions {
+    fn from(a: StreamArgs) -> Self {
+        StreamOptions { days: a.days, per_day: a.per_day, live_per_minute: a.live_per_minute, seed: a.seed }
+    }
+}
+
+/// Cancels on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result: anyhow::Result<()> = match Cli::parse().command {
+        Command::Run { config } => match Config::load(config.as_deref()) {
+            Ok(config) => index766::run(config, shutdown_on_signal()).await.map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
+        Command::Demo { http, data_dir, stream } => {
+            demo::demo(http, data_dir, stream.into(), shutdown_on_signal()).await.map_err(Into::into)
+        }
+        Command::Generate { brokers, topic, units_out, stream } => {
+            let stop = shutdown_on_signal();
+            let options: StreamOptions = stream.into();
+            tokio::task::spawn_blocking(move || demo::generate(&brokers, &topic, units_out, &options, &stop))
+                .await
+                .expect("generator does not panic")
+                .map(|n| println!("{n} events delivered"))
+                .map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("index766: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

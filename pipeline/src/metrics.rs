@@ -1,0 +1,155 @@
+//! Prometheus metrics: the score gauges the IOC wall reads, and the pipeline's health.
+//! Names follow `index766_<noun>_<unit>`; every label takes values from a bounded set.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::event::RejectReason;
+use crate::scoring::ON_TIME;
+use crate::view::View;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: IntCounter,
+    pub bytes_consumed: IntCounter,
+    pub events_rejected: IntCounterVec,
+    pub events_duplicate: IntCounter,
+    pub events_applied: IntCounter,
+    pub consumer_lag: IntGaugeVec,
+    pub broker_connected: IntGauge,
+    pub score_points: GaugeVec,
+    pub score_ratio: GaugeVec,
+    pub dossiers_tracked: IntGauge,
+    pub dossiers_unregistered_unit: IntGauge,
+    pub view_published: Gauge,
+    pub snapshot_last_success: Gauge,
+    pub sql_queries: IntCounterVec,
+    pub sql_query_duration: HistogramVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry.register(Box::new(metric.clone())).expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
+        let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).unwrap());
+        let score_labels = ["unit", "period", "criterion"];
+        let m = Metrics {
+            events_consumed: counter("index766_events_consumed_total", "Messages read from the events topic."),
+            bytes_consumed: counter("index766_consumed_bytes_total", "Payload bytes read from the events topic."),
+            events_rejected: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("index766_events_rejected_total", "Events sent to the dead-letter topic, by reason."),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            events_duplicate: counter("index766_events_duplicate_total", "Events whose id was already applied."),
+            events_applied: counter("index766_events_applied_total", "Events applied to the state."),
+            consumer_lag: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("index766_consumer_lag_messages", "High watermark minus next offset to read."),
+                    &["partition"],
+                )
+                .unwrap(),
+            ),
+            broker_connected: register(
+                &r,
+                IntGauge::new("index766_broker_connected", "1 while the events topic's metadata can be read.").unwrap(),
+            ),
+            score_points: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_score_points", "Points of a criterion for a unit in the current period."),
+                    &score_labels,
+                )
+                .unwrap(),
+            ),
+            score_ratio: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_score_ratio", "Ratio (0-1) of a criterion for a unit in the current period; absent when nothing was received."),
+                    &score_labels,
+                )
+                .unwrap(),
+            ),
+            dossiers_tracked: register(&r, IntGauge::new("index766_dossiers_tracked", "Dossiers held in the state.").unwrap()),
+            dossiers_unregistered_unit: register(
+                &r,
+                IntGauge::new(
+                    "index766_dossiers_unregistered_unit",
+                    "Received dossiers whose unit code is not in the registry (kept, scored once registered).",
+                )
+                .unwrap(),
+            ),
+            view_published: register(
+                &r,
+                Gauge::new("index766_view_published_timestamp_seconds", "When the SQL and metric view was last refreshed.").unwrap(),
+            ),
+            snapshot_last_success: register(
+                &r,
+                Gauge::new("index766_snapshot_last_success_timestamp_seconds", "When the last Parquet snapshot was written.").unwrap(),
+            ),
+            sql_queries: register(
+                &r,
+                IntCounterVec::new(Opts::new("index766_sql_queries_total", "SQL queries by outcome."), &["outcome"]).unwrap(),
+            ),
+            sql_query_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("index766_sql_query_duration_seconds", "SQL query latency."),
+                    &["outcome"],
+                )
+                .unwrap(),
+            ),
+            registry: r,
+        };
+        // Every reason appears from the start, at 0, so rate() and alerts work before the first reject.
+        for reason in RejectReason::ALL {
+            m.events_rejected.with_label_values(&[reason.as_str()]);
+        }
+        m
+    }
+
+    /// Sets the score gauges from a freshly published view (current periods only: the labels
+    /// stay the same when a month rolls over, so a wall's series continue).
+    pub fn observe_view(&self, view: &View, dossiers: usize) {
+        let units = view.registry.units();
+        for score in view.scoreboard.scores.iter().filter(|s| s.current) {
+            let labels = [units[score.unit].code.as_str(), score.period.kind.as_str(), ON_TIME.id];
+            self.score_points.with_label_values(&labels).set(score.points());
+            match score.ratio() {
+                Some(r) => self.score_ratio.with_label_values(&labels).set(r),
+                None => {
+                    let _ = self.score_ratio.remove_label_values(&labels);
+                }
+            }
+        }
+        self.dossiers_tracked.set(dossiers as i64);
+        self.dossiers_unregistered_unit.set(view.scoreboard.unregistered_dossiers);
+        self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,97 @@
+//! Writing dossier events to a broker with the project's own client: used by `generate`, the
+//! demo, and the tests. Deliveries are confirmed: `finish` reports any message the broker refused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::event::WireEvent;
+
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    delivered: AtomicU64,
+}
+
+#[derive(Clone, Default)]
+struct CountingContext(Arc<Deliveries>);
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let counter = if result.is_ok() { &self.0.delivered } else { &self.0.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("cannot create a producer for {brokers}: {source}")]
+    Client { brokers: String, source: KafkaError },
+    #[error("producing to {topic}: {source}")]
+    Send { topic: String, source: KafkaError },
+    #[error("{failed} of {sent} messages were not delivered to {topic}")]
+    Undelivered { topic: String, failed: u64, sent: u64 },
+}
+
+pub struct EventProducer {
+    producer: ThreadedProducer<CountingContext>,
+    context: CountingContext,
+    topic: String,
+    sent: u64,
+}
+
+impl EventProducer {
+    pub fn new(brokers: &str, topic: &str) -> Result<EventProducer, ProduceError> {
+        let context = CountingContext::default();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4")
+            .create_with_context(context.clone())
+            .map_err(|source| ProduceError::Client { brokers: brokers.into(), source })?;
+        Ok(EventProducer { producer, context, topic: topic.into(), sent: 0 })
+    }
+
+    /// Sends one event keyed by its dossier id; waits for room when librdkafka's queue is full.
+    pub fn send(&mut self, event: &WireEvent) -> Result<(), ProduceError> {
+        let payload = serde_json::to_vec(event).expect("events serialise");
+        self.send_raw(event.dossier_id.as_bytes(), &payload)
+    }
+
+    /// Sends arbitrary bytes (tests use it for malformed input).
+    pub fn send_raw(&mut self, key: &[u8], payload: &[u8]) -> Result<(), ProduceError> {
+        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((source, _)) => return Err(ProduceError::Send { topic: self.topic.clone(), source }),
+            }
+        }
+    }
+
+    /// Waits until every message is acknowledged; fails if any was not.
+    pub fn finish(&self) -> Result<u64, ProduceError> {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|source| ProduceError::Send { topic: self.topic.clone(), source })?;
+        let failed = self.context.0.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(ProduceError::Undelivered { topic: self.topic.clone(), failed, sent: self.sent });
+        }
+        Ok(self.context.0.delivered.load(Ordering::Relaxed))
+    }
+}

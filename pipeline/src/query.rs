@@ -1,0 +1,133 @@
+//! Ad hoc SQL over the live view with DataFusion: read-only, bounded in time, memory and
+//! concurrency, so a query can never disturb ingest or another user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use tokio::sync::Semaphore;
+
+use crate::config::SqlConfig;
+use crate::view::View;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the query ran longer than the {0} s limit ([sql] timeout_secs); narrow it with WHERE or LIMIT")]
+    Timeout(u64),
+}
+
+pub struct SqlService {
+    timeout: Duration,
+    runtime: Arc<RuntimeEnv>,
+    permits: Semaphore,
+}
+
+impl SqlService {
+    pub fn new(config: &SqlConfig) -> Result<SqlService, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit_mib << 20, 1.0)
+            .build_arc()
+            .map_err(|e| QueryError::Invalid(e.to_string()))?;
+        Ok(SqlService {
+            timeout: Duration::from_secs(config.timeout_secs),
+            runtime,
+            permits: Semaphore::new(config.max_concurrent),
+        })
+    }
+
+    /// Runs one read-only query against the view's tables.
+    pub async fn query(&self, view: &View, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
+        for (name, batch) in view.tables() {
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
+                .map_err(|e| QueryError::Invalid(e.to_string()))?;
+            ctx.register_table(name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        }
+        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let run = async {
+            let frame = ctx.sql_with_options(sql, read_only).await?;
+            frame.collect().await
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Ok(result) => result.map_err(|e| QueryError::Invalid(explain(e))),
+            Err(_) => Err(QueryError::Timeout(self.timeout.as_secs())),
+        }
+    }
+}
+
+/// DataFusion's messages, with a hint where the user hit the read-only fence.
+fn explain(error: datafusion::error::DataFusionError) -> String {
+    let message = error.to_string();
+    if message.contains("not supported")
+        && (message.contains("DDL") || message.contains("DML") || message.contains("Statement"))
+    {
+        format!("{message} (index766 SQL is read-only: SELECT, WITH, EXPLAIN over the published tables)")
+    } else {
+        message
+    }
+}
+
+/// Results as a JSON array of row objects, nulls written out.
+pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    writer.write_batches(&refs).map_err(|e| QueryError::Invalid(e.to_string()))?;
+    writer.finish().map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let out = writer.into_inner();
+    // The writer emits nothing at all for zero rows; an empty result is still a JSON array.
+    Ok(if out.is_empty() { b"[]".to_vec() } else { out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::reception;
+    use crate::state::State;
+    use crate::time::parse_time;
+    use crate::units::Registry;
+
+    fn view() -> View {
+        let registry = Registry::parse("{\"code\":\"U1\",\"name\":\"Xã Một\",\"level\":\"commune\"}").unwrap();
+        let mut state = State::new(parse_time("2026-11-20T00:00:00+07:00").unwrap());
+        state.apply(&reception("a", "D1", "2026-11-02T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
+        View::build(Arc::new(registry), &state)
+    }
+
+    fn service() -> SqlService {
+        SqlService::new(&crate::config::Config::from_toml("").unwrap().sql).unwrap()
+    }
+
+    #[tokio::test]
+    async fn selects_over_the_live_tables() {
+        let batches = service()
+            .query(&view(), "SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11'")
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&to_json(&batches).unwrap()).unwrap();
+        assert_eq!(json, serde_json::json!([{"unit_code": "U1", "numerator": 1, "denominator": 1, "points": 20.0}]));
+        let empty = service().query(&view(), "SELECT * FROM dossiers WHERE false").await.unwrap();
+        assert_eq!(to_json(&empty).unwrap(), b"[]");
+    }
+
+    #[tokio::test]
+    async fn writes_and_ddl_are_refused_with_a_reason() {
+        for sql in [
+            "CREATE TABLE t AS SELECT 1",
+            "INSERT INTO units VALUES ('x','y',NULL,'commune',0)",
+            "SET datafusion.execution.batch_size = 1",
+            "DROP TABLE scores",
+        ] {
+            let err = service().query(&view(), sql).await.unwrap_err().to_string();
+            assert!(err.contains("read-only") || err.contains("not supported"), "{sql}: {err}");
+        }
+        let err = service().query(&view(), "SELECT nope FROM scores").await.unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

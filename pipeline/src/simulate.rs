@@ -1,0 +1,396 @@
+//! A simulated province: its unit tree, its procedures, and a realistic stream of dossier
+//! lifecycle events (out of order, now and then duplicated) for the demo, trials and load.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::event::{status, Channel, Document, Fee, Feedback, ResultDocument, WireEvent, SCHEMA_VERSION};
+use crate::time::{format_time, Instant};
+use crate::units::{Level, Unit};
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+
+const DEPARTMENTS: [&str; 20] = [
+    "Văn phòng UBND tỉnh",
+    "Sở Nội vụ",
+    "Sở Tư pháp",
+    "Sở Tài chính",
+    "Sở Công Thương",
+    "Sở Nông nghiệp và Môi trường",
+    "Sở Xây dựng",
+    "Sở Khoa học và Công nghệ",
+    "Sở Giáo dục và Đào tạo",
+    "Sở Y tế",
+    "Sở Văn hóa, Thể thao và Du lịch",
+    "Sở Dân tộc và Tôn giáo",
+    "Thanh tra tỉnh",
+    "Ban Quản lý các khu công nghiệp",
+    "Công an tỉnh",
+    "Bảo hiểm xã hội tỉnh",
+    "Thuế tỉnh",
+    "Sở Ngoại vụ",
+    "Kho bạc Nhà nước khu vực",
+    "Ban Quản lý dự án đầu tư xây dựng",
+];
+
+const PLACE_WORDS: [&str; 24] = [
+    "An", "Bình", "Hòa", "Phú", "Thạnh", "Tân", "Long", "Phước", "Đông", "Tây", "Nam", "Bắc", "Thuận", "Lộc", "Hưng",
+    "Xuân", "Mỹ", "Vĩnh", "Quang", "Trung", "Sơn", "Hải", "Thắng", "Minh",
+];
+
+/// A procedure as the simulation needs it.
+#[derive(Debug, Clone)]
+pub struct Procedure {
+    pub code: String,
+    /// Handled by communes (true) or by departments.
+    pub communal: bool,
+    /// Legal maximum processing time, days.
+    pub days: i64,
+    pub fee: u64,
+    pub online_share: f64,
+    pub supplement_rate: f64,
+    pub late_rate: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Province {
+    pub units: Vec<Unit>,
+    pub procedures: Vec<Procedure>,
+}
+
+impl Province {
+    /// A province of 20 departments and 100 communes/wards, with the procedures they handle.
+    pub fn new(code: &str, name: &str, seed: u64) -> Province {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut units = vec![Unit { code: code.into(), name: name.into(), parent: None, level: Level::Province }];
+        for (i, dept) in DEPARTMENTS.iter().enumerate() {
+            units.push(Unit {
+                code: format!("{code}.{:02}", i + 1),
+                name: (*dept).into(),
+                parent: Some(code.into()),
+                level: Level::Department,
+            });
+        }
+        for i in 0..100 {
+            let (a, b) = (PLACE_WORDS[i % 24], PLACE_WORDS[(i / 24 * 7 + i * 5 + 3) % 24]);
+            let kind = if i % 4 == 0 { "Phường" } else { "Xã" };
+            units.push(Unit {
+                code: format!("{code}.{}", 100 + i),
+                name: format!("{kind} {a} {b}"),
+                parent: Some(code.into()),
+                level: Level::Commune,
+            });
+        }
+        let mut procedures = Vec::new();
+        for i in 0..40 {
+            let communal = i < 12;
+            let days = if communal {
+                [1, 1, 2, 3, 3, 5, 5, 7][rng.random_range(0..8)]
+            } else {
+                [3, 5, 7, 10, 15, 20, 30][rng.random_range(0..7)]
+            };
+            procedures.push(Procedure {
+                code: format!("1.{:06}", 1000 + i * 37),
+                communal,
+                days,
+                fee: if rng.random_bool(0.45) {
+                    [10_000, 20_000, 50_000, 100_000, 500_000][rng.random_range(0..5)]
+                } else {
+                    0
+                },
+                online_share: rng.random_range(0.35..0.95),
+                supplement_rate: rng.random_range(0.02..0.15),
+                late_rate: rng.random_range(0.005..0.12),
+            });
+        }
+        Province { units, procedures }
+    }
+
+    /// The unit registry as JSON lines (schemas/unit.v1.schema.json).
+    pub fn registry_jsonl(&self) -> String {
+        self.units.iter().map(|u| serde_json::to_string(u).expect("unit serialises") + "\n").collect()
+    }
+}
+
+/// Generates dossiers and their events; events later than "now" wait until their time comes.
+pub struct Simulator {
+    province: Province,
+    rng: StdRng,
+    next_dossier: u64,
+    /// Future events, earliest first (ties broken by creation order).
+    pending: BinaryHeap<Reverse<(Instant, u64, WireEventOrd)>>,
+    next_seq: u64,
+}
+
+/// WireEvent has no order of its own; the heap orders by (time, sequence) only.
+#[derive(Debug)]
+struct WireEventOrd(WireEvent);
+
+impl PartialEq for WireEventOrd {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for WireEventOrd {}
+impl PartialOrd for WireEventOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for WireEventOrd {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+/// Share of events sent twice, and how far events are shuffled, as real one-stop systems do.
+const DUPLICATE_RATE: f64 = 0.005;
+const SHUFFLE_WINDOW: usize = 64;
+
+impl Simulator {
+    pub fn new(province: Province, seed: u64) -> Simulator {
+        Simulator {
+            province,
+            rng: StdRng::seed_from_u64(seed),
+            next_dossier: 0,
+            pending: BinaryHeap::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn province(&self) -> &Province {
+        &self.province
+    }
+
+    /// Dossiers received over the `days` days before `now` (about `per_day` a working day, fewer at
+    /// weekends); returns the events that have already happened, roughly in time order but shuffled
+    /// locally and with a few duplicates. Later events are kept for [`Simulator::due_events`].
+    pub fn history(&mut self, now: Instant, days: i64, per_day: u32) -> Vec<WireEvent> {
+        let local_midnight = |t: Instant| t - (t + crate::time::VIETNAM_OFFSET_SECS as i64).rem_euclid(DAY);
+        let first_day = local_midnight(now) - days * DAY;
+        for d in 0..=days {
+            let day = first_day + d * DAY;
+            let weekday = ((day + crate::time::VIETNAM_OFFSET_SECS as i64) / DAY + 4).rem_euclid(7); // 0 = Sunday
+            let count = if weekday == 0 || weekday == 6 { per_day / 5 } else { per_day };
+            for _ in 0..count {
+                let received = day + 7 * HOUR + 30 * 60 + self.rng.random_range(0..(9 * HOUR + 30 * 60));
+                if received <= now {
+                    self.dossier(received);
+                }
+            }
+        }
+        self.due_events(now)
+    }
+
+    /// New dossiers received at `now`, for live mode.
+    pub fn receive_now(&mut self, now: Instant, count: u32) {
+        for _ in 0..count {
+            self.dossier(now);
+        }
+    }
+
+    /// Every pending event whose time has come, shuffled locally and with a few duplicates.
+    pub fn due_events(&mut self, now: Instant) -> Vec<WireEvent> {
+        let mut out = Vec::new();
+        while let Some(Reverse((t, _, _))) = self.pending.peek() {
+            if *t > now {
+                break;
+            }
+            let Reverse((_, _, WireEventOrd(event))) = self.pending.pop().expect("peeked");
+            if self.rng.random_bool(DUPLICATE_RATE) {
+                out.push(event.clone());
+            }
+            out.push(event);
+        }
+        for window in out.chunks_mut(SHUFFLE_WINDOW) {
+            window.shuffle(&mut self.rng);
+        }
+        out
+    }
+
+    fn schedule(&mut self, event: WireEvent, at: Instant) {
+        self.next_seq += 1;
+        self.pending.push(Reverse((at, self.next_seq, WireEventOrd(event))));
+    }
+
+    /// One dossier's whole lifecycle, scheduled.
+    fn dossier(&mut self, received: Instant) {
+        let rng = &mut self.rng;
+        let communal = rng.random_bool(0.6);
+        let units = &self.province.units;
+        let (unit, candidates): (&Unit, Vec<&Procedure>) = if communal {
+            (&units[21 + rng.random_range(0..100)], self.province.procedures.iter().filter(|p| p.communal).collect())
+        } else {
+            let dept = 1 + rng.random_range(0..20);
+            // Each department handles its own few procedures.
+            let own: Vec<&Procedure> =
+                self.province.procedures.iter().filter(|p| !p.communal).skip((dept - 1) % 14 * 2).take(3).collect();
+            (&units[dept], own)
+        };
+        let procedure = candidates[rng.random_range(0..candidates.len())].clone();
+        let unit_code = unit.code.clone();
+        self.next_dossier += 1;
+        let dossier_id =
+            format!("{unit_code}-{}-{:06}", &format_time(received)[2..10].replace('-', ""), self.next_dossier);
+
+        let channel = if rng.random_bool(procedure.online_share) {
+            Channel::Online
+        } else if rng.random_bool(0.02) {
+            Channel::Postal
+        } else {
+            Channel::Direct
+        };
+        let synced = rng.random_bool(0.93);
+        let digitised = rng.random_bool(0.78);
+        let reused = rng.random_bool(0.35);
+        let vneid = channel == Channel::Online && rng.random_bool(0.7);
+        let due = received + procedure.days * DAY;
+
+        let mut seq = 0;
+        let mut events: Vec<(Instant, WireEvent)> = Vec::new();
+        let mut push = |t: Instant, status: u8, edit: &dyn Fn(&mut WireEvent)| {
+            seq += 1;
+            let mut e = WireEvent {
+                schema_version: SCHEMA_VERSION,
+                event_id: format!("{dossier_id}#{seq}"),
+                event_time: format_time(t),
+                dossier_id: dossier_id.clone(),
+                status,
+                unit_code: unit_code.clone(),
+                procedure_code: procedure.code.clone(),
+                channel,
+                due_at: None,
+                supplement_received: false,
+                fees: vec![],
+                documents: vec![],
+                result: None,
+                vneid_authenticated: vneid,
+                population_data_used: vneid,
+                synced_to_portal: synced,
+                feedback: None,
+            };
+            edit(&mut e);
+            events.push((t, e));
+        };
+
+        if channel == Channel::Online {
+            push(received - rng.random_range(10 * 60..6 * HOUR), status::SUBMITTED_ONLINE, &|_| {});
+        }
+        push(received, status::RECEIVED, &|e| {
+            e.due_at = Some(format_time(due));
+            e.documents =
+                vec![Document { code: "TP1".into(), digitised, reused, from_personal_store: reused && vneid }];
+        });
+        push(
+            received + rng.random_range(HOUR..DAY.min(procedure.days * DAY / 2).max(HOUR + 1)),
+            status::PROCESSING,
+            &|_| {},
+        );
+
+        // Supplement requests stop the clock while the applicant gathers documents.
+        let mut due_eff = due;
+        let mut waiting = false;
+        if rng.random_bool(procedure.supplement_rate) {
+            let requested = received + rng.random_range(HOUR..(due - received).max(2 * HOUR) / 2);
+            push(requested, status::SUPPLEMENT_REQUESTED, &|_| {});
+            if rng.random_bool(0.9) {
+                let arrived = requested + rng.random_range(DAY..5 * DAY);
+                push(arrived, status::PROCESSING, &|e| e.supplement_received = true);
+                due_eff += arrived - requested;
+                if rng.random_bool(0.05) {
+                    push(arrived + rng.random_range(HOUR..DAY), status::SUPPLEMENT_REQUESTED, &|_| {});
+                    waiting = true;
+                }
+            } else {
+                waiting = true;
+            }
+        }
+        if !waiting {
+            let span = (due_eff - received) as f64;
+            let roll: f64 = rng.random();
+            if roll < 0.015 {
+                push(received + (span * rng.random_range(0.1..0.8)) as i64, status::WITHDRAWN, &|_| {});
+            } else if roll < 0.025 {
+                push(received + (span * rng.random_range(0.2..0.9)) as i64, status::STOPPED, &|_| {});
+            } else {
+                let late = rng.random_bool(procedure.late_rate);
+                let f = if late { rng.random_range(1.05..1.8) } else { rng.random_range(0.15..0.97) };
+                let completed = received + (span * f) as i64;
+                if procedure.fee > 0 {
+                    let paid_online = if channel == Channel::Online && rng.random_bool(0.75) {
+                        1 + rng.random_range(0..2)
+                    } else {
+                        0
+                    };
+                    let fee = procedure.fee;
+                    push(received + (span * f * 0.5) as i64, status::FEES_REQUESTED, &|e| {
+                        e.fees = vec![Fee { amount: fee, paid_online }]
+                    });
+                }
+                push(completed, status::COMPLETED, &|_| {});
+                let returned = completed + rng.random_range(10 * 60..2 * DAY);
+                let electronic = rng.random_bool(0.8);
+                let to_store = electronic && vneid && rng.random_bool(0.5);
+                push(returned, status::RESULT_RETURNED, &|e| {
+                    e.result = Some(ResultDocument {
+                        file_url: electronic.then(|| format!("https://dvc.example.gov.vn/kq/{}.pdf", e.dossier_id)),
+                        synced_to_personal_store: to_store,
+                    })
+                });
+                if rng.random_bool(0.01) {
+                    let complaint = rng.random_bool(0.2);
+                    push(returned + rng.random_range(DAY..10 * DAY), status::RESULT_RETURNED, &|e| {
+                        e.feedback = Some(Feedback { dislike: !complaint, complaint })
+                    });
+                }
+            }
+        }
+        for (t, e) in events {
+            self.schedule(e, t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::PeriodKind;
+
+    #[test]
+    fn the_province_registry_is_a_valid_tree() {
+        let province = Province::new("H99", "Tỉnh Mô Phỏng", 7);
+        let registry = crate::units::Registry::parse(&province.registry_jsonl()).unwrap();
+        assert_eq!(registry.len(), 121);
+    }
+
+    #[test]
+    fn history_decodes_and_is_reproducible_from_a_seed() {
+        let now = crate::time::parse_time("2026-11-24T12:00:00+07:00").unwrap();
+        let run = || Simulator::new(Province::new("H99", "Tỉnh", 7), 42).history(now, 10, 200);
+        let events = run();
+        assert_eq!(events, run());
+        assert!(events.len() > 5_000, "{} events", events.len());
+        for e in &events {
+            let bytes = serde_json::to_vec(e).unwrap();
+            let decoded = crate::event::decode(&bytes, Some(e.dossier_id.as_bytes()), 65536).unwrap();
+            assert!(decoded.event_time <= now);
+        }
+        let mut state = crate::state::State::new(now);
+        for e in &events {
+            state.apply(&crate::event::decode(&serde_json::to_vec(e).unwrap(), None, 65536).unwrap());
+        }
+        // A realistic province: most dossiers on time, some overdue.
+        let (received, on_time) = state
+            .tallies()
+            .iter()
+            .filter(|((_, p), _)| p.kind == PeriodKind::Year)
+            .fold((0, 0), |(r, o), (_, t)| (r + t.received, o + t.on_time));
+        let share = on_time as f64 / received as f64;
+        assert!((0.80..0.99).contains(&share), "on-time share {share}");
+    }
+}

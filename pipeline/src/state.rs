@@ -1,0 +1,427 @@
+//! Per-dossier state and per-unit, per-period tallies for criterion 2.1 (on time).
+//!
+//! The tallies always equal what a batch recomputation over all dossiers would give at the
+//! current instant: every change to a dossier first retracts its old contribution, then adds the
+//! new one; a deadline queue flips open dossiers to overdue when their due date passes, with no
+//! event needed. Merging is order-independent (earliest time wins, flags only accumulate) and
+//! event ids are remembered per dossier, so shuffled, late and duplicated events give the same
+//! result as a clean stream.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::AddAssign;
+
+use crate::event::{status, Channel, DossierEvent};
+use crate::time::{Instant, Period};
+
+/// Codes seen on events, numbered so dossiers store four bytes instead of a string.
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+}
+
+/// What 2.1 makes of a dossier, independent of the period it is judged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Never received at the one-stop desk (only submitted, or refused at reception): not counted.
+    NotReceived,
+    /// Judged once and for all: ended on time (true) or late (false).
+    Decided(bool),
+    /// Still open: on time while the judging instant is at or before this effective due date
+    /// (None: no due date is known, so it cannot be late).
+    OpenUntil(Option<Instant>),
+}
+
+impl Verdict {
+    /// Whether the dossier counts as good for `period` when judged at `now`: an open dossier is
+    /// judged at the end of its period, or now for the live period.
+    pub fn on_time_in(self, period: Period, now: Instant) -> bool {
+        match self {
+            Verdict::NotReceived => false,
+            Verdict::Decided(on_time) => on_time,
+            Verdict::OpenUntil(None) => true,
+            Verdict::OpenUntil(Some(due)) => now.min(period.last_instant()) <= due,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dossier {
+    pub id: Box<str>,
+    pub unit: u32,
+    pub procedure: u32,
+    pub channel: Channel,
+    /// The reception event fixes unit, procedure and channel; before it, the first event does.
+    reception_seen: bool,
+    pub last_status: u8,
+    last_status_time: Instant,
+    pub received_at: Option<Instant>,
+    pub due_at: Option<Instant>,
+    pub completed_at: Option<Instant>,
+    pub returned_at: Option<Instant>,
+    /// Earliest of stopped (8), withdrawn (7) and refused at reception (3).
+    pub abandoned_at: Option<Instant>,
+    pub supplement_requests: Vec<Instant>,
+    pub supplement_arrivals: Vec<Instant>,
+    pub flags: u16,
+    seen_events: Vec<u64>,
+}
+
+fn earliest(slot: &mut Option<Instant>, t: Instant) {
+    *slot = Some(slot.map_or(t, |old| old.min(t)));
+}
+
+/// FNV-1a: a stable 64-bit fingerprint of an event id (stable across builds, unlike std's hasher).
+fn fingerprint(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl Dossier {
+    /// The end that 2.1 uses, by priority: completed; else result returned; else stopped,
+    /// refused or withdrawn.
+    pub fn end(&self) -> Option<Instant> {
+        self.completed_at.or(self.returned_at).or(self.abandoned_at)
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        if self.received_at.is_none() {
+            return Verdict::NotReceived;
+        }
+        let mut end = self.end();
+        let mut due = self.due_at;
+        match self.supplement_requests.as_slice() {
+            [] => {}
+            &[requested] => match self.supplement_arrivals.iter().copied().filter(|&a| a >= requested).min() {
+                // Waiting for the applicant does not count against the unit.
+                Some(arrived) => due = due.map(|d| d + (arrived - requested)),
+                // Still waiting: the dossier ends at the request.
+                None => end = Some(end.map_or(requested, |e| e.min(requested))),
+            },
+            _ => return Verdict::Decided(false),
+        }
+        match (end, due) {
+            (Some(end), Some(due)) => Verdict::Decided(end <= due),
+            (Some(_), None) => Verdict::Decided(true),
+            (None, due) => Verdict::OpenUntil(due),
+        }
+    }
+}
+
+/// Numerator and denominator of 2.1 for one unit (its own dossiers) and period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub received: i64,
+    pub on_time: i64,
+}
+
+impl AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.received += other.received;
+        self.on_time += other.on_time;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Changed,
+    Duplicate,
+}
+
+#[derive(Debug)]
+pub struct State {
+    now: Instant,
+    pub units: Interner,
+    pub procedures: Interner,
+    dossiers: Vec<Dossier>,
+    by_id: HashMap<Box<str>, u32>,
+    tallies: HashMap<(u32, Period), Tally>,
+    /// (effective due date, dossier) of open dossiers not yet overdue; stale entries are skipped.
+    deadlines: BTreeSet<(Instant, u32)>,
+}
+
+impl State {
+    pub fn new(now: Instant) -> State {
+        State {
+            now,
+            units: Interner::default(),
+            procedures: Interner::default(),
+            dossiers: Vec::new(),
+            by_id: HashMap::new(),
+            tallies: HashMap::new(),
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn dossiers(&self) -> &[Dossier] {
+        &self.dossiers
+    }
+
+    pub fn tallies(&self) -> &HashMap<(u32, Period), Tally> {
+        &self.tallies
+    }
+
+    pub fn apply(&mut self, event: &DossierEvent) -> Applied {
+        let idx = match self.by_id.get(event.dossier_id.as_str()) {
+            Some(&idx) => idx,
+            None => self.insert(event),
+        };
+        let fp = fingerprint(&event.event_id);
+        if self.dossiers[idx as usize].seen_events.contains(&fp) {
+            return Applied::Duplicate;
+        }
+        self.contribute(idx, -1);
+        let unit = self.units.intern(&event.unit_code);
+        let procedure = self.procedures.intern(&event.procedure_code);
+        let d = &mut self.dossiers[idx as usize];
+        d.seen_events.push(fp);
+        d.flags |= event.flags;
+        if event.event_time >= d.last_status_time {
+            d.last_status = event.status;
+            d.last_status_time = event.event_time;
+        }
+        let t = event.event_time;
+        match event.status {
+            status::RECEIVED => {
+                // With two reception events, the earlier one's due date stands.
+                if d.received_at.is_none_or(|r| t < r) {
+                    d.due_at = event.due_at;
+                }
+                earliest(&mut d.received_at, t);
+                if !d.reception_seen {
+                    (d.unit, d.procedure, d.channel, d.reception_seen) = (unit, procedure, event.channel, true);
+                }
+            }
+            status::SUPPLEMENT_REQUESTED => d.supplement_requests.push(t),
+            status::PROCESSING if event.supplement_received => d.supplement_arrivals.push(t),
+            status::COMPLETED => earliest(&mut d.completed_at, t),
+            status::RESULT_RETURNED => earliest(&mut d.returned_at, t),
+            status::STOPPED | status::WITHDRAWN | status::REFUSED_AT_RECEPTION => earliest(&mut d.abandoned_at, t),
+            _ => {}
+        }
+        self.contribute(idx, 1);
+        Applied::Changed
+    }
+
+    fn insert(&mut self, event: &DossierEvent) -> u32 {
+        let idx = self.dossiers.len() as u32;
+        self.dossiers.push(Dossier {
+            id: event.dossier_id.as_str().into(),
+            unit: self.units.intern(&event.unit_code),
+            procedure: self.procedures.intern(&event.procedure_code),
+            channel: event.channel,
+            reception_seen: false,
+            last_status: event.status,
+            last_status_time: event.event_time,
+            received_at: None,
+            due_at: None,
+            completed_at: None,
+            returned_at: None,
+            abandoned_at: None,
+            supplement_requests: Vec::new(),
+            supplement_arrivals: Vec::new(),
+            flags: 0,
+            seen_events: Vec::new(),
+        });
+        self.by_id.insert(event.dossier_id.as_str().into(), idx);
+        idx
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) the dossier's contribution at the current instant.
+    fn contribute(&mut self, idx: u32, sign: i64) {
+        let d = &self.dossiers[idx as usize];
+        let Some(received) = d.received_at else { return };
+        let verdict = d.verdict();
+        for period in Period::all_containing(received) {
+            let tally = self.tallies.entry((d.unit, period)).or_default();
+            tally.received += sign;
+            if verdict.on_time_in(period, self.now) {
+                tally.on_time += sign;
+            }
+        }
+        if let (1, Verdict::OpenUntil(Some(due))) = (sign, verdict) {
+            if due >= self.now {
+                self.deadlines.insert((due, idx));
+            }
+        }
+    }
+
+    /// Moves the judging instant forward, turning open dossiers overdue as their due date passes.
+    pub fn advance_to(&mut self, now: Instant) {
+        if now <= self.now {
+            return;
+        }
+        let mut flipping = Vec::new();
+        while let Some(&(due, idx)) = self.deadlines.first() {
+            if due >= now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.dossiers[idx as usize].verdict() == Verdict::OpenUntil(Some(due)) {
+                flipping.push(idx);
+            }
+        }
+        for &idx in &flipping {
+            self.contribute(idx, -1);
+        }
+        self.now = now;
+        for &idx in &flipping {
+            self.contribute(idx, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::time::{parse_time, PeriodKind};
+
+    pub fn event(id: &str, dossier: &str, status: u8, time: &str) -> DossierEvent {
+        DossierEvent {
+            event_id: id.into(),
+            event_time: parse_time(time).unwrap(),
+            dossier_id: dossier.into(),
+            status,
+            unit_code: "U1".into(),
+            procedure_code: "P1".into(),
+            channel: Channel::Direct,
+            due_at: None,
+            supplement_received: false,
+            flags: 0,
+        }
+    }
+
+    pub fn reception(id: &str, dossier: &str, time: &str, due: &str) -> DossierEvent {
+        DossierEvent { due_at: Some(parse_time(due).unwrap()), ..event(id, dossier, status::RECEIVED, time) }
+    }
+
+    fn month(state: &State, unit: &str) -> Tally {
+        let nov = Period { kind: PeriodKind::Month, year: 2026, index: 11 };
+        state.tallies().get(&(state.units.get(unit).unwrap(), nov)).copied().unwrap_or_default()
+    }
+
+    fn at(t: &str) -> Instant {
+        parse_time(t).unwrap()
+    }
+
+    #[test]
+    fn open_dossier_turns_overdue_when_its_due_date_passes_without_an_event() {
+        let mut s = State::new(at("2026-11-03T09:00:00+07:00"));
+        s.apply(&reception("a", "D1", "2026-11-03T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        s.advance_to(at("2026-11-05T17:00:00+07:00"));
+        assert_eq!(month(&s, "U1").on_time, 1, "on time while now <= due");
+        s.advance_to(at("2026-11-05T17:00:01+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 0 });
+        // Completed late: stays late.
+        s.apply(&event("b", "D1", status::COMPLETED, "2026-11-06T10:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 0 });
+    }
+
+    #[test]
+    fn closed_period_judges_open_dossiers_at_its_end() {
+        // Received 30 Nov, due 2 Dec, still open on 10 Dec: on time for November (judged at its
+        // end), overdue for the live quarter.
+        let mut s = State::new(at("2026-11-30T09:00:00+07:00"));
+        s.apply(&reception("a", "D1", "2026-11-30T08:00:00+07:00", "2026-12-02T17:00:00+07:00"));
+        s.advance_to(at("2026-12-10T00:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        let q4 = Period { kind: PeriodKind::Quarter, year: 2026, index: 4 };
+        assert_eq!(s.tallies()[&(0, q4)], Tally { received: 1, on_time: 0 });
+    }
+
+    #[test]
+    fn supplement_wait_is_not_counted_and_two_requests_are_late() {
+        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        // Due 5 Nov; waited 3 days for the applicant; completed 7 Nov: on time (effective due 8 Nov).
+        s.apply(&reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        s.apply(&event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"));
+        let arrival = DossierEvent {
+            supplement_received: true,
+            ..event("c", "D1", status::PROCESSING, "2026-11-05T08:00:00+07:00")
+        };
+        s.apply(&arrival);
+        s.apply(&event("d", "D1", status::COMPLETED, "2026-11-07T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        // Still waiting for a supplement requested before the due date: ends at the request, on time.
+        s.apply(&reception("e", "D2", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        s.apply(&event("f", "D2", status::SUPPLEMENT_REQUESTED, "2026-11-04T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 2, on_time: 2 });
+        // Two requests: late, even though completed early.
+        s.apply(&reception("g", "D3", "2026-11-01T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
+        s.apply(&event("h", "D3", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"));
+        s.apply(&event("i", "D3", status::SUPPLEMENT_REQUESTED, "2026-11-03T08:00:00+07:00"));
+        s.apply(&event("j", "D3", status::COMPLETED, "2026-11-04T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 3, on_time: 2 });
+    }
+
+    #[test]
+    fn end_priority_completed_before_returned_before_stopped() {
+        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        s.apply(&reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        s.apply(&event("b", "D1", status::RESULT_RETURNED, "2026-11-06T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1").on_time, 0, "returned late, no completion known");
+        s.apply(&event("c", "D1", status::COMPLETED, "2026-11-05T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1").on_time, 1, "completion on time takes priority");
+        s.apply(&reception("d", "D2", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        s.apply(&event("e", "D2", status::WITHDRAWN, "2026-11-03T08:00:00+07:00"));
+        assert_eq!(month(&s, "U1"), Tally { received: 2, on_time: 2 });
+    }
+
+    #[test]
+    fn refused_at_reception_is_not_counted() {
+        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        s.apply(&event("a", "D1", status::SUBMITTED_ONLINE, "2026-11-01T08:00:00+07:00"));
+        s.apply(&event("b", "D1", status::REFUSED_AT_RECEPTION, "2026-11-01T09:00:00+07:00"));
+        assert!(s.tallies().is_empty());
+    }
+
+    #[test]
+    fn order_and_duplicates_do_not_change_the_result() {
+        let events = vec![
+            reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"),
+            event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"),
+            DossierEvent {
+                supplement_received: true,
+                ..event("c", "D1", status::PROCESSING, "2026-11-04T08:00:00+07:00")
+            },
+            event("d", "D1", status::COMPLETED, "2026-11-06T08:00:00+07:00"),
+            reception("e", "D2", "2026-11-10T08:00:00+07:00", "2026-11-12T17:00:00+07:00"),
+            event("f", "D2", status::RESULT_RETURNED, "2026-11-13T08:00:00+07:00"),
+        ];
+        let run = |order: &[usize]| {
+            let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+            for &i in order {
+                s.apply(&events[i]);
+            }
+            month(&s, "U1")
+        };
+        let expected = Tally { received: 2, on_time: 1 };
+        assert_eq!(run(&[0, 1, 2, 3, 4, 5]), expected);
+        assert_eq!(run(&[5, 3, 1, 4, 2, 0]), expected);
+        assert_eq!(run(&[3, 3, 0, 1, 1, 2, 5, 4, 0, 5]), expected);
+    }
+}

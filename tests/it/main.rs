@@ -1,0 +1,11 @@
+//! The repository's one integration-test binary (it links once): a module per area.
+//!
+//! - `contract`: the shipped schemas and examples against the pipeline's decoder;
+//! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
+//! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
+
+mod contract;
+mod mock_consumer;
+mod real_broker;
+mod scenario;
+mod support;

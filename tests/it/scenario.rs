@@ -1,0 +1,260 @@
+//! One hand-computed scenario, run by the mock-cluster test and by the real-broker test: a
+//! small province, dossiers whose 2.1 outcome is worked out by hand below, duplicates, bad input.
+//!
+//! Judged as of 2026-11-24 12:00 (UTC+7). Registry: H44 ← H44.01, H44.02, H44.100, H44.101.
+//!
+//! | dossier | unit | received | due | what happened | Nov | Oct (closed) | Q4, 2026 (live) |
+//! |---|---|---|---|---|---|---|---|
+//! | A (example 1) | H44.01 | 11-03 | 11-10 17:00 | supplement 11-04 09:30 → 11-06 10:00 (due → 11-12 17:30), completed 11-11 | on time | | on time |
+//! | B | H44.01 | 11-10 | 11-20 17:00 | still open | overdue (clock) | | overdue |
+//! | C | H44.01 | 11-18 | 11-28 17:00 | still open | on time | | on time |
+//! | D | H44.02 | 10-15 | 10-20 17:00 | completed 10-25 | | late | late |
+//! | E | H44.02 | 11-02 | 11-05 17:00 | completed 11-04; every event sent twice | on time | | on time |
+//! | F (example 2) | H44.100 | 11-05 | 11-06 17:00 | completed 11-07 | late | | late |
+//! | G | H44.100 | 10-30 | 11-04 17:00 | still open | | on time (judged 10-31) | overdue |
+//! | X | H44.999 | 11-03 | 11-10 17:00 | unit not in the registry | not scored | | |
+//!
+//! Plus two bad messages (malformed JSON, a status 11) for the dead-letter topic.
+
+use std::path::Path;
+use std::time::Duration;
+
+use index766::event::{Channel, WireEvent};
+use index766::produce::EventProducer;
+use index766::Config;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{http, metric, read_topic, repo_root, sql, wait_for};
+
+pub const AS_OF: &str = "2026-11-24T12:00:00+07:00";
+pub const EVENTS_TOPIC: &str = "index766.dossier-events";
+pub const DEAD_LETTER_TOPIC: &str = "index766.dead-letter";
+
+fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> WireEvent {
+    WireEvent {
+        schema_version: 1,
+        event_id: format!("{dossier}#{seq}"),
+        event_time: time.into(),
+        dossier_id: dossier.into(),
+        status,
+        unit_code: unit.into(),
+        procedure_code: "1.000001".into(),
+        channel: Channel::Direct,
+        due_at: None,
+        supplement_received: false,
+        fees: vec![],
+        documents: vec![],
+        result: None,
+        vneid_authenticated: false,
+        population_data_used: false,
+        synced_to_portal: true,
+        feedback: None,
+    }
+}
+
+fn received(dossier: &str, time: &str, due: &str, unit: &str) -> WireEvent {
+    WireEvent { due_at: Some(due.into()), ..event(dossier, 1, 2, time, unit) }
+}
+
+/// Every good message, in a deliberately scrambled order, duplicates included.
+pub fn events() -> Vec<WireEvent> {
+    let examples = std::fs::read_to_string(repo_root().join("schemas/examples/dossier-events.jsonl")).unwrap();
+    let mut events: Vec<WireEvent> = examples.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    events.reverse(); // completions before receptions: order must not matter
+    events.extend([
+        received("B", "2026-11-10T08:00:00+07:00", "2026-11-20T17:00:00+07:00", "H44.01"),
+        event("B", 2, 4, "2026-11-10T10:00:00+07:00", "H44.01"),
+        received("C", "2026-11-18T08:00:00+07:00", "2026-11-28T17:00:00+07:00", "H44.01"),
+        event("D", 2, 9, "2026-10-25T08:00:00+07:00", "H44.02"),
+        received("D", "2026-10-15T08:00:00+07:00", "2026-10-20T17:00:00+07:00", "H44.02"),
+        received("E", "2026-11-02T08:00:00+07:00", "2026-11-05T17:00:00+07:00", "H44.02"),
+        event("E", 2, 9, "2026-11-04T08:00:00+07:00", "H44.02"),
+        received("E", "2026-11-02T08:00:00+07:00", "2026-11-05T17:00:00+07:00", "H44.02"),
+        event("E", 2, 9, "2026-11-04T08:00:00+07:00", "H44.02"),
+        received("G", "2026-10-30T08:00:00+07:00", "2026-11-04T17:00:00+07:00", "H44.100"),
+        received("X", "2026-11-03T08:00:00+07:00", "2026-11-10T17:00:00+07:00", "H44.999"),
+    ]);
+    events
+}
+
+pub const DUPLICATES: u64 = 2;
+
+/// (key, payload) of messages that must go to the dead-letter topic.
+pub fn bad_messages() -> Vec<(&'static [u8], Vec<u8>)> {
+    let mut wrong_status =
+        serde_json::to_value(received("Z", "2026-11-03T08:00:00+07:00", "2026-11-10T17:00:00+07:00", "H44.01"))
+            .unwrap();
+    wrong_status["status"] = json!(11);
+    vec![(b"Y", b"{\"schema_version\": 1, oops".to_vec()), (b"Z", wrong_status.to_string().into_bytes())]
+}
+
+pub fn config(bootstrap: &str, snapshot_dir: &Path) -> Config {
+    Config::from_toml(&format!(
+        "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"index766-test\"\n\
+         [registry]\nunits_file = {:?}\n[scoring]\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n",
+        repo_root().join("schemas/examples/units.jsonl")
+    ))
+    .unwrap()
+}
+
+/// Produces the scenario to `bootstrap` with the project's own producer.
+pub fn produce(bootstrap: &str) -> u64 {
+    let mut producer = EventProducer::new(bootstrap, EVENTS_TOPIC).unwrap();
+    for e in events() {
+        producer.send(&e).unwrap();
+    }
+    for (key, payload) in bad_messages() {
+        producer.send_raw(key, &payload).unwrap();
+    }
+    producer.finish().unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+/// Runs the pipeline on `bootstrap` (the scenario already produced) and checks every figure.
+pub async fn run_pipeline_and_check(bootstrap: &str) {
+    let total = (events().len() + bad_messages().len()) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(bootstrap, dir.path()), shutdown.clone()).await.unwrap();
+    let addr = pipeline.http_addr;
+    let metrics = pipeline.metrics.clone();
+    wait_for("every message consumed and applied", Duration::from_secs(60), || {
+        let settled = metrics.events_applied.get()
+            + metrics.events_duplicate.get()
+            + index766::event::RejectReason::ALL
+                .iter()
+                .map(|r| metrics.events_rejected.with_label_values(&[r.as_str()]).get())
+                .sum::<u64>();
+        (settled == total).then_some(())
+    })
+    .await;
+    // The view is republished within publish_interval_ms of the last batch.
+    let points = |unit: &str, period: &str| -> Vec<serde_json::Value> {
+        sql(addr, &format!("SELECT numerator, denominator, ratio, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}'"))
+    };
+    wait_for("the view with every dossier", Duration::from_secs(10), || {
+        let rows = sql(addr, "SELECT count(*) AS n FROM dossiers");
+        (rows[0]["n"] == json!(8)).then_some(())
+    })
+    .await;
+
+    let row = |n: i64, d: i64, pts: f64| (n, d, pts);
+    let expect = [
+        ("H44", "2026-11", row(3, 5, 12.0)),
+        ("H44.01", "2026-11", row(2, 3, 40.0 / 3.0)),
+        ("H44.02", "2026-11", row(1, 1, 20.0)),
+        ("H44.100", "2026-11", row(0, 1, 0.0)),
+        ("H44.101", "2026-11", row(0, 0, 0.0)),
+        ("H44", "2026-10", row(1, 2, 10.0)),
+        ("H44.02", "2026-10", row(0, 1, 0.0)),
+        ("H44.100", "2026-10", row(1, 1, 20.0)),
+        ("H44", "2026-Q4", row(3, 7, 60.0 / 7.0)),
+        ("H44.100", "2026-Q4", row(0, 2, 0.0)),
+        ("H44", "2026", row(3, 7, 60.0 / 7.0)),
+    ];
+    for (unit, period, (n, d, pts)) in expect {
+        let rows = points(unit, period);
+        assert_eq!(rows.len(), 1, "{unit} {period}: {rows:?}");
+        assert_eq!(
+            (rows[0]["numerator"].as_i64(), rows[0]["denominator"].as_i64()),
+            (Some(n), Some(d)),
+            "{unit} {period}"
+        );
+        assert!(close(rows[0]["points"].as_f64().unwrap(), pts), "{unit} {period}: {} != {pts}", rows[0]["points"]);
+    }
+    assert_eq!(points("H44.101", "2026-11")[0]["ratio"], serde_json::Value::Null, "no dossiers, no ratio");
+    // 5 units × (Oct, Nov, Q4, 2026): the live periods and the closed month that has data.
+    assert_eq!(sql(addr, "SELECT count(*) AS n FROM scores")[0]["n"], json!(20));
+    assert_eq!(
+        sql(addr, "SELECT dossier_id, timeliness FROM dossiers WHERE dossier_id IN ('B','C','G') ORDER BY dossier_id"),
+        vec![
+            json!({"dossier_id": "B", "timeliness": "open_overdue"}),
+            json!({"dossier_id": "C", "timeliness": "open_in_time"}),
+            json!({"dossier_id": "G", "timeliness": "open_overdue"})
+        ]
+    );
+    assert_eq!(sql(addr, "SELECT u.unit_name FROM units u JOIN scores s USING (unit_code) WHERE s.period = '2026-11' AND s.points = 20")[0]["unit_name"], json!("Sở Xây dựng"));
+
+    let (status, exposition) = http(addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let gauge = |unit, period| {
+        metric(&exposition, "index766_score_points", &[("unit", unit), ("period", period), ("criterion", "2.1")])
+    };
+    assert_eq!(gauge("H44", "month"), Some(12.0));
+    assert!(close(gauge("H44", "quarter").unwrap(), 60.0 / 7.0));
+    assert_eq!(gauge("H44.02", "month"), Some(20.0));
+    assert_eq!(gauge("H44.101", "month"), Some(0.0));
+    assert_eq!(metric(&exposition, "index766_events_consumed_total", &[]), Some(total as f64));
+    assert_eq!(metric(&exposition, "index766_events_duplicate_total", &[]), Some(DUPLICATES as f64));
+    assert_eq!(metric(&exposition, "index766_events_rejected_total", &[("reason", "malformed_json")]), Some(1.0));
+    assert_eq!(metric(&exposition, "index766_events_rejected_total", &[("reason", "schema_violation")]), Some(1.0));
+    assert_eq!(metric(&exposition, "index766_dossiers_unregistered_unit", &[]), Some(1.0));
+    let (status, health) = http(addr, "GET", "/healthz", "");
+    assert_eq!(status, 200, "{health}");
+
+    let dead = read_topic(bootstrap, DEAD_LETTER_TOPIC, 2);
+    let mut reasons: Vec<String> = dead.iter().map(|m| header(m, "index766.reason")).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["malformed_json", "schema_violation"]);
+    assert!(dead.iter().all(|m| header(m, "index766.source").starts_with(EVENTS_TOPIC)));
+
+    run_example_queries(addr);
+    let (status, body) = http(addr, "POST", "/sql", "DROP TABLE scores");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+    check_snapshot(&dir.path().join("scores.parquet"));
+}
+
+/// Every query the README points analysts to runs and returns rows on the scenario.
+fn run_example_queries(addr: std::net::SocketAddr) {
+    let dir = repo_root().join("sql/examples");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let rows = sql(addr, &std::fs::read_to_string(&path).unwrap());
+        assert!(!rows.is_empty(), "{} returned no rows", path.display());
+        ran += 1;
+    }
+    assert!(ran >= 4);
+}
+
+fn header(message: &rdkafka::message::OwnedMessage, key: &str) -> String {
+    use rdkafka::message::{Headers, Message};
+    let headers = message.headers().expect("dead letters carry headers");
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no {key} header"))
+}
+
+/// The shutdown snapshot is a plain Parquet file with the same province figure.
+fn check_snapshot(path: &Path) {
+    use datafusion::arrow::array::{Float64Array, StringArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+    let mut found = None;
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let (units, periods, points) = (col("unit_code"), col("period"), col("points"));
+        let units = units.as_any().downcast_ref::<StringArray>().unwrap();
+        let periods = periods.as_any().downcast_ref::<StringArray>().unwrap();
+        let points = points.as_any().downcast_ref::<Float64Array>().unwrap();
+        for i in 0..batch.num_rows() {
+            if units.value(i) == "H44" && periods.value(i) == "2026-11" {
+                found = Some(points.value(i));
+            }
+        }
+    }
+    assert_eq!(found, Some(12.0), "province November points in {}", path.display());
+}
