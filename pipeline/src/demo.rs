@@ -71,7 +71,8 @@ pub fn stream(
     producer.finish()
 }
 
-/// Writes the simulated stream to `brokers`, and the province's unit registry to `units_out`.
+/// Writes the simulated stream to `brokers` (creating the topic if needed), and the province's
+/// unit registry to `units_out`. Blocking.
 pub fn generate(
     brokers: &str,
     topic: &str,

@@ -42,6 +42,9 @@ enum Command {
         brokers: String,
         #[arg(long, default_value = "index766.dossier-events")]
         topic: String,
+        /// Partitions of the topic, if it has to be created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
         /// Also write the province's unit registry (JSON lines) to this file.
         #[arg(long)]
         units_out: Option<PathBuf>,
@@ -105,9 +108,13 @@ async fn main() -> ExitCode {
         Command::Demo { http, data_dir, stream } => {
             demo::demo(http, data_dir, stream.into(), shutdown_on_signal()).await.map_err(Into::into)
         }
-        Command::Generate { brokers, topic, units_out, stream } => {
+        Command::Generate { brokers, topic, partitions, units_out, stream } => {
             let stop = shutdown_on_signal();
             let options: StreamOptions = stream.into();
+            if let Err(error) = index766::produce::ensure_topics(&brokers, &[&topic], partitions).await {
+                eprintln!("index766: {error}");
+                return ExitCode::FAILURE;
+            }
             tokio::task::spawn_blocking(move || demo::generate(&brokers, &topic, units_out, &options, &stop))
                 .await
                 .expect("generator does not panic")

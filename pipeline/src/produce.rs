@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
@@ -36,8 +38,31 @@ pub enum ProduceError {
     Client { brokers: String, source: KafkaError },
     #[error("producing to {topic}: {source}")]
     Send { topic: String, source: KafkaError },
-    #[error("{failed} of {sent} messages were not delivered to {topic}")]
+    #[error("cannot create topic {topic}: {source}")]
+    CreateTopic { topic: String, source: KafkaError },
+    #[error("{failed} of {sent} messages were not delivered to {topic} (does the topic exist? is the broker up?)")]
     Undelivered { topic: String, failed: u64, sent: u64 },
+}
+
+/// Creates each topic with `partitions` partitions unless it exists already.
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), ProduceError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|source| ProduceError::Client { brokers: brokers.into(), source })?;
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|source| ProduceError::CreateTopic { topic: topics.join(", "), source })?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(ProduceError::CreateTopic { topic, source: KafkaError::AdminOp(code) }),
+        }
+    }
+    Ok(())
 }
 
 pub struct EventProducer {
