@@ -28,6 +28,7 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub ingest: IngestConfig,
     pub registry: RegistryConfig,
+    pub catalog: CatalogConfig,
     pub scoring: ScoringConfig,
     pub http: HttpConfig,
     pub sql: SqlConfig,
@@ -65,7 +66,15 @@ pub struct RegistryConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScoringConfig {
+    pub spec_file: PathBuf,
+    pub target_total: f64,
     pub as_of: String,
     pub publish_interval_ms: u64,
 }
@@ -125,6 +134,9 @@ impl Config {
         }
         if self.sql.max_concurrent == 0 {
             return Err(ConfigError::Invalid("[sql] max_concurrent must be at least 1".into()));
+        }
+        if !(0.0..=100.0).contains(&self.scoring.target_total) {
+            return Err(ConfigError::Invalid("[scoring] target_total must be between 0 and 100".into()));
         }
         if self.snapshot.interval_secs == 0 {
             return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));

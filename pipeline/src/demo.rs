@@ -130,9 +130,13 @@ pub async fn demo(
     let units = data_dir.join("units.jsonl");
     std::fs::write(&units, sim.province().registry_jsonl())
         .map_err(|source| DemoError::Write { path: units.clone(), source })?;
+    let procedures = data_dir.join("procedures.jsonl");
+    let catalog = sim.province().catalog_jsonl(chrono::Utc::now().timestamp());
+    std::fs::write(&procedures, catalog).map_err(|source| DemoError::Write { path: procedures.clone(), source })?;
     let snapshots = data_dir.join("snapshots");
     let config = crate::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
+         [catalog]\nfile = {procedures:?}\n\
          [http]\nlisten = \"{http}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
     ))
     .map_err(crate::RunError::from)?;

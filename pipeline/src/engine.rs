@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Batch;
 use crate::metrics::Metrics;
+use crate::spec::Spec;
 use crate::state::{Applied, State};
 use crate::time::Clock;
 use crate::units::Registry;
@@ -17,6 +18,8 @@ use crate::view::View;
 pub struct Engine {
     pub state: State,
     pub registry: Arc<Registry>,
+    pub spec: Arc<Spec>,
+    pub target_total: f64,
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
     pub views: watch::Sender<Arc<View>>,
@@ -70,7 +73,7 @@ impl Engine {
     }
 
     fn publish(&mut self) -> Arc<View> {
-        let view = Arc::new(View::build(self.registry.clone(), &self.state));
+        let view = Arc::new(View::build(self.registry.clone(), &self.spec, self.target_total, &self.state));
         self.metrics.observe_view(&view, self.state.dossiers().len());
         self.views.send_replace(view.clone());
         view

@@ -1,9 +1,11 @@
 //! index766: Index 766 (Decision 766/QĐ-TTg) scores, live, from Kafka dossier events.
 //!
-//! Data flows one way: `ingest` (Kafka → decoded events) → `engine` (owns the `state`) →
-//! `view` (immutable tables built by `scoring`) → readers: `query` (SQL), `metrics`,
-//! `snapshot` (Parquet), served by `http`.
+//! Data flows one way: `ingest` (Kafka → decoded events) → `engine` (owns the `state`, which
+//! sums what `judge` makes of each dossier) → `view` (immutable tables built by `scoring` under
+//! the `spec`, with the `catalog` and `units`) → readers: `query` (SQL), `metrics`, `snapshot`
+//! (Parquet), served by `http`.
 
+pub mod catalog;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -11,12 +13,14 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod judge;
 pub mod metrics;
 pub mod produce;
 pub mod query;
 pub mod scoring;
 pub mod simulate;
 pub mod snapshot;
+pub mod spec;
 pub mod state;
 pub mod time;
 pub mod units;
@@ -33,9 +37,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+use crate::catalog::Catalog;
 use crate::engine::Engine;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::spec::Spec;
 use crate::state::State;
 use crate::time::Clock;
 use crate::units::Registry;
@@ -47,6 +53,10 @@ pub enum RunError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Registry(#[from] units::RegistryError),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
     #[error(transparent)]
@@ -82,9 +92,17 @@ impl Pipeline {
             None => Clock::Wall,
         });
         let registry = Arc::new(Registry::load(&config.registry.units_file)?);
+        let spec = Arc::new(Spec::load(&config.scoring.spec_file)?);
+        let catalog = Arc::new(match config.catalog.file.as_os_str().is_empty() {
+            true => Catalog::default(),
+            false => Catalog::load(&config.catalog.file)?,
+        });
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
-        let (view_tx, views) = watch::channel(Arc::new(View::empty(registry.clone(), clock.now())));
+        let state = State::new(clock.now(), catalog);
+        let target_total = config.scoring.target_total;
+        let first_view = View::build(registry.clone(), &spec, target_total, &state);
+        let (view_tx, views) = watch::channel(Arc::new(first_view));
         let sql = Arc::new(query::SqlService::new(&config.sql)?);
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -102,8 +120,10 @@ impl Pipeline {
         let (batch_tx, batch_rx) = mpsc::channel(8);
         let ingest = tokio::spawn(ingest::run(config.clone(), metrics.clone(), health, batch_tx, shutdown.clone()));
         let engine = Engine {
-            state: State::new(clock.now()),
+            state,
             registry,
+            spec,
+            target_total,
             clock,
             metrics: metrics.clone(),
             views: view_tx,
@@ -146,7 +166,7 @@ impl Pipeline {
 }
 
 async fn write_snapshot(dir: PathBuf, view: Arc<View>, metrics: &Metrics) -> Result<PathBuf, snapshot::SnapshotError> {
-    let path = tokio::task::spawn_blocking(move || snapshot::write_scores(&dir, &view.scores))
+    let path = tokio::task::spawn_blocking(move || snapshot::write_scores(&dir, view.table("scores")))
         .await
         .expect("snapshot task does not panic")?;
     metrics.snapshot_last_success.set(chrono::Utc::now().timestamp() as f64);

@@ -7,7 +7,7 @@ use prometheus::{
 };
 
 use crate::event::RejectReason;
-use crate::scoring::ON_TIME;
+use crate::spec::CRITERIA;
 use crate::view::View;
 
 pub struct Metrics {
@@ -21,6 +21,9 @@ pub struct Metrics {
     pub broker_connected: IntGauge,
     pub score_points: GaugeVec,
     pub score_ratio: GaugeVec,
+    pub group_points: GaugeVec,
+    pub total_points: GaugeVec,
+    pub rank: IntGaugeVec,
     pub dossiers_tracked: IntGauge,
     pub dossiers_unregistered_unit: IntGauge,
     pub view_published: Gauge,
@@ -83,6 +86,30 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            group_points: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_group_points", "Points of a group for a unit in the current period."),
+                    &["unit", "period", "group"],
+                )
+                .unwrap(),
+            ),
+            total_points: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_total_points", "Index 766 total (0-100) of a unit in the current period."),
+                    &["unit", "period"],
+                )
+                .unwrap(),
+            ),
+            rank: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("index766_rank", "Rank of a unit's total among its siblings in the current period (1 = best)."),
+                    &["unit", "period"],
+                )
+                .unwrap(),
+            ),
             dossiers_tracked: register(&r, IntGauge::new("index766_dossiers_tracked", "Dossiers held in the state.").unwrap()),
             dossiers_unregistered_unit: register(
                 &r,
@@ -125,18 +152,30 @@ impl Metrics {
     /// stay the same when a month rolls over, so a wall's series continue).
     pub fn observe_view(&self, view: &View, dossiers: usize) {
         let units = view.registry.units();
-        for score in view.scoreboard.scores.iter().filter(|s| s.current) {
-            let labels = [units[score.unit].code.as_str(), score.period.kind.as_str(), ON_TIME.id];
-            self.score_points.with_label_values(&labels).set(score.points());
-            match score.ratio() {
+        let board = &view.scoreboard;
+        for score in board.criteria.iter().filter(|s| board.is_current(s.period)) {
+            let labels = [units[score.unit].code.as_str(), score.period.kind.as_str(), CRITERIA[score.criterion]];
+            self.score_points.with_label_values(&labels).set(score.points);
+            match score.ratio {
                 Some(r) => self.score_ratio.with_label_values(&labels).set(r),
                 None => {
                     let _ = self.score_ratio.remove_label_values(&labels);
                 }
             }
         }
+        for g in board.groups.iter().filter(|g| board.is_current(g.period)) {
+            let group = g.group.to_string();
+            self.group_points
+                .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
+                .set(g.points);
+        }
+        for t in board.totals.iter().filter(|t| board.is_current(t.period)) {
+            let labels = [units[t.unit].code.as_str(), t.period.kind.as_str()];
+            self.total_points.with_label_values(&labels).set(t.total);
+            self.rank.with_label_values(&labels).set(t.rank as i64);
+        }
         self.dossiers_tracked.set(dossiers as i64);
-        self.dossiers_unregistered_unit.set(view.scoreboard.unregistered_dossiers);
+        self.dossiers_unregistered_unit.set(board.unregistered_dossiers);
         self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 

@@ -45,10 +45,10 @@ impl SqlService {
     pub async fn query(&self, view: &View, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
         let _permit = self.permits.acquire().await.expect("semaphore is never closed");
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
-        for (name, batch) in view.tables() {
+        for (name, batch) in &view.tables {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
                 .map_err(|e| QueryError::Invalid(e.to_string()))?;
-            ctx.register_table(name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
+            ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
         }
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let run = async {
@@ -88,16 +88,14 @@ pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::tests::reception;
-    use crate::state::State;
-    use crate::time::parse_time;
+    use crate::state::tests::{reception, state_at};
     use crate::units::Registry;
 
     fn view() -> View {
         let registry = Registry::parse("{\"code\":\"U1\",\"name\":\"Xã Một\",\"level\":\"commune\"}").unwrap();
-        let mut state = State::new(parse_time("2026-11-20T00:00:00+07:00").unwrap());
+        let mut state = state_at("2026-11-20T00:00:00+07:00");
         state.apply(&reception("a", "D1", "2026-11-02T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
-        View::build(Arc::new(registry), &state)
+        View::build(Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state)
     }
 
     fn service() -> SqlService {
@@ -107,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn selects_over_the_live_tables() {
         let batches = service()
-            .query(&view(), "SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11'")
+            .query(&view(), "SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
             .await
             .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&to_json(&batches).unwrap()).unwrap();

@@ -1,96 +1,372 @@
-//! Turns the state's tallies into scores the way the national portal does: numerators and
-//! denominators pooled over each unit's subtree, then the pooled ratio converted to points.
+//! Turns the state's tallies into Index 766 scores the way the national portal does: dossier
+//! numerators and denominators pooled over each unit's subtree, procedure criteria over the union
+//! of the subtree's procedures, catalog criteria once at the root; ratios converted to points by
+//! the scoring spec; groups and the total summed; ranks among siblings, deltas, and the gap to a
+//! target total.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::state::{State, Tally};
-use crate::time::Period;
-use crate::units::Registry;
-
-pub struct Criterion {
-    pub id: &'static str,
-    pub group: u8,
-    pub name_vi: &'static str,
-    pub name_en: &'static str,
-    pub max_points: f64,
-}
-
-/// Criterion 2.1, linear: points = max × (completed on time + open and not yet due) ÷ received.
-pub const ON_TIME: Criterion = Criterion {
-    id: "2.1",
-    group: 2,
-    name_vi: "Hồ sơ giải quyết trước và đúng hạn",
-    name_en: "Dossiers handled early or on time",
-    max_points: 20.0,
-};
+use crate::catalog::Catalog;
+use crate::judge::{self, Facts, Ratio, Tally, DOSSIER_CRITERIA};
+use crate::spec::{Applies, Conversion, CriterionSpec, Spec, CRITERIA};
+use crate::state::State;
+use crate::time::{Instant, Period, PeriodKind};
+use crate::units::{Level, LevelSet, Registry};
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Score {
+pub struct CriterionScore {
     /// Position in the registry.
     pub unit: usize,
     pub period: Period,
-    /// The period that contains the judging instant (the live one).
-    pub current: bool,
+    /// Position in [`CRITERIA`].
+    pub criterion: usize,
     pub numerator: i64,
     pub denominator: i64,
+    /// None when the denominator is 0. For 2.2, the average processing time in days.
+    pub ratio: Option<f64>,
+    pub points: f64,
+    pub max_points: f64,
 }
 
-impl Score {
-    /// None when no dossier was received: there is no ratio, and the criterion gives 0 points.
-    pub fn ratio(&self) -> Option<f64> {
-        (self.denominator > 0).then(|| self.numerator as f64 / self.denominator as f64)
+impl CriterionScore {
+    pub fn points_lost(&self) -> f64 {
+        (self.max_points - self.points).max(0.0)
     }
+}
 
-    pub fn points(&self) -> f64 {
-        self.ratio().map_or(0.0, |r| ON_TIME.max_points * r)
-    }
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupScore {
+    pub unit: usize,
+    pub period: Period,
+    pub group: u8,
+    pub points: f64,
+    pub max_points: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TotalScore {
+    pub unit: usize,
+    pub period: Period,
+    pub total: f64,
+    pub band: String,
+    /// The unit's total in the period before (same kind); None if that period is not scored.
+    pub previous_total: Option<f64>,
+    /// 1 + the number of siblings (units with the same parent) with a higher total.
+    pub rank: u32,
+    pub siblings: u32,
+}
+
+/// For a unit in a current period: what a criterion costs, and how many more good dossiers (or
+/// procedures) it alone would need to lift the total to the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub unit: usize,
+    pub period: Period,
+    pub criterion: usize,
+    pub points_lost: f64,
+    /// 1 for the criterion that loses the most points in this unit and period.
+    pub loss_rank: u32,
+    /// None when this criterion alone cannot close the gap (or is not counted in items).
+    pub good_needed: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 pub struct Scoreboard {
-    /// Every registered unit × every period that has dossiers or is current; sorted by period,
-    /// then registry order (parents first).
-    pub scores: Vec<Score>,
+    pub as_of: Instant,
+    pub spec_version: String,
+    pub target_total: f64,
+    pub criteria: Vec<CriterionScore>,
+    pub groups: Vec<GroupScore>,
+    pub totals: Vec<TotalScore>,
+    pub gaps: Vec<Gap>,
     /// Dossiers received under a unit code the registry does not know: kept in the state (not
     /// lost), and scored as soon as the registry lists the unit.
     pub unregistered_dossiers: i64,
 }
 
-pub fn score(registry: &Registry, state: &State) -> Scoreboard {
+impl Scoreboard {
+    pub fn is_current(&self, period: Period) -> bool {
+        period.start() <= self.as_of && self.as_of < period.end()
+    }
+}
+
+fn ratio(num: i64, den: i64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+/// Catalog criteria (1.1, 1.2, 1.3, 3.1, 5.3): one value per period, shown on every unit.
+fn catalog_ratios(
+    catalog: &Catalog,
+    registry: &Registry,
+    period: Period,
+    now: Instant,
+) -> HashMap<&'static str, Ratio> {
+    let within = |t: Option<Instant>| t.is_some_and(|t| period.start() <= t && t < period.end());
+    let mut out: HashMap<&'static str, Ratio> = HashMap::new();
+    let mut count = |id: &'static str, counted: bool, good: bool| {
+        let r = out.entry(id).or_default();
+        r.den += counted as i64;
+        r.num += (counted && good) as i64;
+    };
+    for p in catalog.procedures() {
+        count(
+            "1.1",
+            within(p.decision_issued_at),
+            p.decision_due_at.is_none_or(|due| p.decision_issued_at <= Some(due)),
+        );
+        let public_due_passed = within(p.public_due_at) && p.public_due_at.is_some_and(|due| due <= now);
+        let made_public_on_time = matches!((p.made_public_at, p.public_due_at), (Some(m), Some(due)) if m <= due)
+            || (p.made_public_at.is_some() && p.public_due_at.is_none());
+        count("1.2", within(p.made_public_at) || public_due_passed, made_public_on_time);
+        count("1.3", p.made_public_at.is_some_and(|m| m <= now), p.record_complete);
+        count("3.1", true, p.online);
+    }
+    for u in registry.units().iter().filter(|u| u.level == Level::Commune) {
+        count("5.3", true, u.certified_copies);
+    }
+    out
+}
+
+/// Criteria over procedures (3.2, 4.1, 4.2, 5.7) for one unit, from the pooled facts of its
+/// subtree and the catalog procedures that apply to the levels in that subtree.
+fn procedure_ratio(id: &str, facts: &HashMap<&str, Facts>, catalog: &Catalog, levels: LevelSet) -> Ratio {
+    let has = |code: &str, fact: usize| facts.get(code).is_some_and(|f| f[fact] > 0);
+    let from_catalog = |applies: &dyn Fn(&crate::catalog::Procedure) -> bool, fact: usize| {
+        let mut r = Ratio::default();
+        for p in catalog.procedures().filter(|p| levels.contains_any(&p.levels) && applies(p)) {
+            r.den += 1;
+            r.num += has(&p.code, fact) as i64;
+        }
+        r
+    };
+    match id {
+        "3.2" => from_catalog(&|p| p.online, judge::ONLINE_DOSSIER),
+        "4.1" => from_catalog(&|p| p.has_fee, judge::FEE_DATA),
+        "5.7" => from_catalog(&|p| p.for_citizens, judge::POPULATION_DATA),
+        "4.2" => {
+            let fee_bearing = facts.values().filter(|f| f[judge::FEE_DATA] > 0);
+            Ratio {
+                den: fee_bearing.clone().count() as i64,
+                num: fee_bearing.filter(|f| f[judge::PAID_ONLINE] > 0).count() as i64,
+            }
+        }
+        _ => unreachable!("{id} is not a procedure criterion"),
+    }
+}
+
+/// (numerator, denominator, ratio) of a criterion for a unit before conversion.
+fn measure(
+    id: &str,
+    tally: &Tally,
+    facts: &HashMap<&str, Facts>,
+    catalog_values: &HashMap<&'static str, Ratio>,
+    catalog: &Catalog,
+    levels: LevelSet,
+) -> (i64, i64, Option<f64>) {
+    if let Some(i) = DOSSIER_CRITERIA.iter().position(|&c| c == id) {
+        let r = tally.0[i];
+        let value = match i {
+            judge::PROCESSING_TIME => ratio(r.num, r.den).map(|seconds| seconds / 86_400.0),
+            // 3.3 is the online share times the 1.4 sync ratio.
+            judge::ONLINE => ratio(r.num, r.den)
+                .zip(ratio(tally.0[judge::SYNCED].num, tally.0[judge::SYNCED].den))
+                .map(|(a, b)| a * b),
+            _ => ratio(r.num, r.den),
+        };
+        return (r.num, r.den, value);
+    }
+    let r = match id {
+        "3.2" | "4.1" | "4.2" | "5.7" => procedure_ratio(id, facts, catalog, levels),
+        // Petitions (6.1-6.3) are not yet counted: an empty denominator, scored by the spec's rule.
+        "6.1" | "6.2" | "6.3" => Ratio::default(),
+        _ => catalog_values.get(id).copied().unwrap_or_default(),
+    };
+    (r.num, r.den, ratio(r.num, r.den))
+}
+
+/// Pools per-procedure facts up the tree: each unit gets the sums over its subtree.
+fn pool_facts<'a>(registry: &Registry, mut own: Vec<HashMap<&'a str, Facts>>) -> Vec<HashMap<&'a str, Facts>> {
+    for i in (0..registry.len()).rev() {
+        if let Some(p) = registry.parent_of(i) {
+            let child = std::mem::take(&mut own[i]);
+            for (code, facts) in &child {
+                let pooled = own[p].entry(code).or_default();
+                for (a, b) in pooled.iter_mut().zip(facts) {
+                    *a += b;
+                }
+            }
+            own[i] = child;
+        }
+    }
+    own
+}
+
+pub fn score(registry: &Registry, state: &State, spec: &Spec, target_total: f64) -> Scoreboard {
     let now = state.now();
-    let current: HashSet<Period> = Period::all_containing(now).into_iter().collect();
-    let mut own: BTreeMap<Period, Vec<Tally>> =
-        current.iter().map(|&p| (p, vec![Tally::default(); registry.len()])).collect();
+    let catalog = state.catalog();
+    let position: Vec<Option<usize>> =
+        (0..state.units.len() as u32).map(|u| registry.position(state.units.name(u))).collect();
+    let mut periods: BTreeSet<Period> = state.tallies().keys().map(|&(_, p)| p).collect();
+    for p in Period::all_containing(now) {
+        periods.extend([p, p.previous()]);
+    }
+    let mut own_tallies: BTreeMap<Period, Vec<Tally>> = BTreeMap::new();
     let mut unregistered_dossiers = 0;
-    for (&(unit, period), &tally) in state.tallies() {
-        match registry.position(state.units.name(unit)) {
-            Some(pos) => own.entry(period).or_insert_with(|| vec![Tally::default(); registry.len()])[pos] += tally,
+    for (&(unit, period), tally) in state.tallies() {
+        match position[unit as usize] {
+            Some(pos) => {
+                own_tallies.entry(period).or_insert_with(|| vec![Tally::default(); registry.len()])[pos] += *tally
+            }
             // Each dossier is in exactly one month: count it there.
-            None if period.kind == crate::time::PeriodKind::Month => unregistered_dossiers += tally.received,
+            None if period.kind == PeriodKind::Month => unregistered_dossiers += tally.0[judge::ON_TIME].den,
             None => {}
         }
     }
-    let mut scores = Vec::with_capacity(own.len() * registry.len());
-    for (period, tallies) in own {
-        for (unit, pooled) in registry.pool_up(&tallies).into_iter().enumerate() {
-            scores.push(Score {
+    let mut own_facts: BTreeMap<Period, Vec<HashMap<&str, Facts>>> = BTreeMap::new();
+    for (&(unit, period), per_procedure) in state.procedure_facts() {
+        let Some(pos) = position[unit as usize] else { continue };
+        let slot = &mut own_facts.entry(period).or_insert_with(|| vec![HashMap::new(); registry.len()])[pos];
+        for (&procedure, facts) in per_procedure {
+            let pooled = slot.entry(state.procedures.name(procedure)).or_default();
+            for (a, b) in pooled.iter_mut().zip(facts) {
+                *a += b;
+            }
+        }
+    }
+    let levels = registry.subtree_levels();
+    let roots: Vec<usize> = (0..registry.len()).map(|i| registry.root_of(i)).collect();
+
+    let mut board = Scoreboard {
+        as_of: now,
+        spec_version: spec.version.clone(),
+        target_total,
+        unregistered_dossiers,
+        ..Scoreboard::default()
+    };
+    let mut totals: HashMap<(usize, Period), f64> = HashMap::new();
+    for period in periods {
+        let in_force = spec.for_period(period);
+        let tallies =
+            registry.pool_up(&own_tallies.remove(&period).unwrap_or_else(|| vec![Tally::default(); registry.len()]));
+        let facts =
+            pool_facts(registry, own_facts.remove(&period).unwrap_or_else(|| vec![HashMap::new(); registry.len()]));
+        let catalog_values = catalog_ratios(catalog, registry, period, now);
+        let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
+            .map(|u| {
+                in_force
+                    .iter()
+                    .map(|c| measure(&c.id, &tallies[u], &facts[u], &catalog_values, catalog, levels[u]))
+                    .collect()
+            })
+            .collect();
+        for unit in 0..registry.len() {
+            let mut group_points: BTreeMap<u8, f64> = BTreeMap::new();
+            for (k, c) in in_force.iter().enumerate() {
+                let source = if c.applies == Applies::Root { roots[unit] } else { unit };
+                let (numerator, denominator, ratio) = measured[source][k];
+                let points = c.points(ratio);
+                *group_points.entry(c.group()).or_default() += points;
+                board.criteria.push(CriterionScore {
+                    unit,
+                    period,
+                    criterion: c.index,
+                    numerator,
+                    denominator,
+                    ratio,
+                    points,
+                    max_points: c.max_points,
+                });
+            }
+            for (&group, &points) in &group_points {
+                board.groups.push(GroupScore { unit, period, group, points, max_points: spec.group(group).max_points });
+            }
+            totals.insert((unit, period), group_points.values().sum());
+        }
+    }
+    board.totals = rank_totals(registry, spec, &totals);
+    board.gaps = gaps(&board, spec);
+    board
+}
+
+fn rank_totals(registry: &Registry, spec: &Spec, totals: &HashMap<(usize, Period), f64>) -> Vec<TotalScore> {
+    let mut siblings: HashMap<(Option<usize>, Period), Vec<f64>> = HashMap::new();
+    for (&(unit, period), &total) in totals {
+        siblings.entry((registry.parent_of(unit), period)).or_default().push(total);
+    }
+    let mut out: Vec<TotalScore> = totals
+        .iter()
+        .map(|(&(unit, period), &total)| {
+            let peers = &siblings[&(registry.parent_of(unit), period)];
+            TotalScore {
                 unit,
                 period,
-                current: current.contains(&period),
-                numerator: pooled.on_time,
-                denominator: pooled.received,
+                total,
+                band: spec.band(total).to_owned(),
+                previous_total: totals.get(&(unit, period.previous())).copied(),
+                rank: 1 + peers.iter().filter(|&&t| t > total).count() as u32,
+                siblings: peers.len() as u32,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (a.period, a.unit).cmp(&(b.period, b.unit)));
+    out
+}
+
+/// How many more good items would lift `c` enough to add `needed` points, if it can alone.
+fn good_needed(c: &CriterionSpec, s: &CriterionScore, needed: f64, multiplier: f64) -> Option<i64> {
+    if needed <= 0.0 {
+        return Some(0);
+    }
+    if matches!(c.conversion, Conversion::Shown | Conversion::Full) || s.denominator == 0 || c.id == "2.2" {
+        return None;
+    }
+    let target_points = s.points + needed;
+    if target_points > c.max_points + 1e-9 || multiplier <= 0.0 {
+        return None;
+    }
+    let target_ratio = target_points / c.max_points * c.full_points_ratio();
+    let items = (target_ratio * s.denominator as f64 / multiplier - 1e-9).ceil() as i64;
+    let more = (items - s.numerator).max(0);
+    (s.numerator + more <= s.denominator).then_some(more)
+}
+
+fn gaps(board: &Scoreboard, spec: &Spec) -> Vec<Gap> {
+    let totals: HashMap<(usize, Period), f64> = board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
+    let mut by_unit: BTreeMap<(Period, usize), Vec<&CriterionScore>> = BTreeMap::new();
+    for s in board.criteria.iter().filter(|s| board.is_current(s.period)) {
+        by_unit.entry((s.period, s.unit)).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for ((period, unit), mut scores) in by_unit {
+        let in_force = spec.for_period(period);
+        let needed = board.target_total - totals[&(unit, period)];
+        let sync_ratio = scores.iter().find(|s| CRITERIA[s.criterion] == "1.4").and_then(|s| s.ratio).unwrap_or(0.0);
+        scores.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
+        for (rank, s) in scores.into_iter().enumerate() {
+            let c = in_force.iter().find(|c| c.index == s.criterion).expect("scores come from the spec");
+            let multiplier = if c.id == "3.3" { sync_ratio } else { 1.0 };
+            out.push(Gap {
+                unit,
+                period,
+                criterion: s.criterion,
+                points_lost: s.points_lost(),
+                loss_rank: rank as u32 + 1,
+                good_needed: good_needed(c, s, needed, multiplier),
             });
         }
     }
-    Scoreboard { scores, unregistered_dossiers }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::status;
-    use crate::state::tests::{event, reception};
-    use crate::time::parse_time;
+    use crate::state::tests::{event, reception, state_at};
+
+    pub fn spec() -> Spec {
+        Spec::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/scoring_spec.toml")).unwrap()
+    }
 
     #[test]
     fn parent_pools_dossiers_rather_than_averaging_children() {
@@ -100,7 +376,7 @@ mod tests {
             "{\"code\":\"B\",\"name\":\"B\",\"parent\":\"P\",\"level\":\"commune\"}\n",
         ))
         .unwrap();
-        let mut state = State::new(parse_time("2026-11-20T00:00:00+07:00").unwrap());
+        let mut state = state_at("2026-11-20T00:00:00+07:00");
         // A: 1 dossier, on time. B: 3 dossiers, 1 on time. Average of children would be
         // (1 + 1/3)/2 = 0.667; pooled is 2/4 = 0.5.
         let mut n = 0;
@@ -123,32 +399,25 @@ mod tests {
         unknown.unit_code = "Z".into();
         state.apply(&unknown);
 
-        let board = score(&registry, &state);
+        let board = score(&registry, &state, &spec(), 80.0);
         assert_eq!(board.unregistered_dossiers, 1);
-        let month = |code: &str| {
+        let on_time = |code: &str| {
             let pos = registry.position(code).unwrap();
             board
-                .scores
+                .criteria
                 .iter()
-                .find(|s| s.unit == pos && s.current && s.period.kind == crate::time::PeriodKind::Month)
+                .find(|s| {
+                    s.unit == pos
+                        && board.is_current(s.period)
+                        && s.period.kind == PeriodKind::Month
+                        && CRITERIA[s.criterion] == "2.1"
+                })
                 .unwrap()
                 .clone()
         };
-        assert_eq!((month("P").numerator, month("P").denominator), (2, 4));
-        assert_eq!(month("P").points(), 10.0);
-        assert_eq!(month("A").points(), 20.0);
-        assert!((month("B").points() - 20.0 / 3.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn empty_denominator_has_no_ratio_and_zero_points() {
-        let s = Score {
-            unit: 0,
-            period: Period::containing(crate::time::PeriodKind::Year, 0),
-            current: true,
-            numerator: 0,
-            denominator: 0,
-        };
-        assert_eq!((s.ratio(), s.points()), (None, 0.0));
+        assert_eq!((on_time("P").numerator, on_time("P").denominator), (2, 4));
+        assert_eq!(on_time("P").points, 10.0);
+        assert_eq!(on_time("A").points, 20.0);
+        assert!((on_time("B").points - 20.0 / 3.0).abs() < 1e-12);
     }
 }

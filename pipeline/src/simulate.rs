@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use crate::catalog::{Applicant, OnlineLevel, ProcedureRecord};
 use crate::event::{status, Channel, Document, Fee, Feedback, ResultDocument, WireEvent, SCHEMA_VERSION};
 use crate::time::{format_time, Instant};
 use crate::units::{Level, Unit};
@@ -67,13 +68,20 @@ impl Province {
     /// A province of 20 departments and 100 communes/wards, with the procedures they handle.
     pub fn new(code: &str, name: &str, seed: u64) -> Province {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut units = vec![Unit { code: code.into(), name: name.into(), parent: None, level: Level::Province }];
+        let mut units = vec![Unit {
+            code: code.into(),
+            name: name.into(),
+            parent: None,
+            level: Level::Province,
+            certified_copies: false,
+        }];
         for (i, dept) in DEPARTMENTS.iter().enumerate() {
             units.push(Unit {
                 code: format!("{code}.{:02}", i + 1),
                 name: (*dept).into(),
                 parent: Some(code.into()),
                 level: Level::Department,
+                certified_copies: false,
             });
         }
         for i in 0..100 {
@@ -84,6 +92,7 @@ impl Province {
                 name: format!("{kind} {a} {b}"),
                 parent: Some(code.into()),
                 level: Level::Commune,
+                certified_copies: i % 10 != 0,
             });
         }
         let mut procedures = Vec::new();
@@ -109,6 +118,46 @@ impl Province {
             });
         }
         Province { units, procedures }
+    }
+
+    /// The procedure catalog as JSON lines (schemas/procedure.v1.schema.json): most procedures
+    /// online, published on time, a few late or incomplete, as in a real province.
+    pub fn catalog_jsonl(&self, now: Instant) -> String {
+        let mut rng = StdRng::seed_from_u64(self.procedures.len() as u64);
+        self.procedures
+            .iter()
+            .map(|p| {
+                let issued = now - rng.random_range(5..300) * DAY;
+                let public = issued + rng.random_range(1..10) * DAY;
+                let record = ProcedureRecord {
+                    code: p.code.clone(),
+                    name: format!("Thủ tục {}", p.code),
+                    online_level: if p.online_share > 0.5 {
+                        OnlineLevel::Full
+                    } else if p.online_share > 0.4 {
+                        OnlineLevel::Partial
+                    } else {
+                        OnlineLevel::None
+                    },
+                    eligible_full_online: p.online_share > 0.5,
+                    fee: p.fee,
+                    needs_written_result: !p.communal || p.days > 2,
+                    applicant_types: if p.communal {
+                        vec![Applicant::Citizen]
+                    } else {
+                        vec![Applicant::Citizen, Applicant::Business]
+                    },
+                    max_processing_days: Some(p.days as u32),
+                    levels: vec![if p.communal { Level::Commune } else { Level::Department }],
+                    decision_issued_at: Some(format_time(issued)),
+                    decision_due_at: Some(format_time(issued + if rng.random_bool(0.9) { DAY } else { -DAY })),
+                    made_public_at: Some(format_time(public)),
+                    public_due_at: Some(format_time(public + if rng.random_bool(0.85) { DAY } else { -DAY })),
+                    record_complete: rng.random_bool(0.9),
+                };
+                serde_json::to_string(&record).expect("procedure serialises") + "\n"
+            })
+            .collect()
     }
 
     /// The unit registry as JSON lines (schemas/unit.v1.schema.json).
@@ -380,7 +429,7 @@ mod tests {
             let decoded = crate::event::decode(&bytes, Some(e.dossier_id.as_bytes()), 65536).unwrap();
             assert!(decoded.event_time <= now);
         }
-        let mut state = crate::state::State::new(now);
+        let mut state = crate::state::State::new(now, Default::default());
         for e in &events {
             state.apply(&crate::event::decode(&serde_json::to_vec(e).unwrap(), None, 65536).unwrap());
         }
@@ -389,7 +438,8 @@ mod tests {
             .tallies()
             .iter()
             .filter(|((_, p), _)| p.kind == PeriodKind::Year)
-            .fold((0, 0), |(r, o), (_, t)| (r + t.received, o + t.on_time));
+            .map(|(_, t)| t.0[crate::judge::ON_TIME])
+            .fold((0, 0), |(r, o), t| (r + t.den, o + t.num));
         let share = on_time as f64 / received as f64;
         assert!((0.80..0.99).contains(&share), "on-time share {share}");
     }

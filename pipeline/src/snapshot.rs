@@ -49,19 +49,20 @@ mod tests {
     fn a_written_snapshot_reads_back_equal() {
         let registry =
             crate::units::Registry::parse("{\"code\":\"U1\",\"name\":\"Xã\",\"level\":\"commune\"}").unwrap();
-        let mut state = crate::state::State::new(crate::time::parse_time("2026-11-20T00:00:00+07:00").unwrap());
+        let mut state = crate::state::tests::state_at("2026-11-20T00:00:00+07:00");
         state.apply(&crate::state::tests::reception(
             "a",
             "D1",
             "2026-11-02T08:00:00+07:00",
             "2026-11-03T08:00:00+07:00",
         ));
-        let view = crate::view::View::build(std::sync::Arc::new(registry), &state);
+        let view =
+            crate::view::View::build(std::sync::Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state);
         let dir = tempfile::tempdir().unwrap();
-        let path = write_scores(dir.path(), &view.scores).unwrap();
+        let path = write_scores(dir.path(), view.table("scores")).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-        assert_eq!(batches, vec![view.scores.clone()]);
+        assert_eq!(batches, vec![view.table("scores").clone()]);
         assert!(!dir.path().join(format!(".{SCORES_FILE}.tmp")).exists());
     }
 }

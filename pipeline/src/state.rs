@@ -1,4 +1,4 @@
-//! Per-dossier state and per-unit, per-period tallies for criterion 2.1 (on time).
+//! Per-dossier state and per-unit, per-period tallies of every dossier-based criterion.
 //!
 //! The tallies always equal what a batch recomputation over all dossiers would give at the
 //! current instant: every change to a dossier first retracts its old contribution, then adds the
@@ -8,9 +8,11 @@
 //! result as a clean stream.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::AddAssign;
+use std::sync::Arc;
 
+use crate::catalog::{Catalog, Procedure};
 use crate::event::{status, Channel, DossierEvent};
+use crate::judge::{Facts, Tally};
 use crate::time::{Instant, Period};
 
 /// Codes seen on events, numbered so dossiers store four bytes instead of a string.
@@ -38,6 +40,14 @@ impl Interner {
     pub fn get(&self, name: &str) -> Option<u32> {
         self.ids.get(name).copied()
     }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
 }
 
 /// What 2.1 makes of a dossier, independent of the period it is judged in.
@@ -56,11 +66,16 @@ impl Verdict {
     /// Whether the dossier counts as good for `period` when judged at `now`: an open dossier is
     /// judged at the end of its period, or now for the live period.
     pub fn on_time_in(self, period: Period, now: Instant) -> bool {
+        self.on_time_at(now.min(period.last_instant()))
+    }
+
+    /// Whether the dossier counts as good when judged at instant `t`.
+    pub fn on_time_at(self, t: Instant) -> bool {
         match self {
             Verdict::NotReceived => false,
             Verdict::Decided(on_time) => on_time,
             Verdict::OpenUntil(None) => true,
-            Verdict::OpenUntil(Some(due)) => now.min(period.last_instant()) <= due,
+            Verdict::OpenUntil(Some(due)) => t <= due,
         }
     }
 }
@@ -103,12 +118,15 @@ impl Dossier {
         self.completed_at.or(self.returned_at).or(self.abandoned_at)
     }
 
-    pub fn verdict(&self) -> Verdict {
-        if self.received_at.is_none() {
+    /// `procedure` gives the legal maximum processing time, the due date of a dossier received
+    /// without one (counted in calendar days from reception).
+    pub fn verdict(&self, procedure: Option<&Procedure>) -> Verdict {
+        let Some(received) = self.received_at else {
             return Verdict::NotReceived;
-        }
+        };
         let mut end = self.end();
-        let mut due = self.due_at;
+        let legal_due = || procedure.and_then(|p| p.max_processing_days).map(|days| received + days as i64 * 86_400);
+        let mut due = self.due_at.or_else(legal_due);
         match self.supplement_requests.as_slice() {
             [] => {}
             &[requested] => match self.supplement_arrivals.iter().copied().filter(|&a| a >= requested).min() {
@@ -127,20 +145,6 @@ impl Dossier {
     }
 }
 
-/// Numerator and denominator of 2.1 for one unit (its own dossiers) and period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    pub received: i64,
-    pub on_time: i64,
-}
-
-impl AddAssign for Tally {
-    fn add_assign(&mut self, other: Tally) {
-        self.received += other.received;
-        self.on_time += other.on_time;
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     Changed,
@@ -152,22 +156,27 @@ pub struct State {
     now: Instant,
     pub units: Interner,
     pub procedures: Interner,
+    catalog: Arc<Catalog>,
     dossiers: Vec<Dossier>,
     by_id: HashMap<Box<str>, u32>,
     tallies: HashMap<(u32, Period), Tally>,
+    /// Per unit and period, per procedure: how many dossiers show each fact.
+    procedure_facts: HashMap<(u32, Period), HashMap<u32, Facts>>,
     /// (effective due date, dossier) of open dossiers not yet overdue; stale entries are skipped.
     deadlines: BTreeSet<(Instant, u32)>,
 }
 
 impl State {
-    pub fn new(now: Instant) -> State {
+    pub fn new(now: Instant, catalog: Arc<Catalog>) -> State {
         State {
             now,
             units: Interner::default(),
             procedures: Interner::default(),
+            catalog,
             dossiers: Vec::new(),
             by_id: HashMap::new(),
             tallies: HashMap::new(),
+            procedure_facts: HashMap::new(),
             deadlines: BTreeSet::new(),
         }
     }
@@ -182,6 +191,30 @@ impl State {
 
     pub fn tallies(&self) -> &HashMap<(u32, Period), Tally> {
         &self.tallies
+    }
+
+    pub fn procedure_facts(&self) -> &HashMap<(u32, Period), HashMap<u32, Facts>> {
+        &self.procedure_facts
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The catalog entry of a dossier's procedure, if the catalog lists it.
+    pub fn procedure_of(&self, d: &Dossier) -> Option<&Procedure> {
+        self.catalog.get(self.procedures.name(d.procedure))
+    }
+
+    /// Replaces the catalog; every dossier is re-judged against it.
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = catalog;
+        self.tallies.clear();
+        self.procedure_facts.clear();
+        self.deadlines.clear();
+        for idx in 0..self.dossiers.len() as u32 {
+            self.contribute(idx, 1);
+        }
     }
 
     pub fn apply(&mut self, event: &DossierEvent) -> Applied {
@@ -254,12 +287,17 @@ impl State {
     fn contribute(&mut self, idx: u32, sign: i64) {
         let d = &self.dossiers[idx as usize];
         let Some(received) = d.received_at else { return };
-        let verdict = d.verdict();
+        let procedure = self.catalog.get(self.procedures.name(d.procedure));
+        let verdict = d.verdict(procedure);
+        let facts = crate::judge::procedure_facts(d);
         for period in Period::all_containing(received) {
-            let tally = self.tallies.entry((d.unit, period)).or_default();
-            tally.received += sign;
-            if verdict.on_time_in(period, self.now) {
-                tally.on_time += sign;
+            let on_time = verdict.on_time_in(period, self.now);
+            *self.tallies.entry((d.unit, period)).or_default() +=
+                crate::judge::tally(d, on_time, procedure).scaled(sign);
+            let per_procedure =
+                self.procedure_facts.entry((d.unit, period)).or_default().entry(d.procedure).or_default();
+            for (count, fact) in per_procedure.iter_mut().zip(facts) {
+                *count += fact * sign;
             }
         }
         if let (1, Verdict::OpenUntil(Some(due))) = (sign, verdict) {
@@ -280,7 +318,8 @@ impl State {
                 break;
             }
             self.deadlines.pop_first();
-            if self.dossiers[idx as usize].verdict() == Verdict::OpenUntil(Some(due)) {
+            let d = &self.dossiers[idx as usize];
+            if d.verdict(self.procedure_of(d)) == Verdict::OpenUntil(Some(due)) {
                 flipping.push(idx);
             }
         }
@@ -318,9 +357,15 @@ pub(crate) mod tests {
         DossierEvent { due_at: Some(parse_time(due).unwrap()), ..event(id, dossier, status::RECEIVED, time) }
     }
 
-    fn month(state: &State, unit: &str) -> Tally {
+    /// (received, on time) of 2.1 in November 2026.
+    fn month(state: &State, unit: &str) -> (i64, i64) {
         let nov = Period { kind: PeriodKind::Month, year: 2026, index: 11 };
-        state.tallies().get(&(state.units.get(unit).unwrap(), nov)).copied().unwrap_or_default()
+        let tally = state.tallies().get(&(state.units.get(unit).unwrap(), nov)).copied().unwrap_or_default();
+        (tally.0[crate::judge::ON_TIME].den, tally.0[crate::judge::ON_TIME].num)
+    }
+
+    pub fn state_at(t: &str) -> State {
+        State::new(at(t), Arc::default())
     }
 
     fn at(t: &str) -> Instant {
@@ -329,33 +374,33 @@ pub(crate) mod tests {
 
     #[test]
     fn open_dossier_turns_overdue_when_its_due_date_passes_without_an_event() {
-        let mut s = State::new(at("2026-11-03T09:00:00+07:00"));
+        let mut s = state_at("2026-11-03T09:00:00+07:00");
         s.apply(&reception("a", "D1", "2026-11-03T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        assert_eq!(month(&s, "U1"), (1, 1));
         s.advance_to(at("2026-11-05T17:00:00+07:00"));
-        assert_eq!(month(&s, "U1").on_time, 1, "on time while now <= due");
+        assert_eq!(month(&s, "U1").1, 1, "on time while now <= due");
         s.advance_to(at("2026-11-05T17:00:01+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 0 });
+        assert_eq!(month(&s, "U1"), (1, 0));
         // Completed late: stays late.
         s.apply(&event("b", "D1", status::COMPLETED, "2026-11-06T10:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 0 });
+        assert_eq!(month(&s, "U1"), (1, 0));
     }
 
     #[test]
     fn closed_period_judges_open_dossiers_at_its_end() {
         // Received 30 Nov, due 2 Dec, still open on 10 Dec: on time for November (judged at its
         // end), overdue for the live quarter.
-        let mut s = State::new(at("2026-11-30T09:00:00+07:00"));
+        let mut s = state_at("2026-11-30T09:00:00+07:00");
         s.apply(&reception("a", "D1", "2026-11-30T08:00:00+07:00", "2026-12-02T17:00:00+07:00"));
         s.advance_to(at("2026-12-10T00:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        assert_eq!(month(&s, "U1"), (1, 1));
         let q4 = Period { kind: PeriodKind::Quarter, year: 2026, index: 4 };
-        assert_eq!(s.tallies()[&(0, q4)], Tally { received: 1, on_time: 0 });
+        assert_eq!(s.tallies()[&(0, q4)].0[crate::judge::ON_TIME], crate::judge::Ratio { num: 0, den: 1 });
     }
 
     #[test]
     fn supplement_wait_is_not_counted_and_two_requests_are_late() {
-        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        let mut s = state_at("2026-11-20T00:00:00+07:00");
         // Due 5 Nov; waited 3 days for the applicant; completed 7 Nov: on time (effective due 8 Nov).
         s.apply(&reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
         s.apply(&event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"));
@@ -365,35 +410,35 @@ pub(crate) mod tests {
         };
         s.apply(&arrival);
         s.apply(&event("d", "D1", status::COMPLETED, "2026-11-07T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 1, on_time: 1 });
+        assert_eq!(month(&s, "U1"), (1, 1));
         // Still waiting for a supplement requested before the due date: ends at the request, on time.
         s.apply(&reception("e", "D2", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
         s.apply(&event("f", "D2", status::SUPPLEMENT_REQUESTED, "2026-11-04T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 2, on_time: 2 });
+        assert_eq!(month(&s, "U1"), (2, 2));
         // Two requests: late, even though completed early.
         s.apply(&reception("g", "D3", "2026-11-01T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
         s.apply(&event("h", "D3", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"));
         s.apply(&event("i", "D3", status::SUPPLEMENT_REQUESTED, "2026-11-03T08:00:00+07:00"));
         s.apply(&event("j", "D3", status::COMPLETED, "2026-11-04T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 3, on_time: 2 });
+        assert_eq!(month(&s, "U1"), (3, 2));
     }
 
     #[test]
     fn end_priority_completed_before_returned_before_stopped() {
-        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        let mut s = state_at("2026-11-20T00:00:00+07:00");
         s.apply(&reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
         s.apply(&event("b", "D1", status::RESULT_RETURNED, "2026-11-06T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1").on_time, 0, "returned late, no completion known");
+        assert_eq!(month(&s, "U1").1, 0, "returned late, no completion known");
         s.apply(&event("c", "D1", status::COMPLETED, "2026-11-05T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1").on_time, 1, "completion on time takes priority");
+        assert_eq!(month(&s, "U1").1, 1, "completion on time takes priority");
         s.apply(&reception("d", "D2", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
         s.apply(&event("e", "D2", status::WITHDRAWN, "2026-11-03T08:00:00+07:00"));
-        assert_eq!(month(&s, "U1"), Tally { received: 2, on_time: 2 });
+        assert_eq!(month(&s, "U1"), (2, 2));
     }
 
     #[test]
     fn refused_at_reception_is_not_counted() {
-        let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+        let mut s = state_at("2026-11-20T00:00:00+07:00");
         s.apply(&event("a", "D1", status::SUBMITTED_ONLINE, "2026-11-01T08:00:00+07:00"));
         s.apply(&event("b", "D1", status::REFUSED_AT_RECEPTION, "2026-11-01T09:00:00+07:00"));
         assert!(s.tallies().is_empty());
@@ -413,13 +458,13 @@ pub(crate) mod tests {
             event("f", "D2", status::RESULT_RETURNED, "2026-11-13T08:00:00+07:00"),
         ];
         let run = |order: &[usize]| {
-            let mut s = State::new(at("2026-11-20T00:00:00+07:00"));
+            let mut s = state_at("2026-11-20T00:00:00+07:00");
             for &i in order {
                 s.apply(&events[i]);
             }
             month(&s, "U1")
         };
-        let expected = Tally { received: 2, on_time: 1 };
+        let expected = (2, 1);
         assert_eq!(run(&[0, 1, 2, 3, 4, 5]), expected);
         assert_eq!(run(&[5, 3, 1, 4, 2, 0]), expected);
         assert_eq!(run(&[3, 3, 0, 1, 1, 2, 5, 4, 0, 5]), expected);

@@ -1,7 +1,7 @@
 //! Instants, the injected clock, and the portal's calendar periods (UTC+7).
 //!
 //! Instants are whole seconds since the Unix epoch (UTC). Periods are calendar months,
-//! quarters and years in Asia/Ho_Chi_Minh time, which has had no daylight saving since 1975,
+//! quarters, half-years and years in Asia/Ho_Chi_Minh time, which has had no daylight saving since 1975,
 //! so a fixed +07:00 offset is exact.
 
 use std::fmt;
@@ -59,22 +59,25 @@ impl Clock {
 pub enum PeriodKind {
     Month,
     Quarter,
+    HalfYear,
     Year,
 }
 
 impl PeriodKind {
-    pub const ALL: [PeriodKind; 3] = [PeriodKind::Month, PeriodKind::Quarter, PeriodKind::Year];
+    pub const ALL: [PeriodKind; 4] = [PeriodKind::Month, PeriodKind::Quarter, PeriodKind::HalfYear, PeriodKind::Year];
 
     pub fn as_str(self) -> &'static str {
         match self {
             PeriodKind::Month => "month",
             PeriodKind::Quarter => "quarter",
+            PeriodKind::HalfYear => "half_year",
             PeriodKind::Year => "year",
         }
     }
 }
 
-/// A calendar period in UTC+7: `index` is the month (1-12), the quarter (1-4), or 1 for a year.
+/// A calendar period in UTC+7: `index` is the month (1-12), the quarter (1-4), the half (1-2),
+/// or 1 for a year.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Period {
     pub kind: PeriodKind,
@@ -90,13 +93,14 @@ impl Period {
         let index = match kind {
             PeriodKind::Month => month,
             PeriodKind::Quarter => (month - 1) / 3 + 1,
+            PeriodKind::HalfYear => (month - 1) / 6 + 1,
             PeriodKind::Year => 1,
         };
         Period { kind, year, index }
     }
 
-    /// The month, quarter and year containing `t`.
-    pub fn all_containing(t: Instant) -> [Period; 3] {
+    /// The month, quarter, half-year and year containing `t`.
+    pub fn all_containing(t: Instant) -> [Period; 4] {
         PeriodKind::ALL.map(|kind| Period::containing(kind, t))
     }
 
@@ -104,6 +108,7 @@ impl Period {
         match self.kind {
             PeriodKind::Month => self.index,
             PeriodKind::Quarter => (self.index - 1) * 3 + 1,
+            PeriodKind::HalfYear => (self.index - 1) * 6 + 1,
             PeriodKind::Year => 1,
         }
     }
@@ -112,6 +117,7 @@ impl Period {
         match self.kind {
             PeriodKind::Month => 1,
             PeriodKind::Quarter => 3,
+            PeriodKind::HalfYear => 6,
             PeriodKind::Year => 12,
         }
     }
@@ -146,11 +152,12 @@ fn local_month_start(year: i32, month: u32) -> Instant {
 }
 
 impl fmt::Display for Period {
-    /// `2026-11`, `2026-Q4`, `2026`: sortable, and what the portal's users write.
+    /// `2026-11`, `2026-Q4`, `2026-H2`, `2026`: what the portal's users write.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             PeriodKind::Month => write!(f, "{}-{:02}", self.year, self.index),
             PeriodKind::Quarter => write!(f, "{}-Q{}", self.year, self.index),
+            PeriodKind::HalfYear => write!(f, "{}-H{}", self.year, self.index),
             PeriodKind::Year => write!(f, "{}", self.year),
         }
     }
@@ -164,8 +171,8 @@ mod tests {
     fn periods_follow_vietnam_time_not_utc() {
         // 2026-03-31T17:30Z is 2026-04-01 00:30 in Hanoi: April, Q2.
         let t = parse_time("2026-03-31T17:30:00Z").unwrap();
-        let [m, q, y] = Period::all_containing(t);
-        assert_eq!((m.to_string(), q.to_string(), y.to_string()), ("2026-04".into(), "2026-Q2".into(), "2026".into()));
+        let [m, q, h, y] = Period::all_containing(t).map(|p| p.to_string());
+        assert_eq!([m, q, h, y], ["2026-04", "2026-Q2", "2026-H1", "2026"]);
         // One second earlier in UTC+7 terms is still March.
         let t = parse_time("2026-03-31T23:59:59+07:00").unwrap();
         assert_eq!(Period::containing(PeriodKind::Month, t).to_string(), "2026-03");
@@ -181,6 +188,11 @@ mod tests {
         assert_eq!(jan.previous().to_string(), "2025-12");
         let dec = Period { kind: PeriodKind::Month, year: 2026, index: 12 };
         assert_eq!(dec.end(), parse_time("2027-01-01T00:00:00+07:00").unwrap());
+        let h2 = Period { kind: PeriodKind::HalfYear, year: 2026, index: 2 };
+        assert_eq!(
+            (h2.start(), h2.previous().to_string()),
+            (parse_time("2026-07-01T00:00:00+07:00").unwrap(), "2026-H1".into())
+        );
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub enum Level {
 }
 
 impl Level {
+    /// This level as one bit of a [`LevelSet`].
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Province => "province",
@@ -30,6 +35,22 @@ impl Level {
     }
 }
 
+/// The levels present in a subtree; pooling up the tree takes their union.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelSet(pub u8);
+
+impl std::ops::AddAssign for LevelSet {
+    fn add_assign(&mut self, other: LevelSet) {
+        self.0 |= other.0;
+    }
+}
+
+impl LevelSet {
+    pub fn contains_any(self, levels: &[Level]) -> bool {
+        levels.iter().any(|l| self.0 & l.bit() != 0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unit {
@@ -38,6 +59,9 @@ pub struct Unit {
     #[serde(default)]
     pub parent: Option<String>,
     pub level: Level,
+    /// The commune offers electronic certified copies from originals (criterion 5.3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub certified_copies: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +152,19 @@ impl Registry {
     /// Position of the parent of the unit at `i`.
     pub fn parent_of(&self, i: usize) -> Option<usize> {
         self.parent[i]
+    }
+
+    /// The root above the unit at `i` (itself for a root).
+    pub fn root_of(&self, mut i: usize) -> usize {
+        while let Some(p) = self.parent[i] {
+            i = p;
+        }
+        i
+    }
+
+    /// For each unit, the levels of the units in its subtree.
+    pub fn subtree_levels(&self) -> Vec<LevelSet> {
+        self.pool_up(&self.units.iter().map(|u| LevelSet(u.level.bit())).collect::<Vec<_>>())
     }
 
     /// 0 for a root.

@@ -7,12 +7,14 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray, UInt32Array,
     UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use crate::event::flag;
-use crate::scoring::{Scoreboard, ON_TIME};
+use crate::judge::{self, DOSSIER_CRITERIA};
+use crate::scoring::Scoreboard;
+use crate::spec::{Spec, CRITERIA};
 use crate::state::{State, Verdict};
-use crate::time::Instant;
+use crate::time::{Instant, Period};
 use crate::units::Registry;
 
 /// Timestamps are shown in Vietnam time.
@@ -24,31 +26,25 @@ pub struct View {
     pub as_of: Instant,
     pub registry: Arc<Registry>,
     pub scoreboard: Arc<Scoreboard>,
-    pub units: RecordBatch,
-    pub scores: RecordBatch,
-    pub dossiers: RecordBatch,
+    pub tables: Vec<(&'static str, RecordBatch)>,
 }
 
 impl View {
-    pub fn empty(registry: Arc<Registry>, now: Instant) -> View {
-        View::build(registry, &State::new(now))
+    pub fn build(registry: Arc<Registry>, spec: &Spec, target_total: f64, state: &State) -> View {
+        let board = crate::scoring::score(&registry, state, spec, target_total);
+        let tables = vec![
+            ("units", units_batch(&registry)),
+            ("scores", scores_batch(&registry, spec, &board)),
+            ("group_scores", groups_batch(&registry, spec, &board)),
+            ("totals", totals_batch(&registry, &board)),
+            ("gaps", gaps_batch(&registry, spec, &board)),
+            ("dossiers", dossiers_batch(state)),
+        ];
+        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables }
     }
 
-    pub fn build(registry: Arc<Registry>, state: &State) -> View {
-        let scoreboard = crate::scoring::score(&registry, state);
-        View {
-            as_of: state.now(),
-            units: units_batch(&registry),
-            scores: scores_batch(&registry, &scoreboard),
-            dossiers: dossiers_batch(state),
-            scoreboard: Arc::new(scoreboard),
-            registry,
-        }
-    }
-
-    /// The SQL tables, by name.
-    pub fn tables(&self) -> [(&'static str, &RecordBatch); 3] {
-        [("units", &self.units), ("scores", &self.scores), ("dossiers", &self.dossiers)]
+    pub fn table(&self, name: &str) -> &RecordBatch {
+        &self.tables.iter().find(|(n, _)| *n == name).expect("a table of the view").1
     }
 }
 
@@ -56,97 +52,234 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Second, Some(TZ.into()))
 }
 
-fn timestamps(values: Vec<Option<i64>>) -> ArrayRef {
-    Arc::new(TimestampSecondArray::from(values).with_timezone(TZ))
+fn timestamps(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(TimestampSecondArray::from(values.collect::<Vec<_>>()).with_timezone(TZ))
 }
 
-fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> RecordBatch {
-    RecordBatch::try_new(schema, columns).expect("columns match their schema")
+fn strings<S: AsRef<str>>(values: impl Iterator<Item = S>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(values))
 }
 
-pub fn units_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("unit_code", DataType::Utf8, false),
-        Field::new("unit_name", DataType::Utf8, false),
-        Field::new("parent_code", DataType::Utf8, true),
-        Field::new("level", DataType::Utf8, false),
-        Field::new("depth", DataType::UInt32, false),
-    ]))
+fn floats(values: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(values))
+}
+
+fn optional_floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(Float64Array::from(values.collect::<Vec<_>>()))
+}
+
+fn ints(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(values))
+}
+
+fn u32s(values: impl Iterator<Item = u32>) -> ArrayRef {
+    Arc::new(UInt32Array::from_iter_values(values))
+}
+
+fn bools(values: impl Iterator<Item = bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from(values.collect::<Vec<_>>()))
+}
+
+fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> RecordBatch {
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match their schema")
+}
+
+fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
+    Field::new(name, data_type, nullable)
+}
+
+/// The columns every score table starts with: which unit, which period.
+fn unit_period_fields() -> Vec<Field> {
+    vec![
+        field("unit_code", DataType::Utf8, false),
+        field("unit_name", DataType::Utf8, false),
+        field("parent_code", DataType::Utf8, true),
+        field("depth", DataType::UInt32, false),
+        field("period_kind", DataType::Utf8, false),
+        field("period", DataType::Utf8, false),
+        field("period_start", timestamp_type(), false),
+        field("is_current", DataType::Boolean, false),
+    ]
+}
+
+fn unit_period_columns(registry: &Registry, board: &Scoreboard, rows: &[(usize, Period)]) -> Vec<ArrayRef> {
+    let units = registry.units();
+    vec![
+        strings(rows.iter().map(|&(u, _)| &units[u].code)),
+        strings(rows.iter().map(|&(u, _)| &units[u].name)),
+        Arc::new(StringArray::from(rows.iter().map(|&(u, _)| units[u].parent.as_deref()).collect::<Vec<_>>())),
+        u32s(rows.iter().map(|&(u, _)| registry.depth_of(u))),
+        strings(rows.iter().map(|(_, p)| p.kind.as_str())),
+        strings(rows.iter().map(|(_, p)| p.to_string())),
+        timestamps(rows.iter().map(|(_, p)| Some(p.start()))),
+        bools(rows.iter().map(|&(_, p)| board.is_current(p))),
+    ]
+}
+
+fn with_unit_period(
+    registry: &Registry,
+    board: &Scoreboard,
+    rows: &[(usize, Period)],
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+) -> RecordBatch {
+    let mut all_fields = unit_period_fields();
+    all_fields.extend(fields);
+    let mut all_columns = unit_period_columns(registry, board, rows);
+    all_columns.extend(columns);
+    batch(all_fields, all_columns)
 }
 
 fn units_batch(registry: &Registry) -> RecordBatch {
     let units = registry.units();
     batch(
-        units_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(units.iter().map(|u| &u.code))),
-            Arc::new(StringArray::from_iter_values(units.iter().map(|u| &u.name))),
+            field("unit_code", DataType::Utf8, false),
+            field("unit_name", DataType::Utf8, false),
+            field("parent_code", DataType::Utf8, true),
+            field("level", DataType::Utf8, false),
+            field("depth", DataType::UInt32, false),
+        ],
+        vec![
+            strings(units.iter().map(|u| &u.code)),
+            strings(units.iter().map(|u| &u.name)),
             Arc::new(StringArray::from(units.iter().map(|u| u.parent.as_deref()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from_iter_values(units.iter().map(|u| u.level.as_str()))),
-            Arc::new(UInt32Array::from_iter_values((0..units.len()).map(|i| registry.depth_of(i)))),
+            strings(units.iter().map(|u| u.level.as_str())),
+            u32s((0..units.len()).map(|i| registry.depth_of(i))),
         ],
     )
 }
 
-pub fn scores_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("unit_code", DataType::Utf8, false),
-        Field::new("unit_name", DataType::Utf8, false),
-        Field::new("depth", DataType::UInt32, false),
-        Field::new("period_kind", DataType::Utf8, false),
-        Field::new("period", DataType::Utf8, false),
-        Field::new("period_start", timestamp_type(), false),
-        Field::new("is_current", DataType::Boolean, false),
-        Field::new("criterion", DataType::Utf8, false),
-        Field::new("max_points", DataType::Float64, false),
-        Field::new("numerator", DataType::Int64, false),
-        Field::new("denominator", DataType::Int64, false),
-        Field::new("ratio", DataType::Float64, true),
-        Field::new("points", DataType::Float64, false),
-    ]))
-}
-
-fn scores_batch(registry: &Registry, board: &Scoreboard) -> RecordBatch {
-    let rows = &board.scores;
-    let unit = |i: usize| &registry.units()[rows[i].unit];
+fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
+    let rows = &board.criteria;
+    let keys: Vec<(usize, Period)> = rows.iter().map(|s| (s.unit, s.period)).collect();
+    let entry = |i: usize| {
+        let s = &rows[i];
+        spec.for_period(s.period).into_iter().find(|c| c.index == s.criterion).expect("from the spec")
+    };
     let n = rows.len();
-    batch(
-        scores_schema(),
+    with_unit_period(
+        registry,
+        board,
+        &keys,
         vec![
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| &unit(i).code))),
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| &unit(i).name))),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|s| registry.depth_of(s.unit)))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|s| s.period.kind.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|s| s.period.to_string()))),
-            timestamps(rows.iter().map(|s| Some(s.period.start())).collect()),
-            Arc::new(BooleanArray::from(rows.iter().map(|s| s.current).collect::<Vec<_>>())),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| ON_TIME.id))),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|_| ON_TIME.max_points))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|s| s.numerator))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|s| s.denominator))),
-            Arc::new(Float64Array::from(rows.iter().map(|s| s.ratio()).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from_iter_values(rows.iter().map(|s| s.points()))),
+            field("criterion", DataType::Utf8, false),
+            field("group_id", DataType::UInt8, false),
+            field("criterion_name_vi", DataType::Utf8, false),
+            field("criterion_name_en", DataType::Utf8, false),
+            field("max_points", DataType::Float64, false),
+            field("numerator", DataType::Int64, false),
+            field("denominator", DataType::Int64, false),
+            field("ratio", DataType::Float64, true),
+            field("points", DataType::Float64, false),
+            field("points_lost", DataType::Float64, false),
+            field("spec_version", DataType::Utf8, false),
+        ],
+        vec![
+            strings(rows.iter().map(|s| CRITERIA[s.criterion])),
+            Arc::new(UInt8Array::from_iter_values((0..n).map(|i| entry(i).group()))),
+            strings((0..n).map(|i| entry(i).name_vi.clone())),
+            strings((0..n).map(|i| entry(i).name_en.clone())),
+            floats(rows.iter().map(|s| s.max_points)),
+            ints(rows.iter().map(|s| s.numerator)),
+            ints(rows.iter().map(|s| s.denominator)),
+            optional_floats(rows.iter().map(|s| s.ratio)),
+            floats(rows.iter().map(|s| s.points)),
+            floats(rows.iter().map(|s| s.points_lost())),
+            strings(rows.iter().map(|_| &board.spec_version)),
         ],
     )
 }
 
-pub fn dossiers_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("dossier_id", DataType::Utf8, false),
-        Field::new("unit_code", DataType::Utf8, false),
-        Field::new("procedure_code", DataType::Utf8, false),
-        Field::new("channel", DataType::UInt8, false),
-        Field::new("status", DataType::UInt8, false),
-        Field::new("received_at", timestamp_type(), true),
-        Field::new("due_at", timestamp_type(), true),
-        Field::new("ended_at", timestamp_type(), true),
-        Field::new("supplement_requests", DataType::UInt32, false),
-        Field::new("timeliness", DataType::Utf8, false),
-        Field::new("synced_to_portal", DataType::Boolean, false),
-        Field::new("paid_online", DataType::Boolean, false),
-        Field::new("electronic_result", DataType::Boolean, false),
-        Field::new("digitised", DataType::Boolean, false),
-    ]))
+fn groups_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
+    let rows = &board.groups;
+    let keys: Vec<(usize, Period)> = rows.iter().map(|g| (g.unit, g.period)).collect();
+    with_unit_period(
+        registry,
+        board,
+        &keys,
+        vec![
+            field("group_id", DataType::UInt8, false),
+            field("group_name_vi", DataType::Utf8, false),
+            field("group_name_en", DataType::Utf8, false),
+            field("max_points", DataType::Float64, false),
+            field("points", DataType::Float64, false),
+            field("points_lost", DataType::Float64, false),
+            field("spec_version", DataType::Utf8, false),
+        ],
+        vec![
+            Arc::new(UInt8Array::from_iter_values(rows.iter().map(|g| g.group))),
+            strings(rows.iter().map(|g| &spec.group(g.group).name_vi)),
+            strings(rows.iter().map(|g| &spec.group(g.group).name_en)),
+            floats(rows.iter().map(|g| g.max_points)),
+            floats(rows.iter().map(|g| g.points)),
+            floats(rows.iter().map(|g| (g.max_points - g.points).max(0.0))),
+            strings(rows.iter().map(|_| &board.spec_version)),
+        ],
+    )
+}
+
+fn totals_batch(registry: &Registry, board: &Scoreboard) -> RecordBatch {
+    let rows = &board.totals;
+    let keys: Vec<(usize, Period)> = rows.iter().map(|t| (t.unit, t.period)).collect();
+    with_unit_period(
+        registry,
+        board,
+        &keys,
+        vec![
+            field("total", DataType::Float64, false),
+            field("band", DataType::Utf8, false),
+            field("previous_total", DataType::Float64, true),
+            field("delta", DataType::Float64, true),
+            field("rank", DataType::UInt32, false),
+            field("siblings", DataType::UInt32, false),
+            field("target_total", DataType::Float64, false),
+            field("spec_version", DataType::Utf8, false),
+        ],
+        vec![
+            floats(rows.iter().map(|t| t.total)),
+            strings(rows.iter().map(|t| &t.band)),
+            optional_floats(rows.iter().map(|t| t.previous_total)),
+            optional_floats(rows.iter().map(|t| t.previous_total.map(|p| t.total - p))),
+            u32s(rows.iter().map(|t| t.rank)),
+            u32s(rows.iter().map(|t| t.siblings)),
+            floats(rows.iter().map(|_| board.target_total)),
+            strings(rows.iter().map(|_| &board.spec_version)),
+        ],
+    )
+}
+
+fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
+    let rows = &board.gaps;
+    let keys: Vec<(usize, Period)> = rows.iter().map(|g| (g.unit, g.period)).collect();
+    let totals: std::collections::HashMap<(usize, Period), f64> =
+        board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
+    let name = |g: &crate::scoring::Gap| {
+        spec.for_period(g.period).into_iter().find(|c| c.index == g.criterion).expect("from the spec").name_en.clone()
+    };
+    with_unit_period(
+        registry,
+        board,
+        &keys,
+        vec![
+            field("criterion", DataType::Utf8, false),
+            field("criterion_name_en", DataType::Utf8, false),
+            field("points_lost", DataType::Float64, false),
+            field("loss_rank", DataType::UInt32, false),
+            field("total", DataType::Float64, false),
+            field("target_total", DataType::Float64, false),
+            field("good_needed_for_target", DataType::Int64, true),
+        ],
+        vec![
+            strings(rows.iter().map(|g| CRITERIA[g.criterion])),
+            strings(rows.iter().map(name)),
+            floats(rows.iter().map(|g| g.points_lost)),
+            u32s(rows.iter().map(|g| g.loss_rank)),
+            floats(rows.iter().map(|g| totals[&(g.unit, g.period)])),
+            floats(rows.iter().map(|_| board.target_total)),
+            Arc::new(Int64Array::from(rows.iter().map(|g| g.good_needed).collect::<Vec<_>>())),
+        ],
+    )
 }
 
 /// How 2.1 sees a dossier right now, in words an analyst can filter on.
@@ -155,33 +288,65 @@ fn timeliness(verdict: Verdict, now: Instant) -> &'static str {
         Verdict::NotReceived => "not_received",
         Verdict::Decided(true) => "on_time",
         Verdict::Decided(false) => "late",
-        Verdict::OpenUntil(Some(due)) if now > due => "open_overdue",
-        Verdict::OpenUntil(_) => "open_in_time",
+        Verdict::OpenUntil(_) if verdict.on_time_at(now) => "open_in_time",
+        Verdict::OpenUntil(_) => "open_overdue",
     }
+}
+
+/// Column name of a dossier criterion's mark: `c2_1` for 2.1.
+pub fn mark_column(id: &str) -> String {
+    format!("c{}", id.replace('.', "_"))
 }
 
 fn dossiers_batch(state: &State) -> RecordBatch {
     let ds = state.dossiers();
     let now = state.now();
-    let has =
-        |bit: u16| Arc::new(BooleanArray::from(ds.iter().map(|d| d.flags & bit != 0).collect::<Vec<_>>())) as ArrayRef;
-    batch(
-        dossiers_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| &*d.id))),
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| state.units.name(d.unit)))),
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| state.procedures.name(d.procedure)))),
-            Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))),
-            Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
-            timestamps(ds.iter().map(|d| d.received_at).collect()),
-            timestamps(ds.iter().map(|d| d.due_at).collect()),
-            timestamps(ds.iter().map(|d| d.end()).collect()),
-            Arc::new(UInt32Array::from_iter_values(ds.iter().map(|d| d.supplement_requests.len() as u32))),
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| timeliness(d.verdict(), now)))),
-            has(flag::SYNCED_TO_PORTAL),
-            has(flag::PAID_ONLINE),
-            has(flag::ELECTRONIC_RESULT),
-            has(flag::DIGITISED),
-        ],
-    )
+    let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(state.procedure_of(d))).collect();
+    // Marks judged now: true good, false lost, null not counted.
+    let marks: Vec<judge::Marks> =
+        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), state.procedure_of(d))).collect();
+    let has = |bit: u16| bools(ds.iter().map(move |d| d.flags & bit != 0));
+    let mut fields = vec![
+        field("dossier_id", DataType::Utf8, false),
+        field("unit_code", DataType::Utf8, false),
+        field("procedure_code", DataType::Utf8, false),
+        field("channel", DataType::UInt8, false),
+        field("status", DataType::UInt8, false),
+        field("received_at", timestamp_type(), true),
+        field("due_at", timestamp_type(), true),
+        field("ended_at", timestamp_type(), true),
+        field("supplement_requests", DataType::UInt32, false),
+        field("timeliness", DataType::Utf8, false),
+        field("processing_days", DataType::Float64, true),
+        field("synced_to_portal", DataType::Boolean, false),
+        field("paid_online", DataType::Boolean, false),
+        field("electronic_result", DataType::Boolean, false),
+        field("digitised", DataType::Boolean, false),
+        field("disliked_or_complained", DataType::Boolean, false),
+    ];
+    let mut columns = vec![
+        strings(ds.iter().map(|d| &*d.id)),
+        strings(ds.iter().map(|d| state.units.name(d.unit))),
+        strings(ds.iter().map(|d| state.procedures.name(d.procedure))),
+        Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))) as ArrayRef,
+        Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
+        timestamps(ds.iter().map(|d| d.received_at)),
+        timestamps(ds.iter().map(|d| d.due_at)),
+        timestamps(ds.iter().map(|d| d.end())),
+        u32s(ds.iter().map(|d| d.supplement_requests.len() as u32)),
+        strings(verdicts.iter().map(|&v| timeliness(v, now))),
+        optional_floats(ds.iter().map(|d| d.received_at.zip(d.completed_at).map(|(r, c)| (c - r) as f64 / 86_400.0))),
+        has(flag::SYNCED_TO_PORTAL),
+        has(flag::PAID_ONLINE),
+        has(flag::ELECTRONIC_RESULT),
+        has(flag::DIGITISED),
+        bools(ds.iter().map(|d| d.flags & (flag::DISLIKED | flag::COMPLAINED) != 0)),
+    ];
+    for (k, id) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
+        fields.push(field(&mark_column(id), DataType::Boolean, true));
+        columns.push(Arc::new(BooleanArray::from(
+            ds.iter().zip(&marks).map(|(d, m)| d.received_at.and(m[k])).collect::<Vec<_>>(),
+        )));
+    }
+    batch(fields, columns)
 }

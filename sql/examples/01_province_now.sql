@@ -1,5 +1,6 @@
--- The province's on-time score (criterion 2.1) for the live month, quarter and year.
-SELECT period_kind, period, numerator, denominator, round(ratio, 4) AS ratio, round(points, 2) AS points
-FROM scores
+-- The province's Index 766 total for the live month, quarter, half-year and year, with its band,
+-- change against the period before, and rank.
+SELECT period_kind, period, round(total, 2) AS total, band, round(delta, 2) AS delta, rank, siblings
+FROM totals
 WHERE depth = 0 AND is_current
 ORDER BY period_start DESC, period_kind;

@@ -92,9 +92,11 @@ pub fn bad_messages() -> Vec<(&'static [u8], Vec<u8>)> {
 pub fn config(bootstrap: &str, snapshot_dir: &Path) -> Config {
     Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"index766-test\"\n\
-         [registry]\nunits_file = {:?}\n[scoring]\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
+         [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n[scoring]\nspec_file = {:?}\n\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n",
-        repo_root().join("schemas/examples/units.jsonl")
+        repo_root().join("schemas/examples/units.jsonl"),
+        repo_root().join("schemas/examples/procedures.jsonl"),
+        repo_root().join("sql/scoring_spec.toml"),
     ))
     .unwrap()
 }
@@ -135,7 +137,7 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
     .await;
     // The view is republished within publish_interval_ms of the last batch.
     let points = |unit: &str, period: &str| -> Vec<serde_json::Value> {
-        sql(addr, &format!("SELECT numerator, denominator, ratio, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}'"))
+        sql(addr, &format!("SELECT numerator, denominator, ratio, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}' AND criterion = '2.1'"))
     };
     wait_for("the view with every dossier", Duration::from_secs(10), || {
         let rows = sql(addr, "SELECT count(*) AS n FROM dossiers");
@@ -168,8 +170,17 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
         assert!(close(rows[0]["points"].as_f64().unwrap(), pts), "{unit} {period}: {} != {pts}", rows[0]["points"]);
     }
     assert_eq!(points("H44.101", "2026-11")[0]["ratio"], serde_json::Value::Null, "no dossiers, no ratio");
-    // 5 units × (Oct, Nov, Q4, 2026): the live periods and the closed month that has data.
-    assert_eq!(sql(addr, "SELECT count(*) AS n FROM scores")[0]["n"], json!(20));
+    // 5 units × 23 criteria × 8 periods: the live month, quarter, half-year and year, the ones
+    // before each (2026-10, 2026-Q3, 2026-H1, 2025).
+    assert_eq!(sql(addr, "SELECT count(*) AS n FROM scores")[0]["n"], json!(5 * 23 * 8));
+    assert_eq!(sql(addr, "SELECT count(*) AS n FROM totals")[0]["n"], json!(5 * 8));
+    assert_eq!(
+        sql(addr, "SELECT count(DISTINCT spec_version) AS n, min(spec_version) AS v FROM scores")[0],
+        json!({"n": 1, "v": "portal-2026.1"})
+    );
+    // 1.4: every scenario dossier of the province in November was synced.
+    let synced = sql(addr, "SELECT numerator, denominator, points FROM scores WHERE unit_code = 'H44' AND period = '2026-11' AND criterion = '1.4'");
+    assert_eq!(synced[0], json!({"numerator": 5, "denominator": 5, "points": 6.0}));
     assert_eq!(
         sql(addr, "SELECT dossier_id, timeliness FROM dossiers WHERE dossier_id IN ('B','C','G') ORDER BY dossier_id"),
         vec![
@@ -178,7 +189,7 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
             json!({"dossier_id": "G", "timeliness": "open_overdue"})
         ]
     );
-    assert_eq!(sql(addr, "SELECT u.unit_name FROM units u JOIN scores s USING (unit_code) WHERE s.period = '2026-11' AND s.points = 20")[0]["unit_name"], json!("Sở Xây dựng"));
+    assert_eq!(sql(addr, "SELECT u.unit_name FROM units u JOIN scores s USING (unit_code) WHERE s.period = '2026-11' AND s.criterion = '2.1' AND s.points = 20")[0]["unit_name"], json!("Sở Xây dựng"));
 
     let (status, exposition) = http(addr, "GET", "/metrics", "");
     assert_eq!(status, 200);
@@ -223,7 +234,7 @@ fn run_example_queries(addr: std::net::SocketAddr) {
         assert!(!rows.is_empty(), "{} returned no rows", path.display());
         ran += 1;
     }
-    assert!(ran >= 4);
+    assert!(ran >= 6);
 }
 
 fn header(message: &rdkafka::message::OwnedMessage, key: &str) -> String {
@@ -246,15 +257,16 @@ fn check_snapshot(path: &Path) {
     for batch in reader {
         let batch = batch.unwrap();
         let col = |name: &str| batch.column_by_name(name).unwrap().clone();
-        let (units, periods, points) = (col("unit_code"), col("period"), col("points"));
+        let (units, periods, criteria, points) = (col("unit_code"), col("period"), col("criterion"), col("points"));
         let units = units.as_any().downcast_ref::<StringArray>().unwrap();
         let periods = periods.as_any().downcast_ref::<StringArray>().unwrap();
+        let criteria = criteria.as_any().downcast_ref::<StringArray>().unwrap();
         let points = points.as_any().downcast_ref::<Float64Array>().unwrap();
         for i in 0..batch.num_rows() {
-            if units.value(i) == "H44" && periods.value(i) == "2026-11" {
+            if units.value(i) == "H44" && periods.value(i) == "2026-11" && criteria.value(i) == "2.1" {
                 found = Some(points.value(i));
             }
         }
     }
-    assert_eq!(found, Some(12.0), "province November points in {}", path.display());
+    assert_eq!(found, Some(12.0), "province November 2.1 points in {}", path.display());
 }
