@@ -83,11 +83,11 @@ impl Verdict {
 #[derive(Debug, Clone)]
 pub struct Dossier {
     pub id: Box<str>,
+    /// Unit, procedure and channel come from the earliest reception event; before one arrives,
+    /// from the first event.
     pub unit: u32,
     pub procedure: u32,
     pub channel: Channel,
-    /// The reception event fixes unit, procedure and channel; before it, the first event does.
-    reception_seen: bool,
     pub last_status: u8,
     last_status_time: Instant,
     pub received_at: Option<Instant>,
@@ -239,14 +239,12 @@ impl State {
         let t = event.event_time;
         match event.status {
             status::RECEIVED => {
-                // With two reception events, the earlier one's due date stands.
+                // With two reception events, the earlier one's unit, procedure, channel and due
+                // date stand, whichever arrives first.
                 if d.received_at.is_none_or(|r| t < r) {
-                    d.due_at = event.due_at;
+                    (d.unit, d.procedure, d.channel, d.due_at) = (unit, procedure, event.channel, event.due_at);
                 }
                 earliest(&mut d.received_at, t);
-                if !d.reception_seen {
-                    (d.unit, d.procedure, d.channel, d.reception_seen) = (unit, procedure, event.channel, true);
-                }
             }
             status::SUPPLEMENT_REQUESTED => d.supplement_requests.push(t),
             status::PROCESSING if event.supplement_received => d.supplement_arrivals.push(t),
@@ -266,7 +264,6 @@ impl State {
             unit: self.units.intern(&event.unit_code),
             procedure: self.procedures.intern(&event.procedure_code),
             channel: event.channel,
-            reception_seen: false,
             last_status: event.status,
             last_status_time: event.event_time,
             received_at: None,
