@@ -132,6 +132,14 @@ impl Catalog {
         Ok(Catalog { procedures })
     }
 
+    /// Adds, replaces (Some) or removes (None) a procedure.
+    pub fn set(&mut self, code: String, procedure: Option<Procedure>) {
+        match procedure {
+            Some(p) => self.procedures.insert(code, p),
+            None => self.procedures.remove(&code),
+        };
+    }
+
     pub fn get(&self, code: &str) -> Option<&Procedure> {
         self.procedures.get(code)
     }

@@ -29,6 +29,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub registry: RegistryConfig,
     pub catalog: CatalogConfig,
+    pub petitions: PetitionsConfig,
     pub scoring: ScoringConfig,
     pub http: HttpConfig,
     pub sql: SqlConfig,
@@ -39,7 +40,16 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct TopicsConfig {
     pub events: String,
+    pub petitions: String,
+    pub catalog: String,
+    pub units: String,
     pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PetitionsConfig {
+    pub holidays: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -142,6 +152,8 @@ impl Config {
             return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));
         }
         self.as_of()?;
+        crate::petition::Calendar::new(&self.petitions.holidays)
+            .map_err(|e| ConfigError::Invalid(format!("[petitions] holidays: {e}")))?;
         Ok(())
     }
 

@@ -7,16 +7,26 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::Batch;
+use std::collections::BTreeMap;
+
+use crate::catalog::{Catalog, Procedure};
+use crate::ingest::{Batch, Input};
 use crate::metrics::Metrics;
+use crate::petition::{Calendar, Petitions};
 use crate::spec::Spec;
 use crate::state::{Applied, State};
 use crate::time::Clock;
-use crate::units::Registry;
+use crate::units::{Registry, Unit};
 use crate::view::View;
 
 pub struct Engine {
     pub state: State,
+    pub petitions: Petitions,
+    pub calendar: Calendar,
+    /// The catalog as loaded and updated from its topic.
+    pub catalog: Catalog,
+    /// The units as loaded and updated from their topic; the registry is rebuilt from them.
+    pub units: BTreeMap<String, Unit>,
     pub registry: Arc<Registry>,
     pub spec: Arc<Spec>,
     pub target_total: f64,
@@ -62,18 +72,52 @@ impl Engine {
 
     fn apply(&mut self, batch: Batch) {
         self.state.advance_to(self.clock.now());
-        let mut duplicates = 0;
-        for event in &batch.events {
-            if self.state.apply(event) == Applied::Duplicate {
+        let (mut applied, mut duplicates) = (0, 0);
+        let (mut catalog_changed, mut units_changed) = (false, false);
+        for input in batch.inputs {
+            let fresh = match input {
+                Input::Dossier(event) => self.state.apply(&event) == Applied::Changed,
+                Input::Petition(event, time) => self.petitions.apply(&event, time),
+                Input::Procedure(code, record) => {
+                    let procedure = record.map(|r| Procedure::from_record(&r).expect("validated at ingest"));
+                    self.catalog.set(code, procedure);
+                    catalog_changed = true;
+                    true
+                }
+                Input::Unit(code, unit) => {
+                    match unit {
+                        Some(unit) => self.units.insert(code, unit),
+                        None => self.units.remove(&code),
+                    };
+                    units_changed = true;
+                    true
+                }
+            };
+            if fresh {
+                applied += 1;
+            } else {
                 duplicates += 1;
             }
         }
-        self.metrics.events_applied.inc_by(batch.events.len() as u64 - duplicates);
+        if catalog_changed {
+            self.state.set_catalog(Arc::new(self.catalog.clone()));
+        }
+        if units_changed {
+            match Registry::new(self.units.values().cloned().collect()) {
+                Ok(registry) => self.registry = Arc::new(registry),
+                // A parent may arrive after its child: keep scoring on the last whole tree.
+                Err(error) => {
+                    tracing::warn!(%error, "unit registry update leaves the tree incomplete; keeping the previous tree")
+                }
+            }
+        }
+        self.metrics.events_applied.inc_by(applied);
         self.metrics.events_duplicate.inc_by(duplicates);
     }
 
     fn publish(&mut self) -> Arc<View> {
-        let view = Arc::new(View::build(self.registry.clone(), &self.spec, self.target_total, &self.state));
+        let petitions = self.petitions.tallies(&self.calendar, self.state.now());
+        let view = Arc::new(View::build(self.registry.clone(), &self.spec, self.target_total, &self.state, &petitions));
         self.metrics.observe_view(&view, self.state.dossiers().len());
         self.views.send_replace(view.clone());
         view

@@ -1,8 +1,9 @@
-//! The Kafka source: reads the events topic from explicitly assigned partitions, decodes and
-//! validates each message, sends rejects to the dead-letter topic, and hands decoded events to
-//! the state in bounded batches (a full queue blocks the consumer: backpressure, never loss).
+//! The Kafka source: reads the dossier events topic and, where they exist, the petitions topic
+//! and the compacted catalog and unit topics, from explicitly assigned partitions; decodes and
+//! validates each message, sends rejects to the dead-letter topic, and hands decoded inputs to
+//! the engine in bounded batches (a full queue blocks the consumer: backpressure, never loss).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,10 +14,14 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::ProcedureRecord;
 use crate::config::{Config, StartFrom};
-use crate::event::{decode, DossierEvent, Rejection};
+use crate::event::{DossierEvent, RejectReason, Rejection};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::petition::PetitionEvent;
+use crate::time::Instant;
+use crate::units::Unit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -26,15 +31,93 @@ pub enum IngestError {
     Assign { topic: String, source: rdkafka::error::KafkaError },
 }
 
-/// Decoded events, and for each partition they came from the next offset to read.
+/// One decoded message.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Dossier(DossierEvent),
+    Petition(PetitionEvent, Instant),
+    /// A catalog entry from the compacted catalog topic; None (a tombstone) removes it.
+    Procedure(String, Option<ProcedureRecord>),
+    /// A unit from the compacted units topic; None (a tombstone) removes it.
+    Unit(String, Option<Unit>),
+}
+
+/// Decoded inputs, and for each partition they came from the next offset to read.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub events: Vec<DossierEvent>,
-    pub next_offsets: BTreeMap<i32, i64>,
+    pub inputs: Vec<Input>,
+    pub next_offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// Where each assigned partition stands: next offset to read (shared with the lag reporter).
-type Positions = Arc<Mutex<BTreeMap<i32, i64>>>;
+type Positions = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
+
+/// Which contract a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contract {
+    Dossiers,
+    Petitions,
+    Catalog,
+    Units,
+}
+
+fn decode_record<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
+    serde_json::from_slice(payload)
+        .map_err(|e| Rejection { reason: RejectReason::SchemaViolation, detail: e.to_string() })
+}
+
+/// Decodes a message of a compacted topic keyed by code: a record whose code is the key, or a
+/// tombstone (no payload).
+fn decode_keyed<T: serde::de::DeserializeOwned>(
+    payload: Option<&[u8]>,
+    key: Option<&[u8]>,
+    code_of: impl Fn(&T) -> &str,
+) -> Result<(String, Option<T>), Rejection> {
+    let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
+    let Some(payload) = payload.filter(|p| !p.is_empty()) else {
+        return key.map(|k| (k, None)).ok_or_else(|| Rejection {
+            reason: RejectReason::KeyMismatch,
+            detail: "a tombstone needs the code as its key".into(),
+        });
+    };
+    let record: T = decode_record(payload)?;
+    let code = code_of(&record).to_owned();
+    if key.as_ref().is_some_and(|k| *k != code) {
+        return Err(Rejection {
+            reason: RejectReason::KeyMismatch,
+            detail: format!("key {key:?} is not the code {code:?}"),
+        });
+    }
+    Ok((code, Some(record)))
+}
+
+fn decode(
+    contract: Contract,
+    payload: Option<&[u8]>,
+    key: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<Input, Rejection> {
+    let bytes = payload.unwrap_or_default();
+    if bytes.len() > max_bytes {
+        return Err(Rejection {
+            reason: RejectReason::Oversized,
+            detail: format!("{} bytes, the limit is {max_bytes}", bytes.len()),
+        });
+    }
+    match contract {
+        Contract::Dossiers => crate::event::decode(bytes, key, max_bytes).map(Input::Dossier),
+        Contract::Petitions => crate::petition::decode(bytes, key).map(|(e, t)| Input::Petition(e, t)),
+        Contract::Catalog => {
+            let (code, record) = decode_keyed(payload, key, |r: &ProcedureRecord| &r.code)?;
+            if let Some(r) = &record {
+                crate::catalog::Procedure::from_record(r)
+                    .map_err(|detail| Rejection { reason: RejectReason::SchemaViolation, detail })?;
+            }
+            Ok(Input::Procedure(code, record))
+        }
+        Contract::Units => decode_keyed(payload, key, |u: &Unit| &u.code).map(|(code, unit)| Input::Unit(code, unit)),
+    }
+}
 
 pub fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
@@ -67,27 +150,45 @@ pub async fn run(
     let dead_letters: FutureProducer =
         client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
 
-    let Some(partitions) = wait_for_partitions(&consumer, &topic, &health, &shutdown).await else {
+    let Some(events_partitions) = wait_for_partitions(&consumer, &topic, &health, &shutdown).await else {
         return Ok(());
     };
+    let mut topics = vec![(topic.clone(), Contract::Dossiers, events_partitions)];
+    for (name, contract) in [
+        (&config.topics.petitions, Contract::Petitions),
+        (&config.topics.catalog, Contract::Catalog),
+        (&config.topics.units, Contract::Units),
+    ] {
+        if name.is_empty() {
+            continue;
+        }
+        match existing_partitions(&consumer, name).await {
+            Some(partitions) => topics.push((name.clone(), contract, partitions)),
+            None => tracing::warn!(topic = name, "topic not found at start; not consumed"),
+        }
+    }
     let start = match config.ingest.start_from {
         StartFrom::Earliest => Offset::Beginning,
         StartFrom::Latest => Offset::End,
     };
     let mut assignment = TopicPartitionList::new();
-    for &p in &partitions {
-        assignment
-            .add_partition_offset(&topic, p, start)
-            .map_err(|source| IngestError::Assign { topic: topic.clone(), source })?;
+    for (name, contract, partitions) in &topics {
+        // Catalog and units topics are compacted tables: always read whole.
+        let offset = if matches!(contract, Contract::Catalog | Contract::Units) { Offset::Beginning } else { start };
+        for &p in partitions {
+            assignment
+                .add_partition_offset(name, p, offset)
+                .map_err(|source| IngestError::Assign { topic: name.clone(), source })?;
+        }
     }
     consumer.assign(&assignment).map_err(|source| IngestError::Assign { topic: topic.clone(), source })?;
-    tracing::info!(topic, partitions = partitions.len(), start_from = reset, "assigned");
+    tracing::info!(topics = ?topics.iter().map(|(n, _, p)| format!("{n}[{}]", p.len())).collect::<Vec<_>>(), start_from = reset, "assigned");
+    let contracts: HashMap<String, Contract> = topics.iter().map(|(n, c, _)| (n.clone(), *c)).collect();
 
     let positions: Positions = Arc::new(Mutex::new(BTreeMap::new()));
     let lag_reporter = tokio::spawn(report_lag(
         consumer.clone(),
-        topic.clone(),
-        partitions,
+        topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
         positions.clone(),
         metrics.clone(),
         health.clone(),
@@ -100,7 +201,7 @@ pub async fn run(
     'consume: loop {
         let mut batch = Batch::default();
         let mut deadline = None;
-        while batch.events.len() < max_events {
+        while batch.inputs.len() < max_events {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => break 'consume,
                 _ = sleep_until(deadline) => break,
@@ -115,12 +216,12 @@ pub async fn run(
                 }
             };
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
-            let payload = message.payload().unwrap_or_default();
+            let contract = contracts.get(message.topic()).copied().unwrap_or(Contract::Dossiers);
             metrics.events_consumed.inc();
-            metrics.bytes_consumed.inc_by(payload.len() as u64);
-            batch.next_offsets.insert(message.partition(), message.offset() + 1);
-            match decode(payload, message.key(), max_bytes) {
-                Ok(event) => batch.events.push(event),
+            metrics.bytes_consumed.inc_by(message.payload_len() as u64);
+            batch.next_offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            match decode(contract, message.payload(), message.key(), max_bytes) {
+                Ok(input) => batch.inputs.push(input),
                 Err(rejection) => {
                     let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
                     dead_letter(&dead_letters, &config.topics.dead_letter, &message, &rejection, &source, &shutdown)
@@ -132,7 +233,7 @@ pub async fn run(
         if batch.next_offsets.is_empty() {
             continue;
         }
-        positions.lock().expect("positions lock").extend(batch.next_offsets.iter().map(|(&p, &o)| (p, o)));
+        positions.lock().expect("positions lock").extend(batch.next_offsets.iter().map(|(k, &o)| (k.clone(), o)));
         if batches.send(batch).await.is_err() {
             break; // the state has stopped: shutting down
         }
@@ -148,6 +249,26 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The partitions of `topic`; Ok(empty) when it does not exist.
+async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+    let (client, name) = (consumer.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        client.fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
+            m.topics()
+                .iter()
+                .filter(|t| t.name() == name && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect::<Vec<i32>>()
+        })
+    })
+    .await
+    .expect("metadata task does not panic")
+}
+
+async fn existing_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Option<Vec<i32>> {
+    fetch_partitions(consumer, topic).await.ok().filter(|p| !p.is_empty())
+}
+
 /// Waits until the topic exists and has partitions, reporting the wait in /healthz.
 async fn wait_for_partitions(
     consumer: &Arc<StreamConsumer>,
@@ -156,19 +277,7 @@ async fn wait_for_partitions(
     shutdown: &CancellationToken,
 ) -> Option<Vec<i32>> {
     loop {
-        let (client, name) = (consumer.clone(), topic.to_owned());
-        let metadata = tokio::task::spawn_blocking(move || {
-            client.fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
-                m.topics()
-                    .iter()
-                    .filter(|t| t.name() == name && t.error().is_none())
-                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                    .collect::<Vec<i32>>()
-            })
-        })
-        .await
-        .expect("metadata task does not panic");
-        match metadata {
+        match fetch_partitions(consumer, topic).await {
             Ok(partitions) if !partitions.is_empty() => {
                 health.connected();
                 return Some(partitions);
@@ -183,22 +292,24 @@ async fn wait_for_partitions(
     }
 }
 
-/// Publishes consumer lag per partition and broker reachability every few seconds.
+/// Publishes consumer lag per topic and partition, and broker reachability, every few seconds.
 async fn report_lag(
     consumer: Arc<StreamConsumer>,
-    topic: String,
-    partitions: Vec<i32>,
+    topics: Vec<(String, Vec<i32>)>,
     positions: Positions,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (client, name, parts) = (consumer.clone(), topic.clone(), partitions.clone());
+        let (client, wanted) = (consumer.clone(), topics.clone());
         let watermarks = tokio::task::spawn_blocking(move || {
-            parts
+            wanted
                 .iter()
-                .map(|&p| client.fetch_watermarks(&name, p, Duration::from_secs(5)).map(|(low, high)| (p, low, high)))
+                .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+                .map(|(t, p)| {
+                    client.fetch_watermarks(&t, p, Duration::from_secs(5)).map(|(low, high)| (t, p, low, high))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -208,14 +319,14 @@ async fn report_lag(
                 health.connected();
                 metrics.broker_connected.set(1);
                 let positions = positions.lock().expect("positions lock").clone();
-                for (p, low, high) in marks {
-                    let next = positions.get(&p).copied().unwrap_or(low);
-                    metrics.consumer_lag.with_label_values(&[&p.to_string()]).set((high - next).max(0));
+                for (t, p, low, high) in marks {
+                    let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                    metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - next).max(0));
                 }
             }
             Err(error) => {
                 metrics.broker_connected.set(0);
-                health.fault(format!("cannot read watermarks of {topic}: {error}"));
+                health.fault(format!("cannot read watermarks: {error}"));
             }
         }
         tokio::select! {

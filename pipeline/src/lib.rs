@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod judge;
 pub mod metrics;
+pub mod petition;
 pub mod produce;
 pub mod query;
 pub mod scoring;
@@ -99,9 +100,9 @@ impl Pipeline {
         });
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
-        let state = State::new(clock.now(), catalog);
+        let state = State::new(clock.now(), catalog.clone());
         let target_total = config.scoring.target_total;
-        let first_view = View::build(registry.clone(), &spec, target_total, &state);
+        let first_view = View::build(registry.clone(), &spec, target_total, &state, &Default::default());
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let sql = Arc::new(query::SqlService::new(&config.sql)?);
 
@@ -121,6 +122,10 @@ impl Pipeline {
         let ingest = tokio::spawn(ingest::run(config.clone(), metrics.clone(), health, batch_tx, shutdown.clone()));
         let engine = Engine {
             state,
+            petitions: Default::default(),
+            calendar: petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?,
+            catalog: (*catalog).clone(),
+            units: registry.units().iter().map(|u| (u.code.clone(), u.clone())).collect(),
             registry,
             spec,
             target_total,

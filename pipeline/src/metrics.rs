@@ -62,7 +62,7 @@ impl Metrics {
                 &r,
                 IntGaugeVec::new(
                     Opts::new("index766_consumer_lag_messages", "High watermark minus next offset to read."),
-                    &["partition"],
+                    &["topic", "partition"],
                 )
                 .unwrap(),
             ),

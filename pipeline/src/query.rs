@@ -95,7 +95,7 @@ mod tests {
         let registry = Registry::parse("{\"code\":\"U1\",\"name\":\"Xã Một\",\"level\":\"commune\"}").unwrap();
         let mut state = state_at("2026-11-20T00:00:00+07:00");
         state.apply(&reception("a", "D1", "2026-11-02T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
-        View::build(Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state)
+        View::build(Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state, &Default::default())
     }
 
     fn service() -> SqlService {

@@ -90,6 +90,9 @@ impl Scoreboard {
     }
 }
 
+/// 6.1, 6.2, 6.3 (numerator, denominator) per (unit code, period), for the unit's own petitions.
+pub type PetitionTallies<'a> = HashMap<(&'a str, Period), [(i64, i64); 3]>;
+
 fn ratio(num: i64, den: i64) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
@@ -158,6 +161,7 @@ fn procedure_ratio(id: &str, facts: &HashMap<&str, Facts>, catalog: &Catalog, le
 fn measure(
     id: &str,
     tally: &Tally,
+    petitions: &[(i64, i64); 3],
     facts: &HashMap<&str, Facts>,
     catalog_values: &HashMap<&'static str, Ratio>,
     catalog: &Catalog,
@@ -177,8 +181,9 @@ fn measure(
     }
     let r = match id {
         "3.2" | "4.1" | "4.2" | "5.7" => procedure_ratio(id, facts, catalog, levels),
-        // Petitions (6.1-6.3) are not yet counted: an empty denominator, scored by the spec's rule.
-        "6.1" | "6.2" | "6.3" => Ratio::default(),
+        "6.1" => Ratio { num: petitions[0].0, den: petitions[0].1 },
+        "6.2" => Ratio { num: petitions[1].0, den: petitions[1].1 },
+        "6.3" => Ratio { num: petitions[2].0, den: petitions[2].1 },
         _ => catalog_values.get(id).copied().unwrap_or_default(),
     };
     (r.num, r.den, ratio(r.num, r.den))
@@ -201,12 +206,39 @@ fn pool_facts<'a>(registry: &Registry, mut own: Vec<HashMap<&'a str, Facts>>) ->
     own
 }
 
-pub fn score(registry: &Registry, state: &State, spec: &Spec, target_total: f64) -> Scoreboard {
+/// Sums petition tallies up the tree.
+#[derive(Debug, Clone, Copy, Default)]
+struct PetitionSums([(i64, i64); 3]);
+
+impl std::ops::AddAssign for PetitionSums {
+    fn add_assign(&mut self, other: PetitionSums) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+    }
+}
+
+pub fn score(
+    registry: &Registry,
+    state: &State,
+    petitions: &PetitionTallies,
+    spec: &Spec,
+    target_total: f64,
+) -> Scoreboard {
     let now = state.now();
     let catalog = state.catalog();
     let position: Vec<Option<usize>> =
         (0..state.units.len() as u32).map(|u| registry.position(state.units.name(u))).collect();
     let mut periods: BTreeSet<Period> = state.tallies().keys().map(|&(_, p)| p).collect();
+    periods.extend(petitions.keys().map(|&(_, p)| p));
+    let mut own_petitions: BTreeMap<Period, Vec<PetitionSums>> = BTreeMap::new();
+    for (&(code, period), &sums) in petitions {
+        if let Some(pos) = registry.position(code) {
+            own_petitions.entry(period).or_insert_with(|| vec![PetitionSums::default(); registry.len()])[pos] +=
+                PetitionSums(sums);
+        }
+    }
     for p in Period::all_containing(now) {
         periods.extend([p, p.previous()]);
     }
@@ -250,12 +282,16 @@ pub fn score(registry: &Registry, state: &State, spec: &Spec, target_total: f64)
             registry.pool_up(&own_tallies.remove(&period).unwrap_or_else(|| vec![Tally::default(); registry.len()]));
         let facts =
             pool_facts(registry, own_facts.remove(&period).unwrap_or_else(|| vec![HashMap::new(); registry.len()]));
+        let petition_sums = registry
+            .pool_up(&own_petitions.remove(&period).unwrap_or_else(|| vec![PetitionSums::default(); registry.len()]));
         let catalog_values = catalog_ratios(catalog, registry, period, now);
         let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
             .map(|u| {
                 in_force
                     .iter()
-                    .map(|c| measure(&c.id, &tallies[u], &facts[u], &catalog_values, catalog, levels[u]))
+                    .map(|c| {
+                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], &catalog_values, catalog, levels[u])
+                    })
                     .collect()
             })
             .collect();
@@ -399,7 +435,7 @@ mod tests {
         unknown.unit_code = "Z".into();
         state.apply(&unknown);
 
-        let board = score(&registry, &state, &spec(), 80.0);
+        let board = score(&registry, &state, &Default::default(), &spec(), 80.0);
         assert_eq!(board.unregistered_dossiers, 1);
         let on_time = |code: &str| {
             let pos = registry.position(code).unwrap();

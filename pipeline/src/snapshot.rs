@@ -56,8 +56,13 @@ mod tests {
             "2026-11-02T08:00:00+07:00",
             "2026-11-03T08:00:00+07:00",
         ));
-        let view =
-            crate::view::View::build(std::sync::Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state);
+        let view = crate::view::View::build(
+            std::sync::Arc::new(registry),
+            &crate::spec::tests::shipped(),
+            80.0,
+            &state,
+            &Default::default(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = write_scores(dir.path(), view.table("scores")).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();

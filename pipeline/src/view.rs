@@ -30,8 +30,14 @@ pub struct View {
 }
 
 impl View {
-    pub fn build(registry: Arc<Registry>, spec: &Spec, target_total: f64, state: &State) -> View {
-        let board = crate::scoring::score(&registry, state, spec, target_total);
+    pub fn build(
+        registry: Arc<Registry>,
+        spec: &Spec,
+        target_total: f64,
+        state: &State,
+        petitions: &crate::scoring::PetitionTallies,
+    ) -> View {
+        let board = crate::scoring::score(&registry, state, petitions, spec, target_total);
         let tables = vec![
             ("units", units_batch(&registry)),
             ("scores", scores_batch(&registry, spec, &board)),

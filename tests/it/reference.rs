@@ -307,7 +307,7 @@ fn the_incremental_engine_agrees_with_the_batch_reference_on_random_streams() {
             state.apply(event);
         }
         state.advance_to(end);
-        let board = score(&registry, &state, &spec, 80.0);
+        let board = score(&registry, &state, &Default::default(), &spec, 80.0);
         let expected = recompute(&registry, &catalog, &log, end);
         let units = registry.units();
         for s in &board.criteria {
