@@ -78,3 +78,35 @@ fn simulated_events_and_units_follow_the_contract() {
         assert!(events.is_valid(&value), "{value}");
     }
 }
+
+#[test]
+fn example_procedures_and_petitions_are_valid_and_decode() {
+    let procedures = schema("procedure.v1.schema.json");
+    for p in lines("procedures.jsonl") {
+        assert!(procedures.is_valid(&p), "{p}");
+    }
+    let catalog = index766::catalog::Catalog::load(&repo_root().join("schemas/examples/procedures.jsonl")).unwrap();
+    assert_eq!(catalog.len(), 4);
+    let petitions = schema("petition-event.v1.schema.json");
+    for p in lines("petitions.jsonl") {
+        assert!(petitions.is_valid(&p), "{p}");
+        index766::petition::decode(p.to_string().as_bytes(), Some(p["petition_id"].as_str().unwrap().as_bytes()))
+            .unwrap();
+    }
+    let mut bad = lines("petitions.jsonl")[0].clone();
+    bad["step"] = json!("escalated");
+    assert!(!petitions.is_valid(&bad));
+    assert!(index766::petition::decode(bad.to_string().as_bytes(), None).is_err());
+}
+
+#[test]
+fn the_simulated_catalog_follows_the_contract() {
+    let procedures = schema("procedure.v1.schema.json");
+    let sim = index766::demo::simulator(1);
+    let now = index766::time::parse_time("2026-11-24T12:00:00+07:00").unwrap();
+    let text = sim.province().catalog_jsonl(now);
+    for line in text.lines() {
+        assert!(procedures.is_valid(&serde_json::from_str(line).unwrap()), "{line}");
+    }
+    assert_eq!(index766::catalog::Catalog::parse(&text).unwrap().len(), 40);
+}

@@ -2,15 +2,16 @@
 
 use rdkafka::mocking::MockCluster;
 
-use crate::scenario::{self, DEAD_LETTER_TOPIC, EVENTS_TOPIC};
+use crate::scenario::{self, TOPICS};
 
 // The mock cluster stays on the test's thread (block_on keeps this future there) and outlives
 // every client: the pipeline is shut down inside run_pipeline_and_check before it is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_the_scenario_from_the_mock_cluster() {
     let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
-    cluster.create_topic(EVENTS_TOPIC, 3, 1).unwrap();
-    cluster.create_topic(DEAD_LETTER_TOPIC, 1, 1).unwrap();
+    for topic in TOPICS {
+        cluster.create_topic(topic, 3, 1).unwrap();
+    }
     let bootstrap = cluster.bootstrap_servers();
     scenario::produce(&bootstrap);
     scenario::run_pipeline_and_check(&bootstrap).await;

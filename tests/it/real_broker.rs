@@ -2,13 +2,13 @@
 
 use index766::produce::ensure_topics;
 
-use crate::scenario::{self, DEAD_LETTER_TOPIC, EVENTS_TOPIC};
+use crate::scenario::{self, TOPICS};
 use crate::support::Broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_the_scenario_from_a_real_broker() {
     let broker = Broker::start();
-    ensure_topics(&broker.bootstrap, &[EVENTS_TOPIC, DEAD_LETTER_TOPIC], 3).await.unwrap();
+    ensure_topics(&broker.bootstrap, &TOPICS, 3).await.unwrap();
     scenario::produce(&broker.bootstrap);
     scenario::run_pipeline_and_check(&broker.bootstrap).await;
 }

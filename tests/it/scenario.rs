@@ -14,7 +14,11 @@
 //! | G | H44.100 | 10-30 | 11-04 17:00 | still open | | on time (judged 10-31) | overdue |
 //! | X | H44.999 | 11-03 | 11-10 17:00 | unit not in the registry | not scored | | |
 //!
-//! Plus two bad messages (malformed JSON, a status 11) for the dead-letter topic.
+//! Plus two bad messages (malformed JSON, a status 11) for the dead-letter topic; the example
+//! petitions (PA-0001 at H44.100 in November, handled on time; PA-0002 submitted in October,
+//! transferred to H44.01, repeated, never answered: on time for October, late for Q4); a live
+//! catalog update (procedure 9.999999 added, not online; 1.000001 removed by a tombstone), and a
+//! live unit update (H44.101 renamed).
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,6 +34,28 @@ use crate::support::{http, metric, read_topic, repo_root, sql, wait_for};
 pub const AS_OF: &str = "2026-11-24T12:00:00+07:00";
 pub const EVENTS_TOPIC: &str = "index766.dossier-events";
 pub const DEAD_LETTER_TOPIC: &str = "index766.dead-letter";
+pub const PETITIONS_TOPIC: &str = "index766.petitions";
+pub const CATALOG_TOPIC: &str = "index766.procedures";
+pub const UNITS_TOPIC: &str = "index766.units";
+pub const TOPICS: [&str; 5] = [EVENTS_TOPIC, DEAD_LETTER_TOPIC, PETITIONS_TOPIC, CATALOG_TOPIC, UNITS_TOPIC];
+
+/// (topic, key, value) of the messages on the petitions, catalog and units topics.
+fn other_messages() -> Vec<(&'static str, String, Vec<u8>)> {
+    let petitions = std::fs::read_to_string(repo_root().join("schemas/examples/petitions.jsonl")).unwrap();
+    let mut out: Vec<(&'static str, String, Vec<u8>)> = petitions
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (PETITIONS_TOPIC, v["petition_id"].as_str().unwrap().to_owned(), l.as_bytes().to_vec())
+        })
+        .collect();
+    let added = json!({"code": "9.999999", "name": "Thủ tục mới", "online_level": "none", "applicant_types": ["business"], "levels": ["department"]});
+    out.push((CATALOG_TOPIC, "9.999999".into(), added.to_string().into_bytes()));
+    out.push((CATALOG_TOPIC, "1.000001".into(), vec![]));
+    let renamed = json!({"code": "H44.101", "name": "Xã Phú Lộc Mới", "parent": "H44", "level": "commune"});
+    out.push((UNITS_TOPIC, "H44.101".into(), renamed.to_string().into_bytes()));
+    out
+}
 
 fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> WireEvent {
     WireEvent {
@@ -110,7 +136,13 @@ pub fn produce(bootstrap: &str) -> u64 {
     for (key, payload) in bad_messages() {
         producer.send_raw(key, &payload).unwrap();
     }
-    producer.finish().unwrap()
+    let mut sent = producer.finish().unwrap();
+    for (topic, key, value) in other_messages() {
+        let mut producer = EventProducer::new(bootstrap, topic).unwrap();
+        producer.send_raw(key.as_bytes(), &value).unwrap();
+        sent += producer.finish().unwrap();
+    }
+    sent
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -119,7 +151,7 @@ fn close(a: f64, b: f64) -> bool {
 
 /// Runs the pipeline on `bootstrap` (the scenario already produced) and checks every figure.
 pub async fn run_pipeline_and_check(bootstrap: &str) {
-    let total = (events().len() + bad_messages().len()) as u64;
+    let total = (events().len() + bad_messages().len() + other_messages().len()) as u64;
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let pipeline = index766::Pipeline::start(config(bootstrap, dir.path()), shutdown.clone()).await.unwrap();
@@ -178,6 +210,33 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
         sql(addr, "SELECT count(DISTINCT spec_version) AS n, min(spec_version) AS v FROM scores")[0],
         json!({"n": 1, "v": "portal-2026.1"})
     );
+    // Petitions: 6.1, 6.2, 6.3 as (numerator, denominator, points), worked out in the module doc.
+    let petitions = |unit: &str, period: &str| -> Vec<(i64, i64, f64)> {
+        sql(addr, &format!("SELECT numerator, denominator, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}' AND criterion IN ('6.1', '6.2', '6.3') ORDER BY criterion"))
+            .iter()
+            .map(|r| (r["numerator"].as_i64().unwrap(), r["denominator"].as_i64().unwrap(), r["points"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(petitions("H44", "2026-11"), [(1, 1, 0.0), (1, 1, 6.0), (1, 1, 6.0)]);
+    assert_eq!(petitions("H44", "2026-10"), [(1, 1, 0.0), (1, 1, 6.0), (0, 1, 0.0)]);
+    assert_eq!(petitions("H44", "2026-Q4"), [(2, 2, 0.0), (1, 2, 3.0), (1, 2, 3.0)]);
+    assert_eq!(petitions("H44.01", "2026-Q4"), [(1, 1, 0.0), (0, 1, 0.0), (0, 1, 0.0)]);
+    assert_eq!(petitions("H44.101", "2026-11"), [(0, 0, 0.0), (0, 0, 6.0), (0, 0, 6.0)], "no petitions: full points");
+    // 3.1 at the root, after the live catalog update: 2 of 4 procedures online, threshold 0.8.
+    let online = sql(addr, "SELECT numerator, denominator, points FROM scores WHERE unit_code = 'H44.02' AND period = '2026-11' AND criterion = '3.1'");
+    assert_eq!(online[0], json!({"numerator": 2, "denominator": 4, "points": 1.25}));
+    assert_eq!(
+        sql(addr, "SELECT unit_name FROM units WHERE unit_code = 'H44.101'")[0]["unit_name"],
+        json!("Xã Phú Lộc Mới")
+    );
+    // The total is the sum of the six groups, the groups the sums of their criteria.
+    let sums = sql(addr, "SELECT t.total, sum(g.points) AS groups FROM totals t JOIN group_scores g USING (unit_code, period) WHERE t.unit_code = 'H44' AND t.period = '2026-11' GROUP BY t.total");
+    assert!(close(sums[0]["total"].as_f64().unwrap(), sums[0]["groups"].as_f64().unwrap()));
+    let criteria_sum = sql(addr, "SELECT sum(points) AS p FROM scores WHERE unit_code = 'H44' AND period = '2026-11'")
+        [0]["p"]
+        .as_f64()
+        .unwrap();
+    assert!(close(criteria_sum, sums[0]["total"].as_f64().unwrap()));
     // 1.4: every scenario dossier of the province in November was synced.
     let synced = sql(addr, "SELECT numerator, denominator, points FROM scores WHERE unit_code = 'H44' AND period = '2026-11' AND criterion = '1.4'");
     assert_eq!(synced[0], json!({"numerator": 5, "denominator": 5, "points": 6.0}));
