@@ -397,6 +397,7 @@ fn gaps(board: &Scoreboard, spec: &Spec) -> Vec<Gap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::event::status;
     use crate::state::tests::{event, reception, state_at};
 
@@ -455,5 +456,176 @@ mod tests {
         assert_eq!(on_time("P").points, 10.0);
         assert_eq!(on_time("A").points, 20.0);
         assert!((on_time("B").points - 20.0 / 3.0).abs() < 1e-12);
+    }
+
+    /// A worked example of every criterion, computed by hand (numbers in the comments).
+    ///
+    /// November 2026, judged 24 Nov 12:00. P (province) ← A (department), B (commune, offers
+    /// certified copies). Catalog: X online, fee, written result, citizens, departments, decision
+    /// and publication on time, complete; Y not online, no fee, businesses, communes, decision and
+    /// publication late, incomplete; Z partly online, fee, citizens, departments and communes,
+    /// public since 2025, complete. Dossiers:
+    /// D1 A·X online, due 5th, completed 4th (2 days), electronic result synced to the personal
+    ///    store; synced, paid online, digitised, re-used, VNeID.
+    /// D2 A·X direct, due 6th, completed 9th (6 days, late), paper result; synced, fee unpaid
+    ///    online, digitised; disliked later.
+    /// D3 B·Y online, due 30th, open; not synced; population data.
+    /// D4 B·Z direct, due 12th, open (overdue); synced, fee unpaid online, re-used.
+    #[test]
+    fn worked_example_of_every_criterion() {
+        use crate::event::{flag, Channel};
+        let registry = Registry::parse(concat!(
+            "{\"code\":\"P\",\"name\":\"P\",\"level\":\"province\"}\n",
+            "{\"code\":\"A\",\"name\":\"A\",\"parent\":\"P\",\"level\":\"department\"}\n",
+            "{\"code\":\"B\",\"name\":\"B\",\"parent\":\"P\",\"level\":\"commune\",\"certified_copies\":true}\n",
+        ))
+        .unwrap();
+        let catalog = Catalog::parse(concat!(
+            r#"{"code":"X","name":"x","online_level":"full","fee":1000,"needs_written_result":true,"applicant_types":["citizen"],"max_processing_days":3,"levels":["department"],"decision_issued_at":"2026-11-05T09:00:00+07:00","decision_due_at":"2026-11-10T17:00:00+07:00","made_public_at":"2026-11-06T09:00:00+07:00","public_due_at":"2026-11-08T17:00:00+07:00","record_complete":true}"#, "\n",
+            r#"{"code":"Y","name":"y","online_level":"none","applicant_types":["business"],"max_processing_days":20,"levels":["commune"],"decision_issued_at":"2026-11-12T09:00:00+07:00","decision_due_at":"2026-11-10T17:00:00+07:00","made_public_at":"2026-11-20T09:00:00+07:00","public_due_at":"2026-11-15T17:00:00+07:00"}"#, "\n",
+            r#"{"code":"Z","name":"z","online_level":"partial","fee":5000,"applicant_types":["citizen"],"levels":["department","commune"],"made_public_at":"2025-01-01T09:00:00+07:00","record_complete":true}"#, "\n",
+        ))
+        .unwrap();
+        let t = |s: &str| crate::time::parse_time(s).unwrap();
+        let mut state = State::new(t("2026-11-24T12:00:00+07:00"), std::sync::Arc::new(catalog));
+        let mut n = 0;
+        let mut emit = |dossier: &str,
+                        unit: &str,
+                        proc: &str,
+                        channel: Channel,
+                        status: u8,
+                        time: &str,
+                        due: Option<&str>,
+                        flags: u16| {
+            n += 1;
+            let mut e = event(&format!("e{n}"), dossier, status, time);
+            (e.unit_code, e.procedure_code, e.channel, e.flags) = (unit.into(), proc.into(), channel, flags);
+            e.due_at = due.map(t);
+            state.apply(&e);
+        };
+        use Channel::{Direct, Online};
+        let d1 = flag::SYNCED_TO_PORTAL
+            | flag::HAS_FEE
+            | flag::PAID_ONLINE
+            | flag::DIGITISED
+            | flag::REUSED_DATA
+            | flag::VNEID;
+        emit(
+            "D1",
+            "A",
+            "X",
+            Online,
+            status::RECEIVED,
+            "2026-11-02T08:00:00+07:00",
+            Some("2026-11-05T17:00:00+07:00"),
+            d1,
+        );
+        emit("D1", "A", "X", Online, status::COMPLETED, "2026-11-04T08:00:00+07:00", None, 0);
+        emit(
+            "D1",
+            "A",
+            "X",
+            Online,
+            status::RESULT_RETURNED,
+            "2026-11-04T10:00:00+07:00",
+            None,
+            flag::ELECTRONIC_RESULT | flag::PERSONAL_STORE,
+        );
+        let d2 = flag::SYNCED_TO_PORTAL | flag::HAS_FEE | flag::DIGITISED;
+        emit(
+            "D2",
+            "A",
+            "X",
+            Direct,
+            status::RECEIVED,
+            "2026-11-03T08:00:00+07:00",
+            Some("2026-11-06T17:00:00+07:00"),
+            d2,
+        );
+        emit("D2", "A", "X", Direct, status::COMPLETED, "2026-11-09T08:00:00+07:00", None, 0);
+        emit("D2", "A", "X", Direct, status::RESULT_RETURNED, "2026-11-15T08:00:00+07:00", None, flag::DISLIKED);
+        emit(
+            "D3",
+            "B",
+            "Y",
+            Online,
+            status::RECEIVED,
+            "2026-11-10T08:00:00+07:00",
+            Some("2026-11-30T17:00:00+07:00"),
+            flag::POPULATION_DATA,
+        );
+        let d4 = flag::SYNCED_TO_PORTAL | flag::HAS_FEE | flag::REUSED_DATA;
+        emit(
+            "D4",
+            "B",
+            "Z",
+            Direct,
+            status::RECEIVED,
+            "2026-11-11T08:00:00+07:00",
+            Some("2026-11-12T17:00:00+07:00"),
+            d4,
+        );
+
+        let spec = spec();
+        let board = score(&registry, &state, &Default::default(), &spec, 60.0);
+        let nov = Period::containing(PeriodKind::Month, t("2026-11-15T00:00:00+07:00"));
+        let row = |unit: &str, id: &str| {
+            let pos = registry.position(unit).unwrap();
+            let s = board
+                .criteria
+                .iter()
+                .find(|s| s.unit == pos && s.period == nov && CRITERIA[s.criterion] == id)
+                .unwrap();
+            (s.numerator, s.denominator, s.points)
+        };
+        let expected: [(&str, i64, i64, f64); 23] = [
+            ("1.1", 1, 2, 3.0),                   // X on time, Y late: 6 × 1/2
+            ("1.2", 1, 2, 2.0),                   // made public in Nov: X on time, Y late: 4 × 1/2
+            ("1.3", 2, 3, 4.0 / 3.0),             // public now: X, Y, Z; complete X, Z: 2 × 2/3
+            ("1.4", 3, 4, 4.5),                   // D3 not synced: 6 × 3/4
+            ("2.1", 2, 4, 10.0),                  // D1 on time, D3 open in time; D2 late, D4 overdue
+            ("2.2", 691_200, 2, 0.0),             // (2 + 6 days) / 2 completed: shown only
+            ("3.1", 2, 3, 2.0 / 0.8 * 2.0 / 3.0), // X, Z online of 3; threshold 0.8
+            ("3.2", 1, 2, 2.0),                   // online X, Z apply; only X had an online dossier
+            ("3.3", 2, 4, 4.5),                   // D1 (electronic result), D3: 1/2 × 1.4's 3/4 = 0.375 of 0.5
+            ("4.1", 2, 2, 2.0),                   // X and Z carry fee data
+            ("4.2", 1, 2, 1.25),                  // X paid online, Z not: 0.5 of 0.8
+            ("4.3", 1, 3, 2.0),                   // D1 paid online of D1, D2, D4
+            ("5.1", 1, 2, 3.0),                   // X needs a written result: D1 electronic, D2 not
+            ("5.2", 1, 4, 1.0),                   // D1 only (D2 digitised but paper result for X)
+            ("5.3", 1, 1, 2.0),                   // B offers copies; the portal gives full points anyway
+            ("5.4", 2, 4, 1.25),                  // D1, D4 re-use data: 0.5 of 0.8
+            ("5.5", 1, 4, 1.0),                   // D1's result in the personal store
+            ("5.6", 2, 4, 1.0),                   // D1 VNeID, D3 population data
+            ("5.7", 1, 2, 1.0),                   // citizen procedures X, Z; X had VNeID data
+            ("6.1", 0, 0, 0.0),                   // no petitions: shown only
+            ("6.2", 0, 0, 6.0),                   // no petitions: full points
+            ("6.3", 0, 0, 6.0),
+            ("6.4", 2, 4, 6.0 * 0.5 / 0.9), // D1, D3 (D2 late and disliked, D4 overdue): 0.5 of 0.9
+        ];
+        for (id, num, den, points) in expected {
+            let (n, d, p) = row("P", id);
+            assert_eq!((n, d), (num, den), "P {id}");
+            assert!((p - points).abs() < 1e-9, "P {id}: {p} != {points}");
+        }
+        assert_eq!(row("A", "2.1"), (1, 2, 10.0));
+        assert_eq!(row("B", "3.2"), (0, 1, 0.0), "for B only Z applies, with no online dossier");
+        assert_eq!(row("B", "1.1"), row("P", "1.1"), "catalog criteria are the root's on every unit");
+        let total = board.totals.iter().find(|t| t.unit == 0 && t.period == nov).unwrap();
+        assert!((total.total - (59.0 + 5.0 / 6.0)).abs() < 1e-9, "{}", total.total);
+        assert_eq!(total.band, "average");
+        let groups: Vec<f64> =
+            board.groups.iter().filter(|g| g.unit == 0 && g.period == nov).map(|g| g.points).collect();
+        assert_eq!(groups.len(), 6);
+        assert!((groups.iter().sum::<f64>() - total.total).abs() < 1e-9);
+        // Target 60: 1/6 point short. One more good dossier on 2.1 (3/4 → 15 points) would do;
+        // one more procedure published on time would too (1.1: 2/2 → 6).
+        let gap = |id: &str| {
+            board.gaps.iter().find(|g| g.unit == 0 && g.period == nov && CRITERIA[g.criterion] == id).unwrap()
+        };
+        assert_eq!(gap("2.1").good_needed, Some(1));
+        assert_eq!(gap("1.1").good_needed, Some(1));
+        assert_eq!(gap("2.2").good_needed, None);
+        assert_eq!(gap("2.1").loss_rank, 1, "2.1 loses 10 points, the most");
     }
 }
