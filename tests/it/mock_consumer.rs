@@ -1,8 +1,13 @@
 //! The whole pipeline on librdkafka's in-process mock cluster: fast, no broker process.
 
+use std::time::Duration;
+
 use rdkafka::mocking::MockCluster;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::scenario::{self, TOPICS};
+use crate::support::{repo_root, sql, wait_for};
 
 // The mock cluster stays on the test's thread (block_on keeps this future there) and outlives
 // every client: the pipeline is shut down inside run_pipeline_and_check before it is dropped.
@@ -15,5 +20,37 @@ async fn scores_the_scenario_from_the_mock_cluster() {
     let bootstrap = cluster.bootstrap_servers();
     scenario::produce(&bootstrap);
     scenario::run_pipeline_and_check(&bootstrap).await;
+    a_changed_spec_changes_the_scores_after_a_restart(&bootstrap).await;
     drop(cluster);
+}
+
+/// The same stream, restarted with an edited spec file: 5.2 switched to the written decision's
+/// threshold 0.8 and a new version. No rebuild; every row carries the new version.
+async fn a_changed_spec_changes_the_scores_after_a_restart(bootstrap: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(repo_root().join("sql/scoring_spec.toml")).unwrap();
+    let edited = shipped.replace("version = \"portal-2026.1\"", "version = \"written-2026.2\"").replace(
+        "max_points = 4\nconversion = \"linear\"\nwhen_empty = \"zero\"\napplies = \"every_unit\"\nin_force_from = \"2022-06-23\"\n\n[[criterion]]\nid = \"5.3\"",
+        "max_points = 4\nconversion = \"threshold\"\nthreshold = 0.8\nwhen_empty = \"zero\"\napplies = \"every_unit\"\nin_force_from = \"2022-06-23\"\n\n[[criterion]]\nid = \"5.3\"",
+    );
+    assert_ne!(shipped, edited, "the edit applies to the shipped spec");
+    let spec_path = dir.path().join("spec.toml");
+    std::fs::write(&spec_path, edited).unwrap();
+    let shutdown = CancellationToken::new();
+    let config = scenario::config_with_spec(bootstrap, dir.path(), &spec_path);
+    let pipeline = scenario::start_and_settle(config, &shutdown).await;
+    let addr = pipeline.http_addr;
+    wait_for("the view with every dossier", Duration::from_secs(10), || {
+        (sql(addr, "SELECT count(*) AS n FROM dossiers")[0]["n"] == json!(8)).then_some(())
+    })
+    .await;
+    let versions = sql(addr, "SELECT DISTINCT spec_version FROM scores UNION SELECT DISTINCT spec_version FROM totals");
+    assert_eq!(versions, vec![json!({"spec_version": "written-2026.2"})]);
+    // H44.01 in November: dossiers A (digitised) and B, C (not): 1/3 digitised.
+    // Linear: 4 × 1/3 = 1.333; threshold 0.8: 4 × (1/3)/0.8 = 1.667.
+    let row = sql(addr, "SELECT numerator, denominator, points FROM scores WHERE unit_code = 'H44.01' AND period = '2026-11' AND criterion = '5.2'");
+    assert_eq!((row[0]["numerator"].as_i64(), row[0]["denominator"].as_i64()), (Some(1), Some(3)));
+    assert!((row[0]["points"].as_f64().unwrap() - 4.0 / 3.0 / 0.8).abs() < 1e-9, "{row:?}");
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
 }

@@ -116,13 +116,17 @@ pub fn bad_messages() -> Vec<(&'static [u8], Vec<u8>)> {
 }
 
 pub fn config(bootstrap: &str, snapshot_dir: &Path) -> Config {
+    config_with_spec(bootstrap, snapshot_dir, &repo_root().join("sql/scoring_spec.toml"))
+}
+
+pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Config {
     Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"index766-test\"\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n[scoring]\nspec_file = {:?}\n\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
-        repo_root().join("sql/scoring_spec.toml"),
+        spec,
     ))
     .unwrap()
 }
@@ -150,12 +154,10 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Runs the pipeline on `bootstrap` (the scenario already produced) and checks every figure.
-pub async fn run_pipeline_and_check(bootstrap: &str) {
+/// Starts a pipeline and waits until it has applied (or rejected) every scenario message.
+pub async fn start_and_settle(config: Config, shutdown: &CancellationToken) -> index766::Pipeline {
     let total = (events().len() + bad_messages().len() + other_messages().len()) as u64;
-    let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let pipeline = index766::Pipeline::start(config(bootstrap, dir.path()), shutdown.clone()).await.unwrap();
-    let addr = pipeline.http_addr;
+    let pipeline = index766::Pipeline::start(config, shutdown.clone()).await.unwrap();
     let metrics = pipeline.metrics.clone();
     wait_for("every message consumed and applied", Duration::from_secs(60), || {
         let settled = metrics.events_applied.get()
@@ -167,6 +169,16 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
         (settled == total).then_some(())
     })
     .await;
+    pipeline
+}
+
+/// Runs the pipeline on `bootstrap` (the scenario already produced) and checks every figure.
+pub async fn run_pipeline_and_check(bootstrap: &str) {
+    let total = (events().len() + bad_messages().len() + other_messages().len()) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = start_and_settle(config(bootstrap, dir.path()), &shutdown).await;
+    let addr = pipeline.http_addr;
     // The view is republished within publish_interval_ms of the last batch.
     let points = |unit: &str, period: &str| -> Vec<serde_json::Value> {
         sql(addr, &format!("SELECT numerator, denominator, ratio, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}' AND criterion = '2.1'"))
