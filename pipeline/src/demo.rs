@@ -41,11 +41,12 @@ pub fn simulator(seed: u64) -> Simulator {
     Simulator::new(Province::new(PROVINCE_CODE, PROVINCE_NAME, seed), seed)
 }
 
-/// Sends the history, then live events until `stop`; blocking (run it on its own thread).
-/// Returns how many events were delivered.
+/// Sends the dossier and petition history, then live dossier events until `stop`; blocking (run
+/// it on its own thread). Returns how many dossier events were delivered.
 pub fn stream(
     sim: &mut Simulator,
     producer: &mut EventProducer,
+    petitions: &mut EventProducer,
     options: &StreamOptions,
     stop: &CancellationToken,
 ) -> Result<u64, ProduceError> {
@@ -53,6 +54,10 @@ pub fn stream(
     for event in sim.history(now(), options.days, options.per_day) {
         producer.send(&event)?;
     }
+    for petition in sim.petition_history(now(), options.days, options.per_day) {
+        petitions.send_raw(petition.petition_id.as_bytes(), &serde_json::to_vec(&petition).expect("serialises"))?;
+    }
+    petitions.finish()?;
     producer.finish()?;
     tracing::info!(days = options.days, "simulated history sent");
     if options.live_per_minute == 0 {
@@ -71,21 +76,37 @@ pub fn stream(
     producer.finish()
 }
 
-/// Writes the simulated stream to `brokers` (creating the topic if needed), and the province's
-/// unit registry to `units_out`. Blocking.
+/// Writes the simulated stream to `brokers` (topics created by the caller), and the province's
+/// unit registry and procedure catalog as `units.jsonl` and `procedures.jsonl` into `files_out`.
+/// Blocking.
 pub fn generate(
     brokers: &str,
-    topic: &str,
-    units_out: Option<PathBuf>,
+    topics: (&str, &str),
+    files_out: Option<PathBuf>,
     options: &StreamOptions,
     stop: &CancellationToken,
 ) -> Result<u64, DemoError> {
     let mut sim = simulator(options.seed);
-    if let Some(path) = units_out {
-        std::fs::write(&path, sim.province().registry_jsonl()).map_err(|source| DemoError::Write { path, source })?;
+    if let Some(dir) = files_out {
+        write_province_files(&sim, &dir)?;
     }
-    let mut producer = EventProducer::new(brokers, topic)?;
-    Ok(stream(&mut sim, &mut producer, options, stop)?)
+    let mut producer = EventProducer::new(brokers, topics.0)?;
+    let mut petitions = EventProducer::new(brokers, topics.1)?;
+    Ok(stream(&mut sim, &mut producer, &mut petitions, options, stop)?)
+}
+
+/// The simulated province's registry and catalog, as files the pipeline loads; returns their paths.
+fn write_province_files(sim: &Simulator, dir: &std::path::Path) -> Result<(PathBuf, PathBuf), DemoError> {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&path, text))
+            .map(|_| path.clone())
+            .map_err(|source| DemoError::Write { path, source })
+    };
+    let units = write("units.jsonl", sim.province().registry_jsonl())?;
+    let procedures = write("procedures.jsonl", sim.province().catalog_jsonl(chrono::Utc::now().timestamp()))?;
+    Ok((units, procedures))
 }
 
 /// The in-process broker lives on its own thread (librdkafka's mock cluster must stay on the
@@ -122,17 +143,14 @@ pub async fn demo(
     shutdown: CancellationToken,
 ) -> Result<(), DemoError> {
     let defaults = crate::Config::from_toml("").map_err(crate::RunError::from)?;
-    let (bootstrap, stop_broker, broker) =
-        start_mock_broker(vec![defaults.topics.events.clone(), defaults.topics.dead_letter.clone()])?;
+    let (bootstrap, stop_broker, broker) = start_mock_broker(vec![
+        defaults.topics.events.clone(),
+        defaults.topics.petitions.clone(),
+        defaults.topics.dead_letter.clone(),
+    ])?;
 
     let mut sim = simulator(options.seed);
-    std::fs::create_dir_all(&data_dir).map_err(|source| DemoError::Write { path: data_dir.clone(), source })?;
-    let units = data_dir.join("units.jsonl");
-    std::fs::write(&units, sim.province().registry_jsonl())
-        .map_err(|source| DemoError::Write { path: units.clone(), source })?;
-    let procedures = data_dir.join("procedures.jsonl");
-    let catalog = sim.province().catalog_jsonl(chrono::Utc::now().timestamp());
-    std::fs::write(&procedures, catalog).map_err(|source| DemoError::Write { path: procedures.clone(), source })?;
+    let (units, procedures) = write_province_files(&sim, &data_dir)?;
     let snapshots = data_dir.join("snapshots");
     let config = crate::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
@@ -140,7 +158,7 @@ pub async fn demo(
          [http]\nlisten = \"{http}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
     ))
     .map_err(crate::RunError::from)?;
-    let topic = config.topics.events.clone();
+    let (topic, petitions_topic) = (config.topics.events.clone(), config.topics.petitions.clone());
     let pipeline = crate::Pipeline::start(config, shutdown.clone()).await?;
     let url = format!("http://{}", pipeline.http_addr);
     println!(
@@ -163,7 +181,8 @@ pub async fn demo(
         let stop = shutdown.clone();
         move || -> Result<u64, ProduceError> {
             let mut producer = EventProducer::new(&bootstrap, &topic)?;
-            stream(&mut sim, &mut producer, &options, &stop)
+            let mut petitions = EventProducer::new(&bootstrap, &petitions_topic)?;
+            stream(&mut sim, &mut producer, &mut petitions, &options, &stop)
         }
     });
     let pipeline_result = pipeline.wait().await;

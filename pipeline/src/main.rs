@@ -42,12 +42,14 @@ enum Command {
         brokers: String,
         #[arg(long, default_value = "index766.dossier-events")]
         topic: String,
-        /// Partitions of the topic, if it has to be created.
+        #[arg(long, default_value = "index766.petitions")]
+        petitions_topic: String,
+        /// Partitions of the topics, if they have to be created.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
-        /// Also write the province's unit registry (JSON lines) to this file.
+        /// Also write the province's units.jsonl and procedures.jsonl into this folder.
         #[arg(long)]
-        units_out: Option<PathBuf>,
+        files_out: Option<PathBuf>,
         #[command(flatten)]
         stream: StreamArgs,
     },
@@ -108,18 +110,22 @@ async fn main() -> ExitCode {
         Command::Demo { http, data_dir, stream } => {
             demo::demo(http, data_dir, stream.into(), shutdown_on_signal()).await.map_err(Into::into)
         }
-        Command::Generate { brokers, topic, partitions, units_out, stream } => {
+        Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
             let stop = shutdown_on_signal();
             let options: StreamOptions = stream.into();
-            if let Err(error) = index766::produce::ensure_topics(&brokers, &[&topic], partitions).await {
+            if let Err(error) =
+                index766::produce::ensure_topics(&brokers, &[&topic, &petitions_topic], partitions).await
+            {
                 eprintln!("index766: {error}");
                 return ExitCode::FAILURE;
             }
-            tokio::task::spawn_blocking(move || demo::generate(&brokers, &topic, units_out, &options, &stop))
-                .await
-                .expect("generator does not panic")
-                .map(|n| println!("{n} events delivered"))
-                .map_err(Into::into)
+            tokio::task::spawn_blocking(move || {
+                demo::generate(&brokers, (&topic, &petitions_topic), files_out, &options, &stop)
+            })
+            .await
+            .expect("generator does not panic")
+            .map(|n| println!("{n} events delivered"))
+            .map_err(Into::into)
         }
     };
     match result {

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::catalog::{Applicant, OnlineLevel, ProcedureRecord};
 use crate::event::{status, Channel, Document, Fee, Feedback, ResultDocument, WireEvent, SCHEMA_VERSION};
+use crate::petition::{Classification, PetitionEvent, Rating, Step};
 use crate::time::{format_time, Instant};
 use crate::units::{Level, Unit};
 
@@ -234,6 +235,65 @@ impl Simulator {
             }
         }
         self.due_events(now)
+    }
+
+    /// Petitions over the `days` days before `now` (about one per 150 dossiers), every event that
+    /// has already happened: most answered and published in time, some transferred, rejected,
+    /// late, repeated or rated unsatisfied.
+    pub fn petition_history(&mut self, now: Instant, days: i64, per_day: u32) -> Vec<PetitionEvent> {
+        let rng = &mut self.rng;
+        let units = &self.province.units;
+        let mut out = Vec::new();
+        for n in 0..(days * per_day as i64 / 150) {
+            let id = format!("PA-{:06}", n + 1);
+            let mut unit = units[1 + rng.random_range(0..units.len() - 1)].code.clone();
+            let submitted = now - rng.random_range(0..days * DAY);
+            let mut seq = 0;
+            let mut push = |step: Step, t: Instant, unit: &str, edit: &dyn Fn(&mut PetitionEvent)| {
+                seq += 1;
+                let mut e = PetitionEvent {
+                    schema_version: 1,
+                    event_id: format!("{id}#{seq}"),
+                    event_time: format_time(t),
+                    petition_id: id.clone(),
+                    unit_code: unit.into(),
+                    step,
+                    classification: None,
+                    rating: None,
+                    repeated: false,
+                };
+                edit(&mut e);
+                if t <= now {
+                    out.push(e);
+                }
+            };
+            let repeated = rng.random_bool(0.05);
+            push(Step::Submitted, submitted, &unit, &|e| e.repeated = repeated);
+            let mut t = submitted + rng.random_range(HOUR..2 * DAY);
+            if rng.random_bool(0.1) {
+                unit = units[1 + rng.random_range(0..units.len() - 1)].code.clone();
+                push(Step::Transferred, t, &unit, &|_| {});
+                t += rng.random_range(HOUR..DAY);
+            }
+            let classification = if rng.random_bool(0.7) { Classification::Rules } else { Classification::Officials };
+            let classified = rng.random_bool(0.85);
+            if rng.random_bool(0.08) {
+                push(Step::Rejected, t + rng.random_range(0..3 * DAY), &unit, &|_| {});
+                continue;
+            }
+            push(Step::InfoRequested, t, &unit, &|e| e.classification = classified.then_some(classification));
+            let longest = if rng.random_bool(0.1) { 30 * DAY } else { 18 * DAY };
+            let answered = t + rng.random_range(3 * DAY..longest);
+            push(Step::Answered, answered, &unit, &|_| {});
+            if rng.random_bool(0.9) {
+                push(Step::Published, answered + rng.random_range(HOUR..4 * DAY), &unit, &|_| {});
+            }
+            if rng.random_bool(0.3) {
+                let rating = if rng.random_bool(0.25) { Rating::Unsatisfied } else { Rating::Satisfied };
+                push(Step::Rated, answered + rng.random_range(DAY..6 * DAY), &unit, &|e| e.rating = Some(rating));
+            }
+        }
+        out
     }
 
     /// New dossiers received at `now`, for live mode.
