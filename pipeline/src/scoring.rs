@@ -4,7 +4,7 @@
 //! the scoring spec; groups and the total summed; ranks among siblings, deltas, and the gap to a
 //! target total.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::catalog::Catalog;
 use crate::judge::{self, Facts, Ratio, Tally, DOSSIER_CRITERIA};
@@ -49,7 +49,8 @@ pub struct TotalScore {
     pub period: Period,
     pub total: f64,
     pub band: String,
-    /// The unit's total in the period before (same kind); None if that period is not scored.
+    /// The unit's total in the period before (same kind); None if the unit received no dossier
+    /// and no petition then (a total made only of empty-denominator rules compares with nothing).
     pub previous_total: Option<f64>,
     /// 1 + the number of siblings (units with the same parent) with a higher total.
     pub rank: u32,
@@ -276,6 +277,7 @@ pub fn score(
         ..Scoreboard::default()
     };
     let mut totals: HashMap<(usize, Period), f64> = HashMap::new();
+    let mut with_data: HashSet<(usize, Period)> = HashSet::new();
     for period in periods {
         let in_force = spec.for_period(period);
         let tallies =
@@ -296,6 +298,9 @@ pub fn score(
             })
             .collect();
         for unit in 0..registry.len() {
+            if tallies[unit].0[judge::ON_TIME].den > 0 || petition_sums[unit].0[1].1 > 0 {
+                with_data.insert((unit, period));
+            }
             let mut group_points: BTreeMap<u8, f64> = BTreeMap::new();
             for (k, c) in in_force.iter().enumerate() {
                 let source = if c.applies == Applies::Root { roots[unit] } else { unit };
@@ -319,12 +324,17 @@ pub fn score(
             totals.insert((unit, period), group_points.values().sum());
         }
     }
-    board.totals = rank_totals(registry, spec, &totals);
+    board.totals = rank_totals(registry, spec, &totals, &with_data);
     board.gaps = gaps(&board, spec);
     board
 }
 
-fn rank_totals(registry: &Registry, spec: &Spec, totals: &HashMap<(usize, Period), f64>) -> Vec<TotalScore> {
+fn rank_totals(
+    registry: &Registry,
+    spec: &Spec,
+    totals: &HashMap<(usize, Period), f64>,
+    with_data: &HashSet<(usize, Period)>,
+) -> Vec<TotalScore> {
     let mut siblings: HashMap<(Option<usize>, Period), Vec<f64>> = HashMap::new();
     for (&(unit, period), &total) in totals {
         siblings.entry((registry.parent_of(unit), period)).or_default().push(total);
@@ -338,7 +348,10 @@ fn rank_totals(registry: &Registry, spec: &Spec, totals: &HashMap<(usize, Period
                 period,
                 total,
                 band: spec.band(total).to_owned(),
-                previous_total: totals.get(&(unit, period.previous())).copied(),
+                previous_total: with_data
+                    .contains(&(unit, period.previous()))
+                    .then(|| totals.get(&(unit, period.previous())).copied())
+                    .flatten(),
                 rank: 1 + peers.iter().filter(|&&t| t > total).count() as u32,
                 siblings: peers.len() as u32,
             }

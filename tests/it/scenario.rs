@@ -249,6 +249,18 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
         .as_f64()
         .unwrap();
     assert!(close(criteria_sum, sums[0]["total"].as_f64().unwrap()));
+    // Deltas against the period before when it had data (October did; Q3 did not), ranks among siblings.
+    let deltas = sql(addr, "SELECT period, total, previous_total, delta FROM totals WHERE unit_code = 'H44' AND period IN ('2026-11', '2026-Q4') ORDER BY period");
+    let (nov, q4) = (&deltas[0], &deltas[1]);
+    assert!(close(
+        nov["delta"].as_f64().unwrap(),
+        nov["total"].as_f64().unwrap() - nov["previous_total"].as_f64().unwrap()
+    ));
+    assert_eq!((q4["previous_total"].clone(), q4["delta"].clone()), (json!(null), json!(null)));
+    let ranks = sql(addr, "SELECT unit_code, rank, siblings FROM totals WHERE period = '2026-11' AND depth = 1 ORDER BY total DESC, unit_code");
+    assert_eq!(ranks.len(), 4);
+    assert!(ranks.iter().all(|r| r["siblings"] == json!(4)));
+    assert_eq!(ranks[0]["rank"], json!(1));
     // 1.4: every scenario dossier of the province in November was synced.
     let synced = sql(addr, "SELECT numerator, denominator, points FROM scores WHERE unit_code = 'H44' AND period = '2026-11' AND criterion = '1.4'");
     assert_eq!(synced[0], json!({"numerator": 5, "denominator": 5, "points": 6.0}));
