@@ -10,7 +10,8 @@ use chrono::{Datelike, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{RejectReason, Rejection};
-use crate::time::{parse_time, Instant, Period, VIETNAM_OFFSET_SECS};
+use crate::state::earliest;
+use crate::time::{local_date, parse_time, Instant, Period, VIETNAM_OFFSET_SECS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,10 +88,6 @@ pub fn decode(payload: &[u8], key: Option<&[u8]>) -> Result<(PetitionEvent, Inst
 #[derive(Debug, Clone, Default)]
 pub struct Calendar {
     holidays: BTreeSet<NaiveDate>,
-}
-
-fn local_date(t: Instant) -> NaiveDate {
-    chrono::DateTime::from_timestamp(t + VIETNAM_OFFSET_SECS as i64, 0).expect("in range").date_naive()
 }
 
 impl Calendar {
@@ -170,10 +167,6 @@ impl Petition {
 #[derive(Debug, Default)]
 pub struct Petitions {
     by_id: HashMap<String, Petition>,
-}
-
-fn earliest(slot: &mut Option<Instant>, t: Instant) {
-    *slot = Some(slot.map_or(t, |old| old.min(t)));
 }
 
 impl Petitions {

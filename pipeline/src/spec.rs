@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::time::{Instant, Period};
+use crate::time::{local_date, Period};
 
 /// The criteria this build knows how to count, in display order.
 pub const CRITERIA: [&str; 23] = [
@@ -218,10 +218,6 @@ fn date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
     let text = String::deserialize(d)?;
     NaiveDate::parse_from_str(&text, "%Y-%m-%d")
         .map_err(|e| serde::de::Error::custom(format!("in_force_from {text:?} is not a YYYY-MM-DD date: {e}")))
-}
-
-fn local_date(t: Instant) -> NaiveDate {
-    chrono::DateTime::from_timestamp(t + crate::time::VIETNAM_OFFSET_SECS as i64, 0).expect("in range").date_naive()
 }
 
 fn parse_toml(text: &str) -> Result<Spec, SpecError> {

@@ -102,7 +102,8 @@ pub struct Dossier {
     seen_events: Vec<u64>,
 }
 
-fn earliest(slot: &mut Option<Instant>, t: Instant) {
+/// Keeps the earliest of the times seen: merging is then independent of arrival order.
+pub(crate) fn earliest(slot: &mut Option<Instant>, t: Instant) {
     *slot = Some(slot.map_or(t, |old| old.min(t)));
 }
 

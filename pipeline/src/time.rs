@@ -23,6 +23,11 @@ pub fn parse_time(text: &str) -> Result<Instant, chrono::ParseError> {
     DateTime::parse_from_rfc3339(text).map(|t| t.timestamp())
 }
 
+/// The calendar day of an instant in Vietnam time.
+pub fn local_date(t: Instant) -> NaiveDate {
+    chrono::DateTime::from_timestamp(t + VIETNAM_OFFSET_SECS as i64, 0).expect("in range").date_naive()
+}
+
 /// Formats an instant in Vietnam time, the way users read it.
 pub fn format_time(t: Instant) -> String {
     vietnam().timestamp_opt(t, 0).single().map(|d| d.to_rfc3339()).unwrap_or_default()

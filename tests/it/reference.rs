@@ -181,31 +181,19 @@ pub fn recompute(
 
 /// A random tree of units, three levels deep.
 fn random_registry(rng: &mut StdRng) -> Registry {
-    let mut units = vec![Unit {
-        code: "P".into(),
-        name: "P".into(),
-        parent: None,
-        level: Level::Province,
+    let unit = |code: &str, parent: Option<&str>, level| Unit {
+        code: code.into(),
+        name: code.into(),
+        parent: parent.map(Into::into),
+        level,
         certified_copies: false,
-    }];
+    };
+    let mut units = vec![unit("P", None, Level::Province)];
     for d in 0..rng.random_range(1..4) {
         let district = format!("P.{d}");
-        units.push(Unit {
-            code: district.clone(),
-            name: district.clone(),
-            parent: Some("P".into()),
-            level: Level::District,
-            certified_copies: false,
-        });
+        units.push(unit(&district, Some("P"), Level::District));
         for c in 0..rng.random_range(0..4) {
-            let code = format!("{district}.{c}");
-            units.push(Unit {
-                code: code.clone(),
-                name: code,
-                parent: Some(district.clone()),
-                level: Level::Commune,
-                certified_copies: false,
-            });
+            units.push(unit(&format!("{district}.{c}"), Some(&district), Level::Commune));
         }
     }
     Registry::new(units).unwrap()
