@@ -42,6 +42,8 @@ pub struct ProcedureRecord {
     pub applicant_types: Vec<Applicant>,
     pub max_processing_days: Option<u32>,
     pub levels: Vec<Level>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_issued_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +66,8 @@ pub struct Procedure {
     pub for_citizens: bool,
     pub max_processing_days: Option<u32>,
     pub levels: Vec<Level>,
+    /// The units that implement it; empty: every unit at one of `levels`.
+    pub units: Vec<String>,
     pub decision_issued_at: Option<Instant>,
     pub decision_due_at: Option<Instant>,
     pub made_public_at: Option<Instant>,
@@ -103,6 +107,7 @@ impl Procedure {
             for_citizens: r.applicant_types.contains(&Applicant::Citizen),
             max_processing_days: r.max_processing_days,
             levels: r.levels.clone(),
+            units: r.units.clone(),
             decision_issued_at: time("decision_issued_at", &r.decision_issued_at)?,
             decision_due_at: time("decision_due_at", &r.decision_due_at)?,
             made_public_at: time("made_public_at", &r.made_public_at)?,

@@ -131,13 +131,32 @@ fn catalog_ratios(
     out
 }
 
+/// Where a unit stands for the procedure criteria: its position and the levels in its subtree.
+#[derive(Clone, Copy)]
+struct Authority<'a> {
+    registry: &'a Registry,
+    unit: usize,
+    levels: LevelSet,
+}
+
+impl Authority<'_> {
+    /// A procedure is under the unit's authority when one of its implementing units is in the
+    /// unit's subtree or, when the catalog names none, one of its levels is.
+    fn covers(&self, p: &crate::catalog::Procedure) -> bool {
+        if p.units.is_empty() {
+            return self.levels.contains_any(&p.levels);
+        }
+        p.units.iter().filter_map(|code| self.registry.position(code)).any(|i| self.registry.is_within(i, self.unit))
+    }
+}
+
 /// Criteria over procedures (3.2, 4.1, 4.2, 5.7) for one unit, from the pooled facts of its
-/// subtree and the catalog procedures that apply to the levels in that subtree.
-fn procedure_ratio(id: &str, facts: &HashMap<&str, Facts>, catalog: &Catalog, levels: LevelSet) -> Ratio {
+/// subtree and the catalog procedures under its authority.
+fn procedure_ratio(id: &str, facts: &HashMap<&str, Facts>, catalog: &Catalog, authority: Authority) -> Ratio {
     let has = |code: &str, fact: usize| facts.get(code).is_some_and(|f| f[fact] > 0);
     let from_catalog = |applies: &dyn Fn(&crate::catalog::Procedure) -> bool, fact: usize| {
         let mut r = Ratio::default();
-        for p in catalog.procedures().filter(|p| levels.contains_any(&p.levels) && applies(p)) {
+        for p in catalog.procedures().filter(|p| authority.covers(p) && applies(p)) {
             r.den += 1;
             r.num += has(&p.code, fact) as i64;
         }
@@ -166,7 +185,7 @@ fn measure(
     facts: &HashMap<&str, Facts>,
     catalog_values: &HashMap<&'static str, Ratio>,
     catalog: &Catalog,
-    levels: LevelSet,
+    authority: Authority,
 ) -> (i64, i64, Option<f64>) {
     if let Some(i) = DOSSIER_CRITERIA.iter().position(|&c| c == id) {
         let r = tally.0[i];
@@ -181,7 +200,7 @@ fn measure(
         return (r.num, r.den, value);
     }
     let r = match id {
-        "3.2" | "4.1" | "4.2" | "5.7" => procedure_ratio(id, facts, catalog, levels),
+        "3.2" | "4.1" | "4.2" | "5.7" => procedure_ratio(id, facts, catalog, authority),
         "6.1" => Ratio { num: petitions[0].0, den: petitions[0].1 },
         "6.2" => Ratio { num: petitions[1].0, den: petitions[1].1 },
         "6.3" => Ratio { num: petitions[2].0, den: petitions[2].1 },
@@ -292,7 +311,8 @@ pub fn score(
                 in_force
                     .iter()
                     .map(|c| {
-                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], &catalog_values, catalog, levels[u])
+                        let authority = Authority { registry, unit: u, levels: levels[u] };
+                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], &catalog_values, catalog, authority)
                     })
                     .collect()
             })
@@ -640,5 +660,31 @@ mod tests {
         assert_eq!(gap("1.1").good_needed, Some(1));
         assert_eq!(gap("2.2").good_needed, None);
         assert_eq!(gap("2.1").loss_rank, 1, "2.1 loses 10 points, the most");
+    }
+
+    #[test]
+    fn a_procedure_with_named_units_counts_only_for_them_and_above() {
+        let registry = Registry::parse(concat!(
+            "{\"code\":\"P\",\"name\":\"P\",\"level\":\"province\"}\n",
+            "{\"code\":\"A\",\"name\":\"A\",\"parent\":\"P\",\"level\":\"department\"}\n",
+            "{\"code\":\"B\",\"name\":\"B\",\"parent\":\"P\",\"level\":\"department\"}\n",
+        ))
+        .unwrap();
+        let catalog = Catalog::parse(
+            r#"{"code":"W","name":"w","online_level":"full","applicant_types":["citizen"],"levels":["department"],"units":["A"]}"#,
+        )
+        .unwrap();
+        let levels = registry.subtree_levels();
+        let den = |code: &str| {
+            let unit = registry.position(code).unwrap();
+            procedure_ratio(
+                "3.2",
+                &HashMap::new(),
+                &catalog,
+                Authority { registry: &registry, unit, levels: levels[unit] },
+            )
+            .den
+        };
+        assert_eq!((den("P"), den("A"), den("B")), (1, 1, 0));
     }
 }

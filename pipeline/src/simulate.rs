@@ -121,6 +121,11 @@ impl Province {
         Province { units, procedures }
     }
 
+    /// The procedures the department at registry position `dept` (1-20) handles: a few of its own.
+    fn department_procedures(&self, dept: usize) -> Vec<&Procedure> {
+        self.procedures.iter().filter(|p| !p.communal).skip((dept - 1) % 14 * 2).take(3).collect()
+    }
+
     /// The procedure catalog as JSON lines (schemas/procedure.v1.schema.json): most procedures
     /// online, published on time, a few late or incomplete, as in a real province.
     pub fn catalog_jsonl(&self, now: Instant) -> String {
@@ -150,6 +155,10 @@ impl Province {
                     },
                     max_processing_days: Some(p.days as u32),
                     levels: vec![if p.communal { Level::Commune } else { Level::Department }],
+                    units: (1..=20)
+                        .filter(|&d| !p.communal && self.department_procedures(d).iter().any(|q| q.code == p.code))
+                        .map(|d| self.units[d].code.clone())
+                        .collect(),
                     decision_issued_at: Some(format_time(issued)),
                     decision_due_at: Some(format_time(issued + if rng.random_bool(0.9) { DAY } else { -DAY })),
                     made_public_at: Some(format_time(public)),
@@ -336,10 +345,7 @@ impl Simulator {
             (&units[21 + rng.random_range(0..100)], self.province.procedures.iter().filter(|p| p.communal).collect())
         } else {
             let dept = 1 + rng.random_range(0..20);
-            // Each department handles its own few procedures.
-            let own: Vec<&Procedure> =
-                self.province.procedures.iter().filter(|p| !p.communal).skip((dept - 1) % 14 * 2).take(3).collect();
-            (&units[dept], own)
+            (&units[dept], self.province.department_procedures(dept))
         };
         let procedure = candidates[rng.random_range(0..candidates.len())].clone();
         let unit_code = unit.code.clone();

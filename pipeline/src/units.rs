@@ -162,6 +162,19 @@ impl Registry {
         i
     }
 
+    /// Whether the unit at `i` is `ancestor` or lies below it.
+    pub fn is_within(&self, mut i: usize, ancestor: usize) -> bool {
+        loop {
+            if i == ancestor {
+                return true;
+            }
+            match self.parent[i] {
+                Some(p) => i = p,
+                None => return false,
+            }
+        }
+    }
+
     /// For each unit, the levels of the units in its subtree.
     pub fn subtree_levels(&self) -> Vec<LevelSet> {
         self.pool_up(&self.units.iter().map(|u| LevelSet(u.level.bit())).collect::<Vec<_>>())
