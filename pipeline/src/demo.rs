@@ -164,7 +164,7 @@ pub async fn demo(
     println!(
         "index766 demo: {PROVINCE_NAME} ({PROVINCE_CODE}), {} units, {} days of history at {}/day, then {}/min live\n\
          \x20 metrics    {url}/metrics\n\
-         \x20 SQL        curl -s {url}/sql -d \"SELECT unit_name, period, points FROM scores WHERE is_current ORDER BY points LIMIT 10\"\n\
+         \x20 SQL        curl -s {url}/sql -d \"SELECT unit_name, period, total, band, delta, rank FROM totals WHERE is_current ORDER BY total LIMIT 10\"\n\
          \x20 health     {url}/healthz\n\
          \x20 snapshots  {}\n\
          \x20 units      {}\n\
