@@ -377,7 +377,7 @@ fn rank_totals(
             }
         })
         .collect();
-    out.sort_by(|a, b| (a.period, a.unit).cmp(&(b.period, b.unit)));
+    out.sort_by_key(|t| (t.period, t.unit));
     out
 }
 

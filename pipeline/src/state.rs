@@ -444,7 +444,7 @@ pub(crate) mod tests {
 
     #[test]
     fn order_and_duplicates_do_not_change_the_result() {
-        let events = vec![
+        let events = [
             reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"),
             event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T08:00:00+07:00"),
             DossierEvent {

@@ -39,6 +39,8 @@ impl Level {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LevelSet(pub u8);
 
+// Pooling sums values up the tree; for a set of levels the "sum" is the union.
+#[allow(clippy::suspicious_op_assign_impl)]
 impl std::ops::AddAssign for LevelSet {
     fn add_assign(&mut self, other: LevelSet) {
         self.0 |= other.0;

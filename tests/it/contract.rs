@@ -31,7 +31,8 @@ fn example_events_are_valid_and_decode() {
 fn schema_and_decoder_refuse_the_same_bad_events() {
     let validator = schema("dossier-event.v1.schema.json");
     let good = lines("dossier-events.jsonl")[1].clone();
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = (&'static str, Box<dyn Fn(&mut Value)>);
+    let mutations: Vec<Mutation> = vec![
         ("status 0", Box::new(|v| v["status"] = json!(0))),
         ("channel 9", Box::new(|v| v["channel"] = json!(9))),
         ("no offset on event_time", Box::new(|v| v["event_time"] = json!("2026-11-03T08:15:00"))),

@@ -110,7 +110,6 @@ fn dossier_ratios(
 
 /// Criteria over procedures: the distinct procedures of the dossiers, against the catalog
 /// procedures that apply to the levels in the unit's subtree.
-
 fn procedure_ratios(ds: &[&Folded], catalog: &Catalog, levels: &HashSet<Level>) -> HashMap<&'static str, (i64, i64)> {
     let with = |pred: &dyn Fn(&Folded) -> bool| -> HashSet<&str> {
         ds.iter().filter(|d| pred(d)).map(|d| d.procedure.as_str()).collect()
