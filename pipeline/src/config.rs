@@ -98,6 +98,7 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
+    pub views_dir: PathBuf,
     pub timeout_secs: u64,
     pub memory_limit_mib: usize,
     pub max_concurrent: usize,

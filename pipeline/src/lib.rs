@@ -105,6 +105,8 @@ impl Pipeline {
         let first_view = View::build(registry.clone(), &spec, target_total, &state, &Default::default());
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let sql = Arc::new(query::SqlService::new(&config.sql)?);
+        let initial = views.borrow().clone();
+        sql.check_views(&initial).await?;
 
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await

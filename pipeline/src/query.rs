@@ -1,6 +1,7 @@
 //! Ad hoc SQL over the live view with DataFusion: read-only, bounded in time, memory and
 //! concurrency, so a query can never disturb ingest or another user.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub enum QueryError {
 }
 
 pub struct SqlService {
+    /// (name, SELECT) of the views registered in every session.
+    views: Vec<(String, String)>,
     timeout: Duration,
     runtime: Arc<RuntimeEnv>,
     permits: Semaphore,
@@ -35,21 +38,39 @@ impl SqlService {
             .build_arc()
             .map_err(|e| QueryError::Invalid(e.to_string()))?;
         Ok(SqlService {
+            views: load_views(&config.views_dir)?,
             timeout: Duration::from_secs(config.timeout_secs),
             runtime,
             permits: Semaphore::new(config.max_concurrent),
         })
     }
 
-    /// Runs one read-only query against the view's tables.
-    pub async fn query(&self, view: &View, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+    /// A session over the view's tables, with the views registered.
+    async fn session(&self, view: &View) -> Result<SessionContext, QueryError> {
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
         for (name, batch) in &view.tables {
             let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
                 .map_err(|e| QueryError::Invalid(e.to_string()))?;
             ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
         }
+        for (name, body) in &self.views {
+            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
+                .await
+                .map_err(|e| QueryError::Invalid(format!("view {name} (sql/views/{name}.sql): {e}")))?;
+        }
+        Ok(ctx)
+    }
+
+    /// Checks that every view plans against the tables of `view` (at start, so a broken view file
+    /// stops the pipeline with its name rather than failing every query).
+    pub async fn check_views(&self, view: &View) -> Result<(), QueryError> {
+        self.session(view).await.map(|_| ())
+    }
+
+    /// Runs one read-only query against the view's tables.
+    pub async fn query(&self, view: &View, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+        let ctx = self.session(view).await?;
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let run = async {
             let frame = ctx.sql_with_options(sql, read_only).await?;
@@ -60,6 +81,33 @@ impl SqlService {
             Err(_) => Err(QueryError::Timeout(self.timeout.as_secs())),
         }
     }
+}
+
+fn load_views(dir: &Path) -> Result<Vec<(String, String)>, QueryError> {
+    if dir.as_os_str().is_empty() {
+        return Ok(Vec::new());
+    }
+    let unreadable = |e: std::io::Error| {
+        QueryError::Invalid(format!("cannot read the views folder {}: {e} (set [sql] views_dir)", dir.display()))
+    };
+    let mut views = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        let Some(name) =
+            path.file_stem().and_then(|s| s.to_str()).filter(|_| path.extension().is_some_and(|e| e == "sql"))
+        else {
+            continue;
+        };
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(QueryError::Invalid(format!(
+                "view file {}: name it with letters, digits and _",
+                path.display()
+            )));
+        }
+        views.push((name.to_owned(), std::fs::read_to_string(&path).map_err(unreadable)?));
+    }
+    views.sort();
+    Ok(views)
 }
 
 /// DataFusion's messages, with a hint where the user hit the read-only fence.
@@ -99,7 +147,9 @@ mod tests {
     }
 
     fn service() -> SqlService {
-        SqlService::new(&crate::config::Config::from_toml("").unwrap().sql).unwrap()
+        let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
+        SqlService::new(&crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap().sql)
+            .unwrap()
     }
 
     #[tokio::test]
@@ -127,5 +177,7 @@ mod tests {
         }
         let err = service().query(&view(), "SELECT nope FROM scores").await.unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
+        let err = service().query(&view(), "CREATE VIEW mine AS SELECT 1").await.unwrap_err().to_string();
+        assert!(err.contains("read-only"), "users cannot add views: {err}");
     }
 }

@@ -123,10 +123,12 @@ pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Co
     Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"index766-test\"\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n[scoring]\nspec_file = {:?}\n\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n",
+         [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n\
+         [sql]\nviews_dir = {:?}\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
         spec,
+        repo_root().join("sql/views"),
     ))
     .unwrap()
 }

@@ -1,0 +1,1 @@
+SELECT unit, total FROM totals
