@@ -1,4 +1,4 @@
-//! One HTTP port: `/metrics` (Prometheus), `POST /sql` (DataFusion, JSON rows), `/healthz`.
+//! One HTTP port: `/metrics` (Prometheus), `POST /sql` (DataFusion; JSON, CSV or Arrow IPC), `/healthz`.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{to_json, QueryError, SqlService};
+use crate::query::{Format, QueryError, SqlService};
 use crate::view::View;
 
 #[derive(Clone)]
@@ -34,7 +34,9 @@ pub fn router(state: AppState) -> Router {
 async fn index() -> &'static str {
     "index766: real-time Index 766 scores\n\
      GET  /metrics  Prometheus metrics (index766_score_points{unit,period,criterion}, pipeline health)\n\
-     POST /sql      SQL over the tables units, scores, dossiers; body: the query text, or {\"sql\": \"...\"}\n\
+     POST /sql      SQL over units, scores, group_scores, totals, gaps, dossiers and the views; body: the query\n\
+                    text, or {\"sql\": \"...\"}; Accept: application/json (default), text/csv,\n\
+                    application/vnd.apache.arrow.stream\n\
      GET  /healthz  200 while the events topic is being read, 503 with the fault otherwise\n"
 }
 
@@ -79,12 +81,13 @@ async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> R
     };
     let view = app.view.borrow().clone();
     let started = std::time::Instant::now();
-    let result = app.sql.query(&view, &text).await.and_then(|batches| to_json(&batches));
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
+    let result = app.sql.query(&view, &text).await.and_then(|results| format.encode(&results));
     let outcome = if result.is_ok() { "ok" } else { "error" };
     app.metrics.sql_queries.with_label_values(&[outcome]).inc();
     app.metrics.sql_query_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(e @ QueryError::Timeout(_)) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
 use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -68,13 +69,14 @@ impl SqlService {
     }
 
     /// Runs one read-only query against the view's tables.
-    pub async fn query(&self, view: &View, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    pub async fn query(&self, view: &View, sql: &str) -> Result<Results, QueryError> {
         let _permit = self.permits.acquire().await.expect("semaphore is never closed");
         let ctx = self.session(view).await?;
         let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let run = async {
             let frame = ctx.sql_with_options(sql, read_only).await?;
-            frame.collect().await
+            let schema = frame.schema().inner().clone();
+            Ok(Results { schema, batches: frame.collect().await? })
         };
         match tokio::time::timeout(self.timeout, run).await {
             Ok(result) => result.map_err(|e| QueryError::Invalid(explain(e))),
@@ -122,6 +124,69 @@ fn explain(error: datafusion::error::DataFusionError) -> String {
     }
 }
 
+/// A query's answer: its schema (known even when no row comes back) and its rows.
+#[derive(Debug)]
+pub struct Results {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// How results are written, chosen by the request's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+    ArrowIpc,
+}
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+impl Format {
+    /// CSV for `text/csv`, Arrow IPC stream for `application/vnd.apache.arrow.stream`, else JSON.
+    pub fn from_accept(accept: &str) -> Format {
+        if accept.contains("text/csv") {
+            Format::Csv
+        } else if accept.contains(ARROW_STREAM) {
+            Format::ArrowIpc
+        } else {
+            Format::Json
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::ArrowIpc => ARROW_STREAM,
+        }
+    }
+
+    pub fn encode(self, results: &Results) -> Result<Vec<u8>, QueryError> {
+        let failed = |e: datafusion::arrow::error::ArrowError| QueryError::Invalid(e.to_string());
+        match self {
+            Format::Json => to_json(&results.batches),
+            Format::Csv => {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
+                if results.batches.is_empty() {
+                    writer.write(&RecordBatch::new_empty(results.schema.clone())).map_err(failed)?;
+                }
+                for batch in &results.batches {
+                    writer.write(batch).map_err(failed)?;
+                }
+                Ok(writer.into_inner())
+            }
+            Format::ArrowIpc => {
+                let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &results.schema)
+                    .map_err(failed)?;
+                for batch in &results.batches {
+                    writer.write(batch).map_err(failed)?;
+                }
+                writer.into_inner().map_err(failed)
+            }
+        }
+    }
+}
+
 /// Results as a JSON array of row objects, nulls written out.
 pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
@@ -158,10 +223,23 @@ mod tests {
             .query(&view(), "SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
             .await
             .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&to_json(&batches).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&to_json(&batches.batches).unwrap()).unwrap();
         assert_eq!(json, serde_json::json!([{"unit_code": "U1", "numerator": 1, "denominator": 1, "points": 20.0}]));
         let empty = service().query(&view(), "SELECT * FROM dossiers WHERE false").await.unwrap();
-        assert_eq!(to_json(&empty).unwrap(), b"[]");
+        assert_eq!(to_json(&empty.batches).unwrap(), b"[]");
+        let csv = String::from_utf8(Format::Csv.encode(&empty).unwrap()).unwrap();
+        assert!(csv.starts_with("dossier_id,unit_code,"), "an empty CSV still has its header: {csv}");
+        let rows = service().query(&view(), "SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion").await.unwrap();
+        assert_eq!(
+            String::from_utf8(Format::Csv.encode(&rows).unwrap()).unwrap(),
+            "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n"
+        );
+        let ipc = Format::ArrowIpc.encode(&rows).unwrap();
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+        let read: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(read, rows.batches);
+        assert_eq!(Format::from_accept("text/csv"), Format::Csv);
+        assert_eq!(Format::from_accept("*/*"), Format::Json);
     }
 
     #[tokio::test]

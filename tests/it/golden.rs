@@ -55,7 +55,7 @@ async fn golden_queries_print_their_expected_output() {
     for case in cases {
         let sql = std::fs::read_to_string(&case).unwrap();
         let printed = match service.query(&view, &sql).await {
-            Ok(batches) => pretty_format_batches(&batches).unwrap().to_string() + "\n",
+            Ok(results) => pretty_format_batches(&results.batches).unwrap().to_string() + "\n",
             Err(e) => format!("ERROR: {e}\n"),
         };
         let expected_path = case.with_extension("out");

@@ -29,7 +29,7 @@ use index766::Config;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{http, metric, read_topic, repo_root, sql, wait_for};
+use crate::support::{http, http_accepting, metric, read_topic, repo_root, sql, wait_for};
 
 pub const AS_OF: &str = "2026-11-24T12:00:00+07:00";
 pub const EVENTS_TOPIC: &str = "index766.dossier-events";
@@ -300,6 +300,14 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
     assert!(dead.iter().all(|m| header(m, "index766.source").starts_with(EVENTS_TOPIC)));
 
     run_example_queries(addr);
+    let (status, csv) = http_accepting(
+        addr,
+        "POST",
+        "/sql",
+        "SELECT unit_code, rank FROM totals WHERE period = '2026-11' AND depth = 0",
+        "text/csv",
+    );
+    assert_eq!((status, csv.as_str()), (200, "unit_code,rank\nH44,1\n"));
     let (status, body) = http(addr, "POST", "/sql", "DROP TABLE scores");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("read-only"), "{body}");

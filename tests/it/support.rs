@@ -91,11 +91,16 @@ impl Drop for Broker {
 
 /// One HTTP/1.1 request; returns (status, body).
 pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_accepting(addr, method, path, body, "*/*")
+}
+
+/// One HTTP/1.1 request with an `Accept` header; returns (status, body).
+pub fn http_accepting(addr: std::net::SocketAddr, method: &str, path: &str, body: &str, accept: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the pipeline's HTTP port");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nAccept: {accept}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
