@@ -32,6 +32,7 @@ pub struct Config {
     pub petitions: PetitionsConfig,
     pub scoring: ScoringConfig,
     pub http: HttpConfig,
+    pub metrics: MetricsConfig,
     pub sql: SqlConfig,
     pub snapshot: SnapshotConfig,
 }
@@ -93,6 +94,13 @@ pub struct ScoringConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub score_depth: u32,
+    pub criterion_depth: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -98,7 +98,7 @@ impl Pipeline {
             true => Catalog::default(),
             false => Catalog::load(&config.catalog.file)?,
         });
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(config.metrics.clone()));
         let health = Arc::new(Health::default());
         let state = State::new(clock.now(), catalog.clone());
         let target_total = config.scoring.target_total;

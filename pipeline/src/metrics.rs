@@ -6,12 +6,14 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::config::MetricsConfig;
 use crate::event::RejectReason;
 use crate::spec::CRITERIA;
 use crate::view::View;
 
 pub struct Metrics {
     registry: Registry,
+    limits: MetricsConfig,
     pub events_consumed: IntCounter,
     pub bytes_consumed: IntCounter,
     pub events_rejected: IntCounterVec,
@@ -38,7 +40,7 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(limits: MetricsConfig) -> Metrics {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -140,6 +142,7 @@ impl Metrics {
                 .unwrap(),
             ),
             registry: r,
+            limits,
         };
         // Every reason appears from the start, at 0, so rate() and alerts work before the first reject.
         for reason in RejectReason::ALL {
@@ -149,11 +152,14 @@ impl Metrics {
     }
 
     /// Sets the score gauges from a freshly published view (current periods only: the labels
-    /// stay the same when a month rolls over, so a wall's series continue).
+    /// stay the same when a month rolls over, so a wall's series continue; units down to the
+    /// configured depths only, to bound the series count).
     pub fn observe_view(&self, view: &View, dossiers: usize) {
         let units = view.registry.units();
         let board = &view.scoreboard;
-        for score in board.criteria.iter().filter(|s| board.is_current(s.period)) {
+        let depth = |unit: usize| view.registry.depth_of(unit);
+        let (score_depth, criterion_depth) = (self.limits.score_depth, self.limits.criterion_depth);
+        for score in board.criteria.iter().filter(|s| board.is_current(s.period) && depth(s.unit) <= criterion_depth) {
             let labels = [units[score.unit].code.as_str(), score.period.kind.as_str(), CRITERIA[score.criterion]];
             self.score_points.with_label_values(&labels).set(score.points);
             match score.ratio {
@@ -163,13 +169,13 @@ impl Metrics {
                 }
             }
         }
-        for g in board.groups.iter().filter(|g| board.is_current(g.period)) {
+        for g in board.groups.iter().filter(|g| board.is_current(g.period) && depth(g.unit) <= score_depth) {
             let group = g.group.to_string();
             self.group_points
                 .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
                 .set(g.points);
         }
-        for t in board.totals.iter().filter(|t| board.is_current(t.period)) {
+        for t in board.totals.iter().filter(|t| board.is_current(t.period) && depth(t.unit) <= score_depth) {
             let labels = [units[t.unit].code.as_str(), t.period.kind.as_str()];
             self.total_points.with_label_values(&labels).set(t.total);
             self.rank.with_label_values(&labels).set(t.rank as i64);
@@ -187,8 +193,33 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_stop_at_the_configured_depth() {
+        let registry = crate::units::Registry::parse(concat!(
+            "{\"code\":\"P\",\"name\":\"P\",\"level\":\"province\"}\n",
+            "{\"code\":\"A\",\"name\":\"A\",\"parent\":\"P\",\"level\":\"commune\"}\n",
+        ))
+        .unwrap();
+        let state = crate::state::tests::state_at("2026-11-20T00:00:00+07:00");
+        let view = View::build(
+            std::sync::Arc::new(registry),
+            &crate::spec::tests::shipped(),
+            80.0,
+            &state,
+            &Default::default(),
+        );
+        let metrics = Metrics::new(MetricsConfig { score_depth: 1, criterion_depth: 0 });
+        metrics.observe_view(&view, 0);
+        let text = metrics.render();
+        assert!(text.contains(r#"index766_total_points{period="month",unit="A"}"#));
+        assert!(text.contains(r#"index766_score_points{criterion="2.1",period="month",unit="P"}"#));
+        assert!(!text.contains(r#"index766_score_points{criterion="2.1",period="month",unit="A"}"#));
+        let shallow = Metrics::new(MetricsConfig { score_depth: 0, criterion_depth: 0 });
+        shallow.observe_view(&view, 0);
+        assert!(!shallow.render().contains(r#"unit="A""#));
     }
 }

@@ -124,7 +124,7 @@ pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Co
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"index766-test\"\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n[scoring]\nspec_file = {:?}\n\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[snapshot]\ndir = {snapshot_dir:?}\ninterval_secs = 3600\n\
-         [sql]\nviews_dir = {:?}\n",
+         [sql]\nviews_dir = {:?}\n[metrics]\nscore_depth = 1\ncriterion_depth = 1\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
         spec,
@@ -285,6 +285,14 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
     assert!(close(gauge("H44", "quarter").unwrap(), 60.0 / 7.0));
     assert_eq!(gauge("H44.02", "month"), Some(20.0));
     assert_eq!(gauge("H44.101", "month"), Some(0.0));
+    let gauge_total = metric(&exposition, "index766_total_points", &[("unit", "H44"), ("period", "month")]);
+    let sql_total =
+        sql(addr, "SELECT total FROM totals WHERE unit_code = 'H44' AND period = '2026-11'")[0]["total"].as_f64();
+    assert_eq!(sql_total, gauge_total);
+    assert_eq!(
+        metric(&exposition, "index766_rank", &[("unit", "H44.01"), ("period", "month")]),
+        sql(addr, "SELECT rank FROM totals WHERE unit_code = 'H44.01' AND period = '2026-11'")[0]["rank"].as_f64()
+    );
     assert_eq!(metric(&exposition, "index766_events_consumed_total", &[]), Some(total as f64));
     assert_eq!(metric(&exposition, "index766_events_duplicate_total", &[]), Some(DUPLICATES as f64));
     assert_eq!(metric(&exposition, "index766_events_rejected_total", &[("reason", "malformed_json")]), Some(1.0));
