@@ -116,8 +116,10 @@ impl Engine {
     }
 
     fn publish(&mut self) -> Arc<View> {
+        let timer = self.metrics.view_build_duration.start_timer();
         let petitions = self.petitions.tallies(&self.calendar, self.state.now());
         let view = Arc::new(View::build(self.registry.clone(), &self.spec, self.target_total, &self.state, &petitions));
+        timer.observe_duration();
         self.metrics.observe_view(&view, self.state.dossiers().len());
         self.views.send_replace(view.clone());
         view

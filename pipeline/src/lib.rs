@@ -173,9 +173,11 @@ impl Pipeline {
 }
 
 async fn write_snapshot(dir: PathBuf, view: Arc<View>, metrics: &Metrics) -> Result<PathBuf, snapshot::SnapshotError> {
+    let timer = metrics.snapshot_duration.start_timer();
     let path = tokio::task::spawn_blocking(move || snapshot::write_scores(&dir, view.table("scores")))
         .await
         .expect("snapshot task does not panic")?;
+    timer.observe_duration();
     metrics.snapshot_last_success.set(chrono::Utc::now().timestamp() as f64);
     Ok(path)
 }

@@ -2,8 +2,8 @@
 //! Names follow `index766_<noun>_<unit>`; every label takes values from a bounded set.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::config::MetricsConfig;
@@ -29,7 +29,9 @@ pub struct Metrics {
     pub dossiers_tracked: IntGauge,
     pub dossiers_unregistered_unit: IntGauge,
     pub view_published: Gauge,
+    pub view_build_duration: Histogram,
     pub snapshot_last_success: Gauge,
+    pub snapshot_duration: Histogram,
     pub sql_queries: IntCounterVec,
     pub sql_query_duration: HistogramVec,
 }
@@ -124,6 +126,22 @@ impl Metrics {
             view_published: register(
                 &r,
                 Gauge::new("index766_view_published_timestamp_seconds", "When the SQL and metric view was last refreshed.").unwrap(),
+            ),
+            view_build_duration: register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(
+                    "index766_view_build_duration_seconds",
+                    "Time to score the state and build the SQL tables of one published view.",
+                ))
+                .unwrap(),
+            ),
+            snapshot_duration: register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(
+                    "index766_snapshot_duration_seconds",
+                    "Time to write one Parquet snapshot.",
+                ))
+                .unwrap(),
             ),
             snapshot_last_success: register(
                 &r,
