@@ -1,6 +1,7 @@
 //! The immutable view that readers (SQL, metrics, snapshots) see: Arrow tables built from the
 //! last applied state. Readers never touch the mutating state.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -12,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use crate::event::flag;
 use crate::judge::{self, DOSSIER_CRITERIA};
 use crate::scoring::Scoreboard;
-use crate::spec::{Spec, CRITERIA};
+use crate::spec::{CriterionSpec, Spec, CRITERIA};
 use crate::state::{State, Verdict};
 use crate::time::{Instant, Period};
 use crate::units::Registry;
@@ -156,13 +157,28 @@ fn units_batch(registry: &Registry) -> RecordBatch {
     )
 }
 
+/// The spec entries in force for each period: looked up once per period, not once per row.
+struct InForce<'a> {
+    spec: &'a Spec,
+    by_period: std::cell::RefCell<HashMap<Period, Vec<&'a CriterionSpec>>>,
+}
+
+impl<'a> InForce<'a> {
+    fn new(spec: &'a Spec) -> Self {
+        InForce { spec, by_period: Default::default() }
+    }
+
+    /// The entry of criterion `index` (position in CRITERIA) for `period`.
+    fn entry(&self, period: Period, index: usize) -> &'a CriterionSpec {
+        self.by_period.borrow_mut().entry(period).or_insert_with(|| self.spec.for_period(period))[index]
+    }
+}
+
 fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
     let rows = &board.criteria;
     let keys: Vec<(usize, Period)> = rows.iter().map(|s| (s.unit, s.period)).collect();
-    let entry = |i: usize| {
-        let s = &rows[i];
-        spec.for_period(s.period).into_iter().find(|c| c.index == s.criterion).expect("from the spec")
-    };
+    let in_force = InForce::new(spec);
+    let entry = |i: usize| in_force.entry(rows[i].period, rows[i].criterion);
     let n = rows.len();
     with_unit_period(
         registry,
@@ -258,11 +274,9 @@ fn totals_batch(registry: &Registry, board: &Scoreboard) -> RecordBatch {
 fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
     let rows = &board.gaps;
     let keys: Vec<(usize, Period)> = rows.iter().map(|g| (g.unit, g.period)).collect();
-    let totals: std::collections::HashMap<(usize, Period), f64> =
-        board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
-    let name = |g: &crate::scoring::Gap| {
-        spec.for_period(g.period).into_iter().find(|c| c.index == g.criterion).expect("from the spec").name_en.clone()
-    };
+    let totals: HashMap<(usize, Period), f64> = board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
+    let in_force = InForce::new(spec);
+    let name = |g: &crate::scoring::Gap| in_force.entry(g.period, g.criterion).name_en.clone();
     with_unit_period(
         registry,
         board,
