@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
 use std::collections::BTreeMap;
 
@@ -37,9 +36,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Runs until shutdown or until the source stops; applies whatever was already queued, then
-    /// publishes a final view and returns it.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>, shutdown: CancellationToken) -> Arc<View> {
+    /// Runs until the source stops (on shutdown it sends its last, partial batch and drops its
+    /// end of the channel), applying every batch; then publishes a final view and returns it.
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> Arc<View> {
         let mut tick = tokio::time::interval(self.publish_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
@@ -60,12 +59,7 @@ impl Engine {
                         dirty = false;
                     }
                 }
-                _ = shutdown.cancelled() => break,
             }
-        }
-        batches.close();
-        while let Ok(batch) = batches.try_recv() {
-            self.apply(batch);
         }
         self.publish()
     }

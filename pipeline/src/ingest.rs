@@ -198,12 +198,14 @@ pub async fn run(
     let linger = Duration::from_millis(config.ingest.batch_linger_ms);
     let max_events = config.ingest.batch_max_events;
     let max_bytes = config.ingest.max_event_bytes;
-    'consume: loop {
+    let mut stopping = false;
+    while !stopping {
         let mut batch = Batch::default();
         let mut deadline = None;
         while batch.inputs.len() < max_events {
             let received = tokio::select! {
-                _ = shutdown.cancelled() => break 'consume,
+                // The batch read so far still goes to the engine: nothing consumed is dropped.
+                _ = shutdown.cancelled() => { stopping = true; break }
                 _ = sleep_until(deadline) => break,
                 received = consumer.recv() => received,
             };

@@ -136,7 +136,7 @@ impl Pipeline {
             views: view_tx,
             publish_every: Duration::from_millis(config.scoring.publish_interval_ms.max(10)),
         };
-        let engine = tokio::spawn(engine.run(batch_rx, shutdown.clone()));
+        let engine = tokio::spawn(engine.run(batch_rx));
         let snapshots = tokio::spawn(snapshot_every(
             config.snapshot.dir.clone(),
             Duration::from_secs(config.snapshot.interval_secs),

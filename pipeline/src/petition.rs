@@ -132,10 +132,12 @@ pub struct Petition {
     pub submitted_at: Option<Instant>,
     /// Latest transfer in: deadlines restart from it, and it names the handling unit.
     pub transferred_at: Option<Instant>,
-    pub rejected_at: Option<Instant>,
-    pub info_requested_at: Option<Instant>,
-    pub answered_at: Option<Instant>,
-    pub published_at: Option<Instant>,
+    /// Every time each step was taken: after a transfer only the handling unit's steps (those at
+    /// or after the transfer) count.
+    pub rejected: Vec<Instant>,
+    pub info_requested: Vec<Instant>,
+    pub answered: Vec<Instant>,
+    pub published: Vec<Instant>,
     pub classified: bool,
     pub unsatisfied: bool,
     pub repeated: bool,
@@ -147,17 +149,18 @@ impl Petition {
     pub fn on_time(&self, calendar: &Calendar, at: Instant) -> bool {
         let Some(submitted) = self.submitted_at else { return true };
         let start = self.transferred_at.map_or(submitted, |t| t.max(submitted));
+        let first = |times: &[Instant]| times.iter().copied().filter(|&t| t >= start).min();
         let met = |done: Option<Instant>, days: u32| done.is_none_or(|t| t <= calendar.deadline(start, days));
-        if let Some(rejected) = self.rejected_at {
+        if let Some(rejected) = first(&self.rejected) {
             return rejected <= calendar.deadline(start, REJECT_DAYS);
         }
-        if !met(self.info_requested_at, FIRST_INFO_REQUEST_DAYS) {
+        if !met(first(&self.info_requested), FIRST_INFO_REQUEST_DAYS) {
             return false;
         }
-        match self.answered_at {
+        match first(&self.answered) {
             Some(answered) => {
                 answered <= calendar.deadline(start, ANSWER_DAYS)
-                    && self.published_at.unwrap_or(at) <= calendar.deadline(answered, PUBLISH_DAYS)
+                    && first(&self.published).unwrap_or(at) <= calendar.deadline(answered, PUBLISH_DAYS)
             }
             None => at <= calendar.deadline(start, ANSWER_DAYS),
         }
@@ -191,10 +194,10 @@ impl Petitions {
                     p.unit = e.unit_code.clone();
                 }
             }
-            Step::Rejected => earliest(&mut p.rejected_at, t),
-            Step::InfoRequested => earliest(&mut p.info_requested_at, t),
-            Step::Answered => earliest(&mut p.answered_at, t),
-            Step::Published => earliest(&mut p.published_at, t),
+            Step::Rejected => p.rejected.push(t),
+            Step::InfoRequested => p.info_requested.push(t),
+            Step::Answered => p.answered.push(t),
+            Step::Published => p.published.push(t),
             Step::Rated => p.unsatisfied |= e.rating == Some(Rating::Unsatisfied),
         }
         if p.unit.is_empty() {
@@ -285,5 +288,9 @@ mod tests {
         add(&mut store, "d", Step::Rated, "2026-11-25T09:00:00+07:00");
         let tallies = store.tallies(&calendar, t("2026-12-31T00:00:00+07:00"));
         assert_eq!(tallies[&("U", nov)], [(0, 1), (1, 1), (0, 1)], "rated unsatisfied");
+        // Transferred after the answer: the new unit's clock runs, the old answer does not count.
+        add(&mut store, "e", Step::Transferred, "2026-11-26T09:00:00+07:00");
+        assert!(store.by_id["P1"].on_time(&calendar, t("2026-12-10T00:00:00+07:00")), "within 15 working days");
+        assert!(!store.by_id["P1"].on_time(&calendar, t("2026-12-31T00:00:00+07:00")), "unanswered since the transfer");
     }
 }

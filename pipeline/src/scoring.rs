@@ -98,13 +98,9 @@ fn ratio(num: i64, den: i64) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
 
-/// Catalog criteria (1.1, 1.2, 1.3, 3.1, 5.3): one value per period, shown on every unit.
-fn catalog_ratios(
-    catalog: &Catalog,
-    registry: &Registry,
-    period: Period,
-    now: Instant,
-) -> HashMap<&'static str, Ratio> {
+/// Catalog criteria (1.1, 1.2, 1.3, 3.1, 5.3) of a root (a province or a ministry): the
+/// procedures under its authority and the communes below it; shown unchanged on every unit of its tree.
+fn catalog_ratios(catalog: &Catalog, root: Authority, period: Period, now: Instant) -> HashMap<&'static str, Ratio> {
     let within = |t: Option<Instant>| t.is_some_and(|t| period.start() <= t && t < period.end());
     let mut out: HashMap<&'static str, Ratio> = HashMap::new();
     let mut count = |id: &'static str, counted: bool, good: bool| {
@@ -112,7 +108,7 @@ fn catalog_ratios(
         r.den += counted as i64;
         r.num += (counted && good) as i64;
     };
-    for p in catalog.procedures() {
+    for p in catalog.procedures().filter(|p| root.covers(p)) {
         count(
             "1.1",
             within(p.decision_issued_at),
@@ -125,8 +121,11 @@ fn catalog_ratios(
         count("1.3", p.made_public_at.is_some_and(|m| m <= now), p.record_complete);
         count("3.1", true, p.online);
     }
-    for u in registry.units().iter().filter(|u| u.level == Level::Commune) {
-        count("5.3", true, u.certified_copies);
+    let registry = root.registry;
+    for (i, u) in registry.units().iter().enumerate() {
+        if u.level == Level::Commune && registry.is_within(i, root.unit) {
+            count("5.3", true, u.certified_copies);
+        }
     }
     out
 }
@@ -305,14 +304,21 @@ pub fn score(
             pool_facts(registry, own_facts.remove(&period).unwrap_or_else(|| vec![HashMap::new(); registry.len()]));
         let petition_sums = registry
             .pool_up(&own_petitions.remove(&period).unwrap_or_else(|| vec![PetitionSums::default(); registry.len()]));
-        let catalog_values = catalog_ratios(catalog, registry, period, now);
+        let by_root: HashMap<usize, HashMap<&str, Ratio>> = roots
+            .iter()
+            .copied()
+            .collect::<BTreeSet<usize>>()
+            .into_iter()
+            .map(|r| (r, catalog_ratios(catalog, Authority { registry, unit: r, levels: levels[r] }, period, now)))
+            .collect();
         let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
             .map(|u| {
                 in_force
                     .iter()
                     .map(|c| {
                         let authority = Authority { registry, unit: u, levels: levels[u] };
-                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], &catalog_values, catalog, authority)
+                        let catalog_values = &by_root[&roots[u]];
+                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], catalog_values, catalog, authority)
                     })
                     .collect()
             })
