@@ -199,20 +199,11 @@ pub fn decode(payload: &[u8], key: Option<&[u8]>, max_bytes: usize) -> Result<Do
     if payload.len() > max_bytes {
         return Err(reject(RejectReason::Oversized, format!("{} bytes, the limit is {max_bytes}", payload.len())));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|e| reject(RejectReason::MalformedJson, e.to_string()))?;
-    match value.get("schema_version").and_then(|v| v.as_u64()) {
-        Some(v) if v == SCHEMA_VERSION as u64 => {}
-        Some(v) => {
-            return Err(reject(
-                RejectReason::UnsupportedVersion,
-                format!("schema_version {v}; this build reads {SCHEMA_VERSION}"),
-            ))
-        }
-        None => return Err(reject(RejectReason::SchemaViolation, "schema_version is missing or not a number")),
+    // One parse on the hot path; only a message that fails it is parsed again, to say why.
+    let wire: WireEvent = serde_json::from_slice(payload).map_err(|e| classify(payload, e))?;
+    if wire.schema_version != SCHEMA_VERSION {
+        return Err(unsupported(wire.schema_version as u64));
     }
-    let wire: WireEvent =
-        serde_json::from_value(value).map_err(|e| reject(RejectReason::SchemaViolation, e.to_string()))?;
     let event = validate(wire)?;
     if let Some(key) = key {
         if key != event.dossier_id.as_bytes() {
@@ -223,6 +214,23 @@ pub fn decode(payload: &[u8], key: Option<&[u8]>, max_bytes: usize) -> Result<Do
         }
     }
     Ok(event)
+}
+
+fn unsupported(version: u64) -> Rejection {
+    reject(RejectReason::UnsupportedVersion, format!("schema_version {version}; this build reads {SCHEMA_VERSION}"))
+}
+
+/// Why a message did not decode: not JSON, another contract version, or a v1 schema violation.
+fn classify(payload: &[u8], error: serde_json::Error) -> Rejection {
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(value) => value,
+        Err(e) => return reject(RejectReason::MalformedJson, e.to_string()),
+    };
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v != SCHEMA_VERSION as u64 => unsupported(v),
+        Some(_) => reject(RejectReason::SchemaViolation, error.to_string()),
+        None => reject(RejectReason::SchemaViolation, "schema_version is missing or not a number"),
+    }
 }
 
 fn validate(wire: WireEvent) -> Result<DossierEvent, Rejection> {
