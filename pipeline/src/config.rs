@@ -60,10 +60,20 @@ pub enum StartFrom {
     Latest,
 }
 
+/// What to do when a snapshot's position is no longer held by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfRange {
+    Fail,
+    Earliest,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub start_from: StartFrom,
+    pub out_of_range: OutOfRange,
+    pub max_future_secs: i64,
     pub batch_max_events: usize,
     pub batch_linger_ms: u64,
     pub max_event_bytes: usize,
@@ -117,6 +127,8 @@ pub struct SqlConfig {
 pub struct SnapshotConfig {
     pub dir: PathBuf,
     pub interval_secs: u64,
+    pub keep: usize,
+    pub shutdown_deadline_secs: u64,
 }
 
 impl Config {
@@ -159,6 +171,14 @@ impl Config {
         }
         if self.snapshot.interval_secs == 0 {
             return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));
+        }
+        if self.snapshot.keep < 2 {
+            return Err(ConfigError::Invalid(
+                "[snapshot] keep must be at least 2: the one before the newest is the fallback".into(),
+            ));
+        }
+        if self.ingest.max_future_secs < 0 {
+            return Err(ConfigError::Invalid("[ingest] max_future_secs must be 0 or more".into()));
         }
         self.as_of()?;
         crate::petition::Calendar::new(&self.petitions.holidays)

@@ -173,7 +173,7 @@ pub async fn demo(
         options.days,
         options.per_day,
         options.live_per_minute,
-        snapshots.join(crate::snapshot::SCORES_FILE).display(),
+        snapshots.display(),
         units.display(),
     );
 

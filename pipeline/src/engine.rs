@@ -1,20 +1,25 @@
-//! The single owner of the mutable state: applies decoded batches, moves the clock, and
-//! publishes an immutable view for readers at a bounded rate.
+//! The single owner of the mutable state: admits or refuses each decoded input, applies
+//! batches, moves the clock, publishes an immutable view for readers at a bounded rate, and
+//! copies the state for the snapshot writer between two batches.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-
-use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Procedure};
-use crate::ingest::{Batch, Input};
+use crate::checkpoint;
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::event::{reject, DossierEvent, RejectReason, Rejection};
+use crate::ingest::{Batch, Input, Offsets, Sourced};
 use crate::metrics::Metrics;
-use crate::petition::{Calendar, Petitions};
+use crate::petition::{Calendar, PetitionEvent, Petitions};
+use crate::snapshot::{Checkpoint, Ledger};
 use crate::spec::Spec;
-use crate::state::{Applied, State};
-use crate::time::Clock;
+use crate::state::State;
+use crate::time::{format_time, Clock, Instant};
 use crate::units::{Registry, Unit};
 use crate::view::View;
 
@@ -33,19 +38,39 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub views: watch::Sender<Arc<View>>,
     pub publish_every: Duration,
+    /// Where each partition stands, as far as the state has taken it in.
+    pub offsets: Offsets,
+    pub ledger: Ledger,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Events dated further ahead of the clock than this are refused.
+    pub max_future_secs: i64,
+    /// To the snapshot writer; holds one copy at most: while it writes, later ticks are skipped.
+    pub checkpoints: mpsc::Sender<Checkpoint>,
+    pub snapshot_every: Duration,
+    pub shutdown: CancellationToken,
 }
 
 impl Engine {
     /// Runs until the source stops (on shutdown it sends its last, partial batch and drops its
-    /// end of the channel), applying every batch; then publishes a final view and returns it.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> Arc<View> {
+    /// end of the channel), applying every batch; then publishes a final view and returns it,
+    /// with the copy of the state the final snapshot is written from.
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> (Arc<View>, Checkpoint) {
         let mut tick = tokio::time::interval(self.publish_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snapshot_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.snapshot_every, self.snapshot_every);
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
+        let checkpoints = self.checkpoints.clone();
         loop {
             tokio::select! {
                 batch = batches.recv() => match batch {
-                    Some(batch) => { self.apply(batch); dirty = true; }
+                    Some(batch) => {
+                        let letters = self.apply(batch);
+                        // Delivered before the next batch: a snapshot never covers an undelivered reject.
+                        self.dead_letters.deliver(&letters, &self.shutdown).await;
+                        dirty = true;
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -59,24 +84,53 @@ impl Engine {
                         dirty = false;
                     }
                 }
+                _ = snapshot_tick.tick() => {
+                    if let Ok(permit) = checkpoints.try_reserve() {
+                        let view = self.publish();
+                        permit.send(self.checkpoint(&view));
+                    } else {
+                        tracing::debug!("previous snapshot still being written; skipping this one");
+                    }
+                }
             }
         }
-        self.publish()
+        let view = self.publish();
+        let last = self.checkpoint(&view);
+        (view, last)
     }
 
-    fn apply(&mut self, batch: Batch) {
+    /// A copy of everything a restart needs (the only time ingest waits on snapshots).
+    fn checkpoint(&self, view: &View) -> Checkpoint {
+        let timer = self.metrics.checkpoint_copy_duration.start_timer();
+        let checkpoint = Checkpoint {
+            tables: vec![
+                (checkpoint::DOSSIERS, checkpoint::dossiers_table(&self.state)),
+                (checkpoint::PETITIONS, checkpoint::petitions_table(&self.petitions)),
+                ("scores", view.table("scores").clone()),
+            ],
+            offsets: self.offsets.clone(),
+            ledger: self.ledger.clone(),
+            judged_at: self.state.now(),
+            spec_version: self.spec.version.clone(),
+        };
+        timer.observe_duration();
+        checkpoint
+    }
+
+    /// Applies a batch; returns the dead letters of the inputs refused or held.
+    fn apply(&mut self, batch: Batch) -> Vec<DeadLetter> {
         self.state.advance_to(self.clock.now());
-        let (mut applied, mut duplicates) = (0, 0);
+        let mut letters = Vec::new();
         let (mut catalog_changed, mut units_changed) = (false, false);
-        for input in batch.inputs {
-            let fresh = match input {
-                Input::Dossier(event) => self.state.apply(&event) == Applied::Changed,
-                Input::Petition(event, time) => self.petitions.apply(&event, time),
+        for Sourced { input, origin } in batch.inputs {
+            let outcome = match input {
+                Input::Dossier(event) => self.admit_dossier(&event),
+                Input::Petition(event, time) => self.admit_petition(&event, time),
                 Input::Procedure(code, record) => {
                     let procedure = record.map(|r| Procedure::from_record(&r).expect("validated at ingest"));
                     self.catalog.set(code, procedure);
                     catalog_changed = true;
-                    true
+                    Ok(None)
                 }
                 Input::Unit(code, unit) => {
                     match unit {
@@ -84,13 +138,21 @@ impl Engine {
                         None => self.units.remove(&code),
                     };
                     units_changed = true;
-                    true
+                    Ok(None)
                 }
             };
-            if fresh {
-                applied += 1;
-            } else {
-                duplicates += 1;
+            let rejection = match outcome {
+                Ok(notice) => {
+                    self.ledger.applied += 1;
+                    self.metrics.events_applied.inc();
+                    notice
+                }
+                Err(rejection) => Some(rejection),
+            };
+            if let Some(rejection) = rejection {
+                self.ledger.reject(rejection.reason.as_str());
+                self.metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+                letters.push(DeadLetter { origin, rejection });
             }
         }
         if catalog_changed {
@@ -105,8 +167,72 @@ impl Engine {
                 }
             }
         }
-        self.metrics.events_applied.inc_by(applied);
-        self.metrics.events_duplicate.inc_by(duplicates);
+        self.offsets.extend(batch.next_offsets);
+        self.ledger.consumed += batch.ledger.consumed;
+        for (reason, n) in batch.ledger.rejected {
+            *self.ledger.rejected.entry(reason).or_default() += n;
+        }
+        letters
+    }
+
+    fn too_far_ahead(&self, t: Instant) -> Option<Rejection> {
+        let limit = self.clock.now() + self.max_future_secs;
+        (t > limit).then(|| {
+            reject(
+                RejectReason::FutureTimestamp,
+                format!("event_time {} is after {} ([ingest] max_future_secs)", format_time(t), format_time(limit)),
+            )
+        })
+    }
+
+    /// An unknown unit is held, not dropped: the event is applied and counts as soon as the unit
+    /// is registered (scores cover registered units only); the dead letter is a notice.
+    fn unknown_unit(&self, code: &str) -> Option<Rejection> {
+        self.registry.position(code).is_none().then(|| {
+            reject(RejectReason::UnknownUnit, format!("unit {code:?} is not in the registry; held until it is"))
+        })
+    }
+
+    /// Ok(notice) when applied (the notice says it is held for an unknown code), Err when refused.
+    fn admit_dossier(&mut self, event: &DossierEvent) -> Result<Option<Rejection>, Rejection> {
+        if let Some(rejection) = self.too_far_ahead(event.event_time) {
+            return Err(rejection);
+        }
+        if self.state.is_duplicate(event) {
+            return Err(reject(
+                RejectReason::Duplicate,
+                format!("event {} was already applied to dossier {}", event.event_id, event.dossier_id),
+            ));
+        }
+        if let Some(why) = self.state.impossible(event) {
+            return Err(reject(RejectReason::ImpossibleTransition, why));
+        }
+        self.state.apply(event);
+        let unknown_procedure = || {
+            (!self.catalog.is_empty() && self.catalog.get(&event.procedure_code).is_none()).then(|| {
+                reject(
+                    RejectReason::UnknownProcedure,
+                    format!(
+                        "procedure {:?} is not in the catalog; counted without its catalog facts",
+                        event.procedure_code
+                    ),
+                )
+            })
+        };
+        Ok(self.unknown_unit(&event.unit_code).or_else(unknown_procedure))
+    }
+
+    fn admit_petition(&mut self, event: &PetitionEvent, time: Instant) -> Result<Option<Rejection>, Rejection> {
+        if let Some(rejection) = self.too_far_ahead(time) {
+            return Err(rejection);
+        }
+        if !self.petitions.apply(event, time) {
+            return Err(reject(
+                RejectReason::Duplicate,
+                format!("event {} was already applied to petition {}", event.event_id, event.petition_id),
+            ));
+        }
+        Ok(self.unknown_unit(&event.unit_code))
     }
 
     fn publish(&mut self) -> Arc<View> {

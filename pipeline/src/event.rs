@@ -151,6 +151,7 @@ pub struct DossierEvent {
 }
 
 /// Why an event was refused: a bounded set, used as a metric label and a dead-letter header.
+/// The first five are found by decoding one message; the others need the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     Oversized,
@@ -158,15 +159,30 @@ pub enum RejectReason {
     SchemaViolation,
     UnsupportedVersion,
     KeyMismatch,
+    /// Its event id was already applied to its dossier or petition.
+    Duplicate,
+    /// Its time is further ahead of the judging clock than `[ingest] max_future_secs`.
+    FutureTimestamp,
+    /// The dossier would end before it began (see `State::impossible`).
+    ImpossibleTransition,
+    /// Kept: the unit is not in the registry (yet); its events count once it is.
+    UnknownUnit,
+    /// Kept: the procedure is not in the catalog (yet).
+    UnknownProcedure,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Oversized,
         RejectReason::MalformedJson,
         RejectReason::SchemaViolation,
         RejectReason::UnsupportedVersion,
         RejectReason::KeyMismatch,
+        RejectReason::Duplicate,
+        RejectReason::FutureTimestamp,
+        RejectReason::ImpossibleTransition,
+        RejectReason::UnknownUnit,
+        RejectReason::UnknownProcedure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -176,7 +192,17 @@ impl RejectReason {
             RejectReason::SchemaViolation => "schema_violation",
             RejectReason::UnsupportedVersion => "unsupported_version",
             RejectReason::KeyMismatch => "key_mismatch",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::ImpossibleTransition => "impossible_transition",
+            RejectReason::UnknownUnit => "unknown_unit",
+            RejectReason::UnknownProcedure => "unknown_procedure",
         }
+    }
+
+    /// Whether the event is still applied (and the dead letter is a notice), or dropped.
+    pub fn is_kept(self) -> bool {
+        matches!(self, RejectReason::UnknownUnit | RejectReason::UnknownProcedure)
     }
 }
 
@@ -187,7 +213,7 @@ pub struct Rejection {
     pub detail: String,
 }
 
-fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+pub fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     Rejection { reason, detail: detail.into() }
 }
 

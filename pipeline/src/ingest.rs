@@ -1,35 +1,52 @@
-//! The Kafka source: reads the dossier events topic and, where they exist, the petitions topic
-//! and the compacted catalog and unit topics, from explicitly assigned partitions; decodes and
-//! validates each message, sends rejects to the dead-letter topic, and hands decoded inputs to
-//! the engine in bounded batches (a full queue blocks the consumer: backpressure, never loss).
+//! The Kafka source. At start it reads the compacted catalog and unit topics to their end (so
+//! events are checked against whole tables), then reads the dossier events and petitions topics
+//! from the positions of the last snapshot (or the configured start for a partition it has none
+//! for), and keeps following all four. Each message is decoded and validated; rejects go to the
+//! dead-letter topic; decoded inputs reach the engine in bounded batches (a full queue blocks the
+//! consumer: backpressure, never loss). Partitions added to a topic are picked up while running.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::ProcedureRecord;
-use crate::config::{Config, StartFrom};
-use crate::event::{DossierEvent, RejectReason, Rejection};
+use crate::config::{Config, OutOfRange, StartFrom};
+use crate::dead_letter::{DeadLetter, DeadLetters, Origin};
+use crate::event::{reject, DossierEvent, RejectReason, Rejection};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::petition::PetitionEvent;
+use crate::snapshot::Ledger;
 use crate::time::Instant;
 use crate::units::Unit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("cannot create the Kafka client: {0} (check the [kafka] table of the config)")]
-    Client(rdkafka::error::KafkaError),
+    Client(KafkaError),
     #[error("cannot assign the partitions of {topic}: {source}")]
-    Assign { topic: String, source: rdkafka::error::KafkaError },
+    Assign { topic: String, source: KafkaError },
+    #[error(
+        "{topic}[{partition}]: the snapshot resumes at offset {stored}, but the broker holds offsets {low} to {high}: \
+         {what}. Nothing was read. To accept the gap and go on from the earliest offset still held, set \
+         [ingest] out_of_range = \"earliest\"; to rebuild instead, replay the missing events from their source"
+    )]
+    OutOfRange { topic: String, partition: i32, stored: i64, low: i64, high: i64, what: &'static str },
+    #[error("{0}: the broker no longer holds the offset being read (deleted by retention?). {1}")]
+    LostPosition(String, &'static str),
+    #[error("reading the table topic {topic}: {source}")]
+    Table { topic: String, source: KafkaError },
 }
+
+/// Next offset to read, per (topic, partition).
+pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// One decoded message.
 #[derive(Debug, Clone)]
@@ -42,15 +59,23 @@ pub enum Input {
     Unit(String, Option<Unit>),
 }
 
-/// Decoded inputs, and for each partition they came from the next offset to read.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub inputs: Vec<Input>,
-    pub next_offsets: BTreeMap<(String, i32), i64>,
+/// A decoded message and where it came from (for the dead-letter topic, should the engine
+/// refuse it).
+#[derive(Debug, Clone)]
+pub struct Sourced {
+    pub input: Input,
+    pub origin: Origin,
 }
 
-/// Where each assigned partition stands: next offset to read (shared with the lag reporter).
-type Positions = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
+/// Decoded inputs; for each partition they came from, the next offset to read; and what reading
+/// them counted (messages consumed, rejects already dead-lettered). The engine takes all three
+/// at once, so a snapshot's offsets and counters always agree.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub inputs: Vec<Sourced>,
+    pub next_offsets: Offsets,
+    pub ledger: Ledger,
+}
 
 /// Which contract a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +86,15 @@ enum Contract {
     Units,
 }
 
+impl Contract {
+    /// Compacted tables are read whole at every start; streams resume where the snapshot stopped.
+    fn is_table(self) -> bool {
+        matches!(self, Contract::Catalog | Contract::Units)
+    }
+}
+
 fn decode_record<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
-    serde_json::from_slice(payload)
-        .map_err(|e| Rejection { reason: RejectReason::SchemaViolation, detail: e.to_string() })
+    serde_json::from_slice(payload).map_err(|e| reject(RejectReason::SchemaViolation, e.to_string()))
 }
 
 /// Decodes a message of a compacted topic keyed by code: a record whose code is the key, or a
@@ -75,18 +106,14 @@ fn decode_keyed<T: serde::de::DeserializeOwned>(
 ) -> Result<(String, Option<T>), Rejection> {
     let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
     let Some(payload) = payload.filter(|p| !p.is_empty()) else {
-        return key.map(|k| (k, None)).ok_or_else(|| Rejection {
-            reason: RejectReason::KeyMismatch,
-            detail: "a tombstone needs the code as its key".into(),
-        });
+        return key
+            .map(|k| (k, None))
+            .ok_or_else(|| reject(RejectReason::KeyMismatch, "a tombstone needs the code as its key"));
     };
     let record: T = decode_record(payload)?;
     let code = code_of(&record).to_owned();
     if key.as_ref().is_some_and(|k| *k != code) {
-        return Err(Rejection {
-            reason: RejectReason::KeyMismatch,
-            detail: format!("key {key:?} is not the code {code:?}"),
-        });
+        return Err(reject(RejectReason::KeyMismatch, format!("key {key:?} is not the code {code:?}")));
     }
     Ok((code, Some(record)))
 }
@@ -99,10 +126,7 @@ fn decode(
 ) -> Result<Input, Rejection> {
     let bytes = payload.unwrap_or_default();
     if bytes.len() > max_bytes {
-        return Err(Rejection {
-            reason: RejectReason::Oversized,
-            detail: format!("{} bytes, the limit is {max_bytes}", bytes.len()),
-        });
+        return Err(reject(RejectReason::Oversized, format!("{} bytes, the limit is {max_bytes}", bytes.len())));
     }
     match contract {
         Contract::Dossiers => crate::event::decode(bytes, key, max_bytes).map(Input::Dossier),
@@ -110,8 +134,7 @@ fn decode(
         Contract::Catalog => {
             let (code, record) = decode_keyed(payload, key, |r: &ProcedureRecord| &r.code)?;
             if let Some(r) = &record {
-                crate::catalog::Procedure::from_record(r)
-                    .map_err(|detail| Rejection { reason: RejectReason::SchemaViolation, detail })?;
+                crate::catalog::Procedure::from_record(r).map_err(|d| reject(RejectReason::SchemaViolation, d))?;
             }
             Ok(Input::Procedure(code, record))
         }
@@ -127,121 +150,304 @@ pub fn client_config(config: &Config) -> ClientConfig {
     client
 }
 
-pub async fn run(
-    config: Arc<Config>,
+/// Turns messages into a batch: decodes, counts, collects dead letters.
+#[derive(Clone)]
+struct Reader {
+    contracts: HashMap<String, Contract>,
+    max_bytes: usize,
+    /// The snapshot's positions: a table message before them was counted (and, if bad,
+    /// dead-lettered) before the restart, so re-reading the table does not count it again.
+    resumed: Offsets,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    batches: mpsc::Sender<Batch>,
-    shutdown: CancellationToken,
-) -> Result<(), IngestError> {
-    let topic = config.topics.events.clone();
-    let reset = match config.ingest.start_from {
-        StartFrom::Earliest => "earliest",
-        StartFrom::Latest => "latest",
-    };
-    let consumer: Arc<StreamConsumer> = Arc::new(
-        client_config(&config)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", reset)
-            .create()
-            .map_err(IngestError::Client)?,
-    );
-    let dead_letters: FutureProducer =
-        client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
+}
 
-    let Some(events_partitions) = wait_for_partitions(&consumer, &topic, &health, &shutdown).await else {
-        return Ok(());
-    };
-    let mut topics = vec![(topic.clone(), Contract::Dossiers, events_partitions)];
-    for (name, contract) in [
-        (&config.topics.petitions, Contract::Petitions),
-        (&config.topics.catalog, Contract::Catalog),
-        (&config.topics.units, Contract::Units),
-    ] {
-        if name.is_empty() {
-            continue;
-        }
-        match existing_partitions(&consumer, name).await {
-            Some(partitions) => topics.push((name.clone(), contract, partitions)),
-            None => tracing::warn!(topic = name, "topic not found at start; not consumed"),
-        }
-    }
-    let start = match config.ingest.start_from {
-        StartFrom::Earliest => Offset::Beginning,
-        StartFrom::Latest => Offset::End,
-    };
-    let mut assignment = TopicPartitionList::new();
-    for (name, contract, partitions) in &topics {
-        // Catalog and units topics are compacted tables: always read whole.
-        let offset = if matches!(contract, Contract::Catalog | Contract::Units) { Offset::Beginning } else { start };
-        for &p in partitions {
-            assignment
-                .add_partition_offset(name, p, offset)
-                .map_err(|source| IngestError::Assign { topic: name.clone(), source })?;
-        }
-    }
-    consumer.assign(&assignment).map_err(|source| IngestError::Assign { topic: topic.clone(), source })?;
-    tracing::info!(topics = ?topics.iter().map(|(n, _, p)| format!("{n}[{}]", p.len())).collect::<Vec<_>>(), start_from = reset, "assigned");
-    let contracts: HashMap<String, Contract> = topics.iter().map(|(n, c, _)| (n.clone(), *c)).collect();
+/// A batch being filled, with the dead letters its messages produced.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    letters: Vec<DeadLetter>,
+}
 
-    let positions: Positions = Arc::new(Mutex::new(BTreeMap::new()));
-    let lag_reporter = tokio::spawn(report_lag(
-        consumer.clone(),
-        topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
-        positions.clone(),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
-
-    let linger = Duration::from_millis(config.ingest.batch_linger_ms);
-    let max_events = config.ingest.batch_max_events;
-    let max_bytes = config.ingest.max_event_bytes;
-    let mut stopping = false;
-    while !stopping {
-        let mut batch = Batch::default();
-        let mut deadline = None;
-        while batch.inputs.len() < max_events {
-            let received = tokio::select! {
-                // The batch read so far still goes to the engine: nothing consumed is dropped.
-                _ = shutdown.cancelled() => { stopping = true; break }
-                _ = sleep_until(deadline) => break,
-                received = consumer.recv() => received,
-            };
-            let message = match received {
-                Ok(message) => message,
-                Err(error) => {
-                    health.fault(format!("reading {topic}: {error}"));
-                    tracing::warn!(%error, "consumer error");
-                    continue;
-                }
-            };
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
-            let contract = contracts.get(message.topic()).copied().unwrap_or(Contract::Dossiers);
-            metrics.events_consumed.inc();
-            metrics.bytes_consumed.inc_by(message.payload_len() as u64);
-            batch.next_offsets.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-            match decode(contract, message.payload(), message.key(), max_bytes) {
-                Ok(input) => batch.inputs.push(input),
-                Err(rejection) => {
-                    let source = format!("{}/{}/{}", message.topic(), message.partition(), message.offset());
-                    dead_letter(&dead_letters, &config.topics.dead_letter, &message, &rejection, &source, &shutdown)
-                        .await;
-                    metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
-                }
+impl Reader {
+    fn take(&self, pending: &mut Pending, message: &BorrowedMessage<'_>) {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let contract = self.contracts.get(topic).copied().unwrap_or(Contract::Dossiers);
+        pending.batch.next_offsets.insert((topic.to_owned(), partition), offset + 1);
+        let counted_before = self.resumed.get(&(topic.to_owned(), partition)).is_some_and(|&next| offset < next);
+        if !counted_before {
+            pending.batch.ledger.consumed += 1;
+            self.metrics.events_consumed.inc();
+            self.metrics.bytes_consumed.inc_by(message.payload_len() as u64);
+        }
+        let decoded = decode(contract, message.payload(), message.key(), self.max_bytes);
+        if decoded.is_err() && counted_before {
+            return;
+        }
+        let origin = Origin {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        };
+        match decoded {
+            Ok(input) => pending.batch.inputs.push(Sourced { input, origin }),
+            Err(rejection) => {
+                pending.batch.ledger.reject(rejection.reason.as_str());
+                self.metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+                pending.letters.push(DeadLetter { origin, rejection });
             }
         }
-        if batch.next_offsets.is_empty() {
-            continue;
+    }
+}
+
+/// The tasks' shared view of the source: where each partition stands, for lag and health.
+struct Progress {
+    positions: Mutex<Offsets>,
+}
+
+pub struct Source {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Where the last snapshot stopped.
+    pub resume: Offsets,
+    /// The offsets of the newest durable snapshot, committed to the consumer group for lag tools.
+    pub durable: watch::Receiver<Offsets>,
+}
+
+impl Source {
+    pub async fn run(self, batches: mpsc::Sender<Batch>, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let config = self.config.clone();
+        let topic = config.topics.events.clone();
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            client_config(&config)
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                // A position the broker no longer holds is an error, never a silent jump.
+                .set("auto.offset.reset", "error")
+                .create()
+                .map_err(IngestError::Client)?,
+        );
+        let Some(events_partitions) = wait_for_partitions(&consumer, &topic, &self.health, &shutdown).await else {
+            return Ok(());
+        };
+        let mut topics = vec![(topic.clone(), Contract::Dossiers, events_partitions)];
+        for (name, contract) in [
+            (&config.topics.petitions, Contract::Petitions),
+            (&config.topics.catalog, Contract::Catalog),
+            (&config.topics.units, Contract::Units),
+        ] {
+            if name.is_empty() {
+                continue;
+            }
+            match fetch_partitions(&consumer, name).await {
+                Ok(partitions) if !partitions.is_empty() => topics.push((name.clone(), contract, partitions)),
+                _ => tracing::warn!(topic = name, "topic not found at start; not consumed"),
+            }
         }
-        positions.lock().expect("positions lock").extend(batch.next_offsets.iter().map(|(k, &o)| (k.clone(), o)));
-        if batches.send(batch).await.is_err() {
-            break; // the state has stopped: shutting down
+        let reader = Reader {
+            contracts: topics.iter().map(|(n, c, _)| (n.clone(), *c)).collect(),
+            max_bytes: config.ingest.max_event_bytes,
+            resumed: self.resume.clone(),
+            metrics: self.metrics.clone(),
+        };
+
+        // The tables first, whole: events are checked against every unit and procedure known.
+        let mut assignment = TopicPartitionList::new();
+        for (name, _, partitions) in topics.iter().filter(|(_, c, _)| c.is_table()) {
+            let (client, reader, name, partitions) =
+                (client_config(&config), reader.clone(), name.clone(), partitions.clone());
+            let (tables, ends) = tokio::task::spawn_blocking(move || read_table(client, &reader, &name, &partitions))
+                .await
+                .expect("table reader does not panic")?;
+            self.dead_letters.deliver(&tables.letters, &shutdown).await;
+            for ((name, partition), end) in ends {
+                add(&mut assignment, &name, partition, Offset::Offset(end))?;
+            }
+            if batches.send(tables.batch).await.is_err() {
+                return Ok(());
+            }
+        }
+        for (name, _, partitions) in topics.iter().filter(|(_, c, _)| !c.is_table()) {
+            for &p in partitions {
+                let start = self.start_of(&consumer, name, p).await?;
+                add(&mut assignment, name, p, start)?;
+            }
+        }
+        consumer.assign(&assignment).map_err(|source| IngestError::Assign { topic: topic.clone(), source })?;
+        tracing::info!(
+            topics = ?topics.iter().map(|(n, _, p)| format!("{n}[{}]", p.len())).collect::<Vec<_>>(),
+            resumed = self.resume.len(),
+            "assigned"
+        );
+
+        let progress = Arc::new(Progress { positions: Mutex::new(self.resume.clone()) });
+        let watcher = tokio::spawn(watch_partitions(
+            consumer.clone(),
+            topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
+            progress.clone(),
+            self.config.ingest.start_from,
+            self.durable.clone(),
+            self.metrics.clone(),
+            self.health.clone(),
+            shutdown.clone(),
+        ));
+        let result = self.follow(&consumer, &reader, &progress, batches, &shutdown).await;
+        watcher.abort();
+        result
+    }
+
+    /// Where to start a stream partition: the snapshot's offset if it has one the broker still
+    /// holds; the configured start for a partition it has never seen.
+    async fn start_of(
+        &self,
+        consumer: &Arc<StreamConsumer>,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Offset, IngestError> {
+        let Some(&stored) = self.resume.get(&(topic.to_owned(), partition)) else {
+            return Ok(match self.config.ingest.start_from {
+                StartFrom::Earliest => Offset::Beginning,
+                StartFrom::Latest => Offset::End,
+            });
+        };
+        let (client, name) = (consumer.clone(), topic.to_owned());
+        let (low, high) =
+            tokio::task::spawn_blocking(move || client.fetch_watermarks(&name, partition, Duration::from_secs(10)))
+                .await
+                .expect("watermark task does not panic")
+                .map_err(|source| IngestError::Assign { topic: topic.to_owned(), source })?;
+        let what = match stored {
+            s if s < low => "the events between were deleted by retention before they were read",
+            s if s > high => "the broker has fewer messages than were read: was the topic deleted and created again?",
+            _ => return Ok(Offset::Offset(stored)),
+        };
+        match self.config.ingest.out_of_range {
+            OutOfRange::Fail => {
+                Err(IngestError::OutOfRange { topic: topic.to_owned(), partition, stored, low, high, what })
+            }
+            OutOfRange::Earliest => {
+                tracing::error!(
+                    topic,
+                    partition,
+                    stored,
+                    low,
+                    high,
+                    what,
+                    "out of range; going on from the earliest offset held, as configured"
+                );
+                self.health.fault(format!("{topic}[{partition}] resumed at {low}, not {stored}: {what}"));
+                Ok(Offset::Offset(low))
+            }
         }
     }
-    lag_reporter.abort();
-    Ok(())
+
+    /// Reads the assigned partitions until shutdown, handing the engine one batch at a time.
+    async fn follow(
+        &self,
+        consumer: &StreamConsumer,
+        reader: &Reader,
+        progress: &Progress,
+        batches: mpsc::Sender<Batch>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IngestError> {
+        let linger = Duration::from_millis(self.config.ingest.batch_linger_ms);
+        let max_events = self.config.ingest.batch_max_events;
+        let mut stopping = false;
+        while !stopping {
+            let mut pending = Pending::default();
+            let mut deadline = None;
+            while pending.batch.inputs.len() < max_events {
+                let received = tokio::select! {
+                    // The batch read so far still goes to the engine: nothing consumed is dropped.
+                    _ = shutdown.cancelled() => { stopping = true; break }
+                    _ = sleep_until(deadline) => break,
+                    received = consumer.recv() => received,
+                };
+                match received {
+                    Ok(message) => {
+                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
+                        reader.take(&mut pending, &message);
+                    }
+                    Err(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
+                    )) => return Err(IngestError::LostPosition(
+                        format!("reading {}", self.config.topics.events),
+                        "Restart the pipeline: it resumes from its last snapshot and says which partition lost events.",
+                    )),
+                    Err(error) => {
+                        self.health.fault(format!("reading {}: {error}", self.config.topics.events));
+                        tracing::warn!(%error, "consumer error");
+                    }
+                }
+            }
+            if pending.batch.next_offsets.is_empty() {
+                continue;
+            }
+            // Dead letters first: once the engine has the batch, its offsets may reach a snapshot.
+            self.dead_letters.deliver(&pending.letters, shutdown).await;
+            progress.positions.lock().expect("positions lock").extend(pending.batch.next_offsets.clone());
+            if batches.send(pending.batch).await.is_err() {
+                break; // the engine has stopped: shutting down
+            }
+        }
+        Ok(())
+    }
+}
+
+fn add(list: &mut TopicPartitionList, topic: &str, partition: i32, offset: Offset) -> Result<(), IngestError> {
+    list.add_partition_offset(topic, partition, offset)
+        .map_err(|source| IngestError::Assign { topic: topic.to_owned(), source })
+}
+
+/// Reads a compacted table topic from its beginning to the end it has now (blocking); returns
+/// the batch and where each partition ended.
+fn read_table(
+    client: ClientConfig,
+    reader: &Reader,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(Pending, Offsets), IngestError> {
+    let table_error = |source| IngestError::Table { topic: topic.to_owned(), source };
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(IngestError::Client)?;
+    let mut ends = Offsets::new();
+    let mut assignment = TopicPartitionList::new();
+    for &p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(table_error)?;
+        ends.insert((topic.to_owned(), p), high);
+        if high > low {
+            add(&mut assignment, topic, p, Offset::Offset(low))?;
+        }
+    }
+    let mut unread: BTreeMap<i32, i64> =
+        assignment.elements().iter().map(|e| (e.partition(), ends[&(topic.to_owned(), e.partition())])).collect();
+    consumer.assign(&assignment).map_err(table_error)?;
+    let mut pending = Pending::default();
+    let started = std::time::Instant::now();
+    while !unread.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if unread.get(&message.partition()).is_some_and(|&end| message.offset() + 1 >= end) {
+                    unread.remove(&message.partition());
+                }
+                reader.take(&mut pending, &message);
+            }
+            Some(Err(source)) => return Err(table_error(source)),
+            None if started.elapsed() > Duration::from_secs(60) => {
+                return Err(table_error(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)))
+            }
+            None => {}
+        }
+    }
+    tracing::info!(topic, records = pending.batch.inputs.len(), "table read");
+    Ok((pending, ends))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -252,7 +458,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The partitions of `topic`; Ok(empty) when it does not exist.
-async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, rdkafka::error::KafkaError> {
+async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, KafkaError> {
     let (client, name) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         client.fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
@@ -265,10 +471,6 @@ async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result
     })
     .await
     .expect("metadata task does not panic")
-}
-
-async fn existing_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Option<Vec<i32>> {
-    fetch_partitions(consumer, topic).await.ok().filter(|p| !p.is_empty())
 }
 
 /// Waits until the topic exists and has partitions, reporting the wait in /healthz.
@@ -294,11 +496,15 @@ async fn wait_for_partitions(
     }
 }
 
-/// Publishes consumer lag per topic and partition, and broker reachability, every few seconds.
-async fn report_lag(
+/// Every few seconds: reports lag per partition and whether the brokers answer, picks up
+/// partitions added to a topic, and commits the newest durable snapshot's offsets to the group.
+#[allow(clippy::too_many_arguments)]
+async fn watch_partitions(
     consumer: Arc<StreamConsumer>,
-    topics: Vec<(String, Vec<i32>)>,
-    positions: Positions,
+    mut topics: Vec<(String, Vec<i32>)>,
+    progress: Arc<Progress>,
+    start_from: StartFrom,
+    mut durable: watch::Receiver<Offsets>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
@@ -320,16 +526,24 @@ async fn report_lag(
             Ok(marks) => {
                 health.connected();
                 metrics.broker_connected.set(1);
-                let positions = positions.lock().expect("positions lock").clone();
+                let positions = progress.positions.lock().expect("positions lock").clone();
                 for (t, p, low, high) in marks {
                     let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
                     metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - next).max(0));
                 }
+                for (topic, known) in topics.iter_mut() {
+                    if let Ok(now) = fetch_partitions(&consumer, topic).await {
+                        add_new_partitions(&consumer, topic, known, now, start_from);
+                    }
+                }
             }
             Err(error) => {
                 metrics.broker_connected.set(0);
-                health.fault(format!("cannot read watermarks: {error}"));
+                health.fault(format!("cannot reach the brokers: {error}; serving the last scores"));
             }
+        }
+        if durable.has_changed().unwrap_or(false) {
+            commit(&consumer, &durable.borrow_and_update());
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -338,36 +552,44 @@ async fn report_lag(
     }
 }
 
-/// Sends a rejected message, unchanged, to the dead-letter topic with why and where it came from.
-/// Retries until delivered: a reject is never dropped.
-async fn dead_letter(
-    producer: &FutureProducer,
+fn add_new_partitions(
+    consumer: &StreamConsumer,
     topic: &str,
-    message: &rdkafka::message::BorrowedMessage<'_>,
-    rejection: &Rejection,
-    source: &str,
-    shutdown: &CancellationToken,
+    known: &mut Vec<i32>,
+    now: Vec<i32>,
+    start_from: StartFrom,
 ) {
-    tracing::debug!(source, reason = rejection.reason.as_str(), detail = %rejection.detail, "rejected");
-    let payload = message.payload().unwrap_or_default();
-    loop {
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "index766.reason", value: Some(rejection.reason.as_str()) })
-            .insert(Header { key: "index766.detail", value: Some(rejection.detail.as_str()) })
-            .insert(Header { key: "index766.source", value: Some(source) });
-        let mut record = FutureRecord::to(topic).payload(payload).headers(headers);
-        if let Some(key) = message.key() {
-            record = record.key(key);
+    let added: Vec<i32> = now.into_iter().filter(|p| !known.contains(p)).collect();
+    if added.is_empty() {
+        return;
+    }
+    let start = match start_from {
+        StartFrom::Earliest => Offset::Beginning,
+        StartFrom::Latest => Offset::End,
+    };
+    let mut list = TopicPartitionList::new();
+    for &p in &added {
+        let _ = list.add_partition_offset(topic, p, start);
+    }
+    match consumer.incremental_assign(&list) {
+        Ok(()) => {
+            tracing::info!(topic, ?added, "partitions added to the topic are now read");
+            known.extend(added);
         }
-        match producer.send(record, Duration::from_secs(10)).await {
-            Ok(_) => return,
-            Err((error, _)) => {
-                tracing::warn!(%error, topic, "dead-letter delivery failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
+        Err(error) => tracing::warn!(%error, topic, "cannot read the added partitions yet; will retry"),
+    }
+}
+
+/// Commits offsets to the consumer group, for lag tools only: the pipeline resumes from its
+/// snapshots, never from the group.
+fn commit(consumer: &StreamConsumer, offsets: &Offsets) {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), &next) in offsets {
+        let _ = list.add_partition_offset(topic, *partition, Offset::Offset(next));
+    }
+    if list.count() > 0 {
+        if let Err(error) = consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(%error, "cannot commit the snapshot's offsets to the consumer group");
         }
     }
 }

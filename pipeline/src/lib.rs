@@ -1,12 +1,15 @@
 //! index766: Index 766 (Decision 766/QĐ-TTg) scores, live, from Kafka dossier events.
 //!
-//! Data flows one way: `ingest` (Kafka → decoded events) → `engine` (owns the `state`, which
-//! sums what `judge` makes of each dossier) → `view` (immutable tables built by `scoring` under
-//! the `spec`, with the `catalog` and `units`) → readers: `query` (SQL), `metrics`, `snapshot`
-//! (Parquet), served by `http`.
+//! Data flows one way: `ingest` (Kafka → decoded events; rejects to `dead_letter`) → `engine`
+//! (owns the `state`, which sums what `judge` makes of each dossier) → `view` (immutable tables
+//! built by `scoring` under the `spec`, with the `catalog` and `units`) → readers: `query` (SQL),
+//! `metrics`, served by `http`. Between batches the engine copies the state (`checkpoint`) for
+//! `snapshot`, which writes it to the `store`; a restart resumes from the newest snapshot.
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
+pub mod dead_letter;
 pub mod demo;
 pub mod engine;
 pub mod event;
@@ -23,15 +26,16 @@ pub mod simulate;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
+pub mod store;
 pub mod time;
 pub mod units;
 pub mod view;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,11 +43,16 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::catalog::Catalog;
+use crate::dead_letter::DeadLetters;
 use crate::engine::Engine;
 use crate::health::Health;
+use crate::ingest::{IngestError, Offsets, Source};
 use crate::metrics::Metrics;
+use crate::petition::Petitions;
+use crate::snapshot::{Checkpoint, Ledger, SnapshotError, Snapshots};
 use crate::spec::Spec;
 use crate::state::State;
+use crate::store::Store;
 use crate::time::Clock;
 use crate::units::Registry;
 use crate::view::View;
@@ -59,11 +68,15 @@ pub enum RunError {
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
-    Ingest(#[from] ingest::IngestError),
+    Ingest(#[from] IngestError),
     #[error(transparent)]
     Query(#[from] query::QueryError),
     #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
+    Snapshot(#[from] SnapshotError),
+    #[error("snapshot {id} verifies but cannot be restored: {why} (move its folder out of [snapshot] dir to resume from the one before)")]
+    Restore { id: u64, why: String },
+    #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; the one before stands, and events after it will be read again")]
+    ShutdownDeadline(u64),
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -78,11 +91,57 @@ pub struct Pipeline {
     pub http_addr: SocketAddr,
     pub views: watch::Receiver<Arc<View>>,
     pub metrics: Arc<Metrics>,
-    snapshot_dir: PathBuf,
-    ingest: JoinHandle<Result<(), ingest::IngestError>>,
-    engine: JoinHandle<Arc<View>>,
-    snapshots: JoinHandle<()>,
+    /// The newest durable snapshot's offsets, as they become durable.
+    pub durable: watch::Receiver<Offsets>,
+    shutdown_deadline: Duration,
+    ingest: JoinHandle<Result<(), IngestError>>,
+    engine: JoinHandle<(Arc<View>, Checkpoint)>,
+    snapshots: JoinHandle<Snapshots>,
+    durable_tx: watch::Sender<Offsets>,
     http: JoinHandle<std::io::Result<()>>,
+}
+
+/// What a start resumes from: the newest snapshot's state, or nothing.
+struct Resumed {
+    state: State,
+    petitions: Petitions,
+    offsets: Offsets,
+    ledger: Ledger,
+}
+
+async fn resume(
+    config: &Config,
+    now: time::Instant,
+    catalog: Arc<Catalog>,
+    metrics: &Metrics,
+) -> Result<(Snapshots, Resumed), RunError> {
+    let started = std::time::Instant::now();
+    let store = Store::Local(config.snapshot.dir.clone());
+    let (snapshots, restored) = Snapshots::open(store, config.snapshot.keep).await?;
+    let Some(restored) = restored else {
+        tracing::info!(store = %config.snapshot.dir.display(), "no snapshot: starting from the topics");
+        let state = State::new(now, catalog);
+        return Ok((
+            snapshots,
+            Resumed { state, petitions: Default::default(), offsets: Default::default(), ledger: Default::default() },
+        ));
+    };
+    let id = restored.manifest.id;
+    let restore_error = |why| RunError::Restore { id, why };
+    let state = checkpoint::restore_state(now, catalog, restored.table(checkpoint::DOSSIERS)).map_err(restore_error)?;
+    let petitions = checkpoint::read_petitions(restored.table(checkpoint::PETITIONS)).map_err(restore_error)?;
+    let ledger = restored.manifest.ledger.clone();
+    metrics.resume(&ledger);
+    metrics.snapshot_generation.set(id as i64);
+    metrics.recovery_duration.set(started.elapsed().as_secs_f64());
+    tracing::info!(
+        snapshot = id,
+        dossiers = state.dossiers().len(),
+        petitions = petitions.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "resumed from snapshot"
+    );
+    Ok((snapshots, Resumed { state, petitions, offsets: restored.manifest.offsets(), ledger }))
 }
 
 impl Pipeline {
@@ -100,9 +159,11 @@ impl Pipeline {
         });
         let metrics = Arc::new(Metrics::new(config.metrics.clone()));
         let health = Arc::new(Health::default());
-        let state = State::new(clock.now(), catalog.clone());
+        let (snapshots, resumed) = resume(&config, clock.now(), catalog.clone(), &metrics).await?;
         let target_total = config.scoring.target_total;
-        let first_view = View::build(registry.clone(), &spec, target_total, &state, &Default::default());
+        let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
+        let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
+        let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let sql = Arc::new(query::SqlService::new(&config.sql)?);
         let initial = views.borrow().clone();
@@ -120,12 +181,36 @@ impl Pipeline {
             async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
         });
 
+        let producer: FutureProducer =
+            ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
+        let dead_letters = Arc::new(DeadLetters::new(producer, config.topics.dead_letter.clone()));
+        let (durable_tx, durable) = watch::channel(resumed.offsets.clone());
+        let source = Source {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            health,
+            dead_letters: dead_letters.clone(),
+            resume: resumed.offsets.clone(),
+            durable: durable.clone(),
+        };
         let (batch_tx, batch_rx) = mpsc::channel(8);
-        let ingest = tokio::spawn(ingest::run(config.clone(), metrics.clone(), health, batch_tx, shutdown.clone()));
+        let ingest = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let result = source.run(batch_tx, shutdown.clone()).await;
+                if let Err(error) = &result {
+                    // A source that cannot go on stops the pipeline, with its message.
+                    tracing::error!(%error, "ingest stopped");
+                    shutdown.cancel();
+                }
+                result
+            }
+        });
+        let (checkpoint_tx, checkpoint_rx) = mpsc::channel(1);
         let engine = Engine {
-            state,
-            petitions: Default::default(),
-            calendar: petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?,
+            state: resumed.state,
+            petitions: resumed.petitions,
+            calendar,
             catalog: (*catalog).clone(),
             units: registry.units().iter().map(|u| (u.code.clone(), u.clone())).collect(),
             registry,
@@ -135,35 +220,49 @@ impl Pipeline {
             metrics: metrics.clone(),
             views: view_tx,
             publish_every: Duration::from_millis(config.scoring.publish_interval_ms.max(10)),
+            offsets: resumed.offsets,
+            ledger: resumed.ledger,
+            dead_letters,
+            max_future_secs: config.ingest.max_future_secs,
+            checkpoints: checkpoint_tx,
+            snapshot_every: Duration::from_secs(config.snapshot.interval_secs),
+            shutdown: shutdown.clone(),
         };
         let engine = tokio::spawn(engine.run(batch_rx));
-        let snapshots = tokio::spawn(snapshot_every(
-            config.snapshot.dir.clone(),
-            Duration::from_secs(config.snapshot.interval_secs),
-            views.clone(),
-            metrics.clone(),
-            shutdown,
-        ));
+        let snapshots = tokio::spawn(write_snapshots(snapshots, checkpoint_rx, durable_tx.clone(), metrics.clone()));
         tracing::info!(%http_addr, topic = config.topics.events, "index766 started");
         Ok(Pipeline {
             http_addr,
             views,
             metrics,
-            snapshot_dir: config.snapshot.dir.clone(),
+            durable,
+            shutdown_deadline: Duration::from_secs(config.snapshot.shutdown_deadline_secs),
             ingest,
             engine,
             snapshots,
+            durable_tx,
             http,
         })
     }
 
-    /// Waits for shutdown, then writes the final snapshot from the final view.
+    /// Waits for shutdown, then writes the final snapshot from the final state, within the
+    /// configured deadline.
     pub async fn wait(self) -> Result<(), RunError> {
         let ingest = self.ingest.await.expect("ingest task does not panic");
-        let final_view = self.engine.await.expect("engine task does not panic");
-        let _ = self.snapshots.await;
-        let path = write_snapshot(self.snapshot_dir, final_view, &self.metrics).await?;
-        tracing::info!(path = %path.display(), "final snapshot written");
+        let (_, last) = self.engine.await.expect("engine task does not panic");
+        let mut snapshots = self.snapshots.await.expect("snapshot task does not panic");
+        let written = tokio::time::timeout(
+            self.shutdown_deadline,
+            write_one(&mut snapshots, last, &self.durable_tx, &self.metrics),
+        )
+        .await;
+        match written {
+            Ok(result) => {
+                let manifest = result?;
+                tracing::info!(snapshot = manifest.id, "final snapshot written");
+            }
+            Err(_) => return Err(RunError::ShutdownDeadline(self.shutdown_deadline.as_secs())),
+        }
         if let Err(error) = self.http.await.expect("http task does not panic") {
             tracing::warn!(%error, "http server stopped with an error");
         }
@@ -172,33 +271,34 @@ impl Pipeline {
     }
 }
 
-async fn write_snapshot(dir: PathBuf, view: Arc<View>, metrics: &Metrics) -> Result<PathBuf, snapshot::SnapshotError> {
+async fn write_one(
+    snapshots: &mut Snapshots,
+    checkpoint: Checkpoint,
+    durable: &watch::Sender<Offsets>,
+    metrics: &Metrics,
+) -> Result<snapshot::Manifest, SnapshotError> {
     let timer = metrics.snapshot_duration.start_timer();
-    let path = tokio::task::spawn_blocking(move || snapshot::write_scores(&dir, view.table("scores")))
-        .await
-        .expect("snapshot task does not panic")?;
+    let offsets = checkpoint.offsets.clone();
+    let manifest = snapshots.write(checkpoint).await.inspect_err(|_| metrics.snapshot_failures.inc())?;
     timer.observe_duration();
     metrics.snapshot_last_success.set(chrono::Utc::now().timestamp() as f64);
-    Ok(path)
+    metrics.snapshot_generation.set(manifest.id as i64);
+    metrics.snapshot_bytes.set(manifest.files.iter().map(|f| f.bytes).sum::<u64>() as i64);
+    durable.send_replace(offsets);
+    Ok(manifest)
 }
 
-async fn snapshot_every(
-    dir: PathBuf,
-    every: Duration,
-    views: watch::Receiver<Arc<View>>,
+/// Writes each copy of the state the engine hands over; returns the store when the engine stops.
+async fn write_snapshots(
+    mut snapshots: Snapshots,
+    mut checkpoints: mpsc::Receiver<Checkpoint>,
+    durable: watch::Sender<Offsets>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let view = views.borrow().clone();
-                if let Err(error) = write_snapshot(dir.clone(), view, &metrics).await {
-                    tracing::error!(%error, "snapshot failed; will retry at the next interval");
-                }
-            }
+) -> Snapshots {
+    while let Some(checkpoint) = checkpoints.recv().await {
+        if let Err(error) = write_one(&mut snapshots, checkpoint, &durable, &metrics).await {
+            tracing::error!(%error, "snapshot failed; will retry at the next interval");
         }
     }
+    snapshots
 }

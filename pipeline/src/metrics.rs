@@ -17,7 +17,6 @@ pub struct Metrics {
     pub events_consumed: IntCounter,
     pub bytes_consumed: IntCounter,
     pub events_rejected: IntCounterVec,
-    pub events_duplicate: IntCounter,
     pub events_applied: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub broker_connected: IntGauge,
@@ -32,6 +31,11 @@ pub struct Metrics {
     pub view_build_duration: Histogram,
     pub snapshot_last_success: Gauge,
     pub snapshot_duration: Histogram,
+    pub checkpoint_copy_duration: Histogram,
+    pub snapshot_failures: IntCounter,
+    pub snapshot_generation: IntGauge,
+    pub snapshot_bytes: IntGauge,
+    pub recovery_duration: Gauge,
     pub sql_queries: IntCounterVec,
     pub sql_query_duration: HistogramVec,
 }
@@ -55,12 +59,11 @@ impl Metrics {
             events_rejected: register(
                 &r,
                 IntCounterVec::new(
-                    Opts::new("index766_events_rejected_total", "Events sent to the dead-letter topic, by reason."),
+                    Opts::new("index766_events_rejected_total", "Messages sent to the dead-letter topic, by reason (unknown_unit and unknown_procedure are kept and applied; the others dropped)."),
                     &["reason"],
                 )
                 .unwrap(),
             ),
-            events_duplicate: counter("index766_events_duplicate_total", "Events whose id was already applied."),
             events_applied: counter("index766_events_applied_total", "Events applied to the state."),
             consumer_lag: register(
                 &r,
@@ -139,13 +142,38 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(HistogramOpts::new(
                     "index766_snapshot_duration_seconds",
-                    "Time to write one Parquet snapshot.",
+                    "Time to encode and durably write one snapshot generation.",
                 ))
+                .unwrap(),
+            ),
+            checkpoint_copy_duration: register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(
+                    "index766_checkpoint_copy_duration_seconds",
+                    "Time ingest waits while the state is copied for a snapshot.",
+                ))
+                .unwrap(),
+            ),
+            snapshot_failures: counter("index766_snapshot_failures_total", "Snapshots that could not be written."),
+            snapshot_generation: register(
+                &r,
+                IntGauge::new("index766_snapshot_generation", "Id of the newest durable snapshot generation.").unwrap(),
+            ),
+            snapshot_bytes: register(
+                &r,
+                IntGauge::new("index766_snapshot_bytes", "Size of the newest durable snapshot generation.").unwrap(),
+            ),
+            recovery_duration: register(
+                &r,
+                Gauge::new(
+                    "index766_recovery_duration_seconds",
+                    "Time at start to read, verify and restore the newest snapshot (0 without one).",
+                )
                 .unwrap(),
             ),
             snapshot_last_success: register(
                 &r,
-                Gauge::new("index766_snapshot_last_success_timestamp_seconds", "When the last Parquet snapshot was written.").unwrap(),
+                Gauge::new("index766_snapshot_last_success_timestamp_seconds", "When the newest snapshot generation became durable.").unwrap(),
             ),
             sql_queries: register(
                 &r,
@@ -167,6 +195,16 @@ impl Metrics {
             m.events_rejected.with_label_values(&[reason.as_str()]);
         }
         m
+    }
+
+    /// Continues the counters from a snapshot's ledger, so they count every message once across
+    /// restarts.
+    pub fn resume(&self, ledger: &crate::snapshot::Ledger) {
+        self.events_consumed.inc_by(ledger.consumed);
+        self.events_applied.inc_by(ledger.applied);
+        for (reason, &n) in &ledger.rejected {
+            self.events_rejected.with_label_values(&[reason.as_str()]).inc_by(n);
+        }
     }
 
     /// Sets the score gauges from a freshly published view (current periods only: the labels

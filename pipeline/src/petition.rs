@@ -141,7 +141,7 @@ pub struct Petition {
     pub classified: bool,
     pub unsatisfied: bool,
     pub repeated: bool,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Petition {
@@ -169,7 +169,7 @@ impl Petition {
 
 #[derive(Debug, Default)]
 pub struct Petitions {
-    by_id: HashMap<String, Petition>,
+    pub(crate) by_id: HashMap<String, Petition>,
 }
 
 impl Petitions {

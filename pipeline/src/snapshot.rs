@@ -1,73 +1,320 @@
-//! Parquet snapshots of the scores table: written to a staging file, synced, then renamed over
-//! `scores.parquet`, so a reader always finds a whole file.
+//! Snapshots that are the state: each generation is a folder `snapshot-<id>` of Parquet tables
+//! (dossiers, petitions, scores) and a `manifest.json` written last, naming every file with its
+//! size and SHA-256, the next offset of every partition, the counters, and the versions it was
+//! written under. A generation counts only once its manifest is durable and its checksums verify;
+//! the newest such generation is where a restart resumes, the one before it the fallback.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ingest::Offsets;
+use crate::store::Store;
+use crate::time::Instant;
+
+/// The layout of a generation; a manifest of another format is not read.
+pub const FORMAT: u32 = 1;
+const PREFIX: &str = "snapshot-";
+const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot folder {path}: {source} (check [snapshot] dir and its permissions)")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("writing Parquet {path}: {source}")]
-    Parquet { path: PathBuf, source: datafusion::parquet::errors::ParquetError },
+    #[error("snapshot store {store}: {source} (check [snapshot] dir and its permissions)")]
+    Io { store: String, source: std::io::Error },
+    #[error("encoding snapshot table {table}: {source}")]
+    Encode { table: String, source: datafusion::parquet::errors::ParquetError },
 }
 
-pub const SCORES_FILE: &str = "scores.parquet";
+/// Counts that must survive a restart exactly: they move with the offsets, batch by batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Messages read past the snapshot positions, every topic.
+    pub consumed: u64,
+    /// Events that changed the state.
+    pub applied: u64,
+    /// Messages sent to the dead-letter topic, by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
 
-/// Writes `batch` as `dir/scores.parquet`, atomically; returns the path.
-pub fn write_scores(dir: &Path, batch: &RecordBatch) -> Result<PathBuf, SnapshotError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| SnapshotError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let staging = dir.join(format!(".{SCORES_FILE}.tmp"));
-    let target = dir.join(SCORES_FILE);
-    let file = File::create(&staging).map_err(io(&staging))?;
+impl Ledger {
+    pub fn reject(&mut self, reason: &str) {
+        *self.rejected.entry(reason.to_owned()).or_default() += 1;
+    }
+}
+
+/// What the engine hands to the writer: a copy of the state, taken between two batches.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub tables: Vec<(&'static str, RecordBatch)>,
+    pub offsets: Offsets,
+    pub ledger: Ledger,
+    pub judged_at: Instant,
+    pub spec_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffsetEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: u64,
+    pub written_at: String,
+    pub event_schema_version: u32,
+    pub spec_version: String,
+    /// The judging instant of the state when it was copied.
+    pub judged_at: Instant,
+    pub files: Vec<FileEntry>,
+    pub offsets: Vec<OffsetEntry>,
+    pub ledger: Ledger,
+}
+
+impl Manifest {
+    pub fn offsets(&self) -> Offsets {
+        self.offsets.iter().map(|o| ((o.topic.clone(), o.partition), o.next_offset)).collect()
+    }
+}
+
+/// A verified generation, read back.
+#[derive(Debug)]
+pub struct Restored {
+    pub manifest: Manifest,
+    pub tables: BTreeMap<String, Vec<RecordBatch>>,
+}
+
+impl Restored {
+    pub fn table(&self, name: &str) -> &[RecordBatch] {
+        self.tables.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// The generations in a store: writes new ones, keeps the last few, finds the newest good one.
+pub struct Snapshots {
+    store: Store,
+    keep: usize,
+    next_id: u64,
+}
+
+fn folder(id: u64) -> String {
+    format!("{PREFIX}{id:012}")
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn encode(name: &str, batch: &RecordBatch) -> Result<Vec<u8>, SnapshotError> {
+    let encode_error = |source| SnapshotError::Encode { table: name.to_owned(), source };
     let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let parquet = |source| SnapshotError::Parquet { path: staging.clone(), source };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet)?;
-    writer.write(batch).map_err(parquet)?;
-    let file = writer.into_inner().map_err(parquet)?;
-    file.sync_all().map_err(io(&staging))?;
-    std::fs::rename(&staging, &target).map_err(io(&target))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(target)
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties)).map_err(encode_error)?;
+    writer.write(batch).map_err(encode_error)?;
+    writer.into_inner().map_err(encode_error)
+}
+
+fn decode(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+}
+
+impl Snapshots {
+    /// Opens the store and reads back its newest generation that verifies, falling back to older
+    /// ones (each rejected generation is logged with why).
+    pub async fn open(store: Store, keep: usize) -> Result<(Snapshots, Option<Restored>), SnapshotError> {
+        let ids = Self::ids(&store).await?;
+        let next_id = ids.last().map_or(1, |last| last + 1);
+        let mut restored = None;
+        for &id in ids.iter().rev() {
+            match Self::read(&store, id).await {
+                Ok(generation) => {
+                    restored = Some(generation);
+                    break;
+                }
+                Err(why) => {
+                    tracing::error!(snapshot = folder(id), %why, "snapshot does not verify; trying the one before")
+                }
+            }
+        }
+        Ok((Snapshots { store, keep: keep.max(1), next_id }, restored))
+    }
+
+    async fn ids(store: &Store) -> Result<Vec<u64>, SnapshotError> {
+        let names = store.list("").await.map_err(|source| SnapshotError::Io { store: store.describe(), source })?;
+        let mut ids: Vec<u64> = names.iter().filter_map(|n| n.strip_prefix(PREFIX)?.parse().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads one generation, verifying every file against the manifest.
+    async fn read(store: &Store, id: u64) -> Result<Restored, String> {
+        let dir = folder(id);
+        let text = store.get(&format!("{dir}/{MANIFEST}")).await.map_err(|e| format!("no readable manifest: {e}"))?;
+        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("manifest is not valid: {e}"))?;
+        if manifest.format != FORMAT || manifest.id != id {
+            return Err(format!(
+                "manifest of format {} for id {}; this build reads format {FORMAT}",
+                manifest.format, manifest.id
+            ));
+        }
+        let mut tables = BTreeMap::new();
+        for file in &manifest.files {
+            let bytes = store.get(&format!("{dir}/{}", file.name)).await.map_err(|e| format!("{}: {e}", file.name))?;
+            if bytes.len() as u64 != file.bytes || sha256(&bytes) != file.sha256 {
+                return Err(format!("{}: {} bytes, checksum does not match the manifest", file.name, bytes.len()));
+            }
+            let batches = tokio::task::spawn_blocking(move || decode(bytes)).await.expect("decode does not panic")?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if rows as u64 != file.rows {
+                return Err(format!("{}: {rows} rows, the manifest says {}", file.name, file.rows));
+            }
+            tables.insert(file.name.trim_end_matches(".parquet").to_owned(), batches);
+        }
+        Ok(Restored { manifest, tables })
+    }
+
+    /// Writes a new generation (tables, then the manifest), then removes all but the newest `keep`.
+    pub async fn write(&mut self, checkpoint: Checkpoint) -> Result<Manifest, SnapshotError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let io = |store: &Store| {
+            let store = store.describe();
+            move |source| SnapshotError::Io { store, source }
+        };
+        let tables = checkpoint.tables.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            tables
+                .iter()
+                .map(|(name, batch)| {
+                    let bytes = encode(name, batch)?;
+                    let entry = FileEntry {
+                        name: format!("{name}.parquet"),
+                        bytes: bytes.len() as u64,
+                        rows: batch.num_rows() as u64,
+                        sha256: sha256(&bytes),
+                    };
+                    Ok((entry, bytes))
+                })
+                .collect::<Result<Vec<_>, SnapshotError>>()
+        })
+        .await
+        .expect("encoding does not panic")?;
+        let manifest = Manifest {
+            format: FORMAT,
+            id,
+            written_at: chrono::Utc::now().to_rfc3339(),
+            event_schema_version: crate::event::SCHEMA_VERSION,
+            spec_version: checkpoint.spec_version,
+            judged_at: checkpoint.judged_at,
+            files: encoded.iter().map(|(entry, _)| entry.clone()).collect(),
+            offsets: checkpoint
+                .offsets
+                .iter()
+                .map(|((topic, partition), &next_offset)| OffsetEntry {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset,
+                })
+                .collect(),
+            ledger: checkpoint.ledger,
+        };
+        let dir = folder(id);
+        let files = encoded.into_iter().map(|(entry, bytes)| (entry.name, bytes)).collect();
+        self.store.put_folder(&dir, files).await.map_err(io(&self.store))?;
+        let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+        self.store.put(&format!("{dir}/{MANIFEST}"), text).await.map_err(io(&self.store))?;
+        // Only now, with the new manifest durable, may older generations go.
+        let ids = Self::ids(&self.store).await?;
+        for &old in ids.iter().filter(|&&old| old < id).rev().skip(self.keep - 1) {
+            self.store.remove_folder(&folder(old)).await.map_err(io(&self.store))?;
+        }
+        Ok(manifest)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
-    #[test]
-    fn a_written_snapshot_reads_back_equal() {
-        let registry =
-            crate::units::Registry::parse("{\"code\":\"U1\",\"name\":\"Xã\",\"level\":\"commune\"}").unwrap();
-        let mut state = crate::state::tests::state_at("2026-11-20T00:00:00+07:00");
-        state.apply(&crate::state::tests::reception(
-            "a",
-            "D1",
-            "2026-11-02T08:00:00+07:00",
-            "2026-11-03T08:00:00+07:00",
-        ));
-        let view = crate::view::View::build(
-            std::sync::Arc::new(registry),
-            &crate::spec::tests::shipped(),
-            80.0,
-            &state,
-            &Default::default(),
-        );
+    fn checkpoint(value: i64) -> Checkpoint {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value; 100]))]).unwrap();
+        Checkpoint {
+            tables: vec![("dossiers", batch.clone()), ("scores", batch)],
+            offsets: [(("events".to_owned(), 0), value)].into(),
+            ledger: Ledger { consumed: value as u64, ..Default::default() },
+            judged_at: 0,
+            spec_version: "test".into(),
+        }
+    }
+
+    async fn reopen(dir: &std::path::Path) -> Option<Restored> {
+        Snapshots::open(Store::Local(dir.to_owned()), 3).await.unwrap().1
+    }
+
+    #[tokio::test]
+    async fn the_newest_verified_generation_is_restored_and_old_ones_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_scores(dir.path(), view.table("scores")).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
-        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
-        assert_eq!(batches, vec![view.table("scores").clone()]);
-        assert!(!dir.path().join(format!(".{SCORES_FILE}.tmp")).exists());
+        let (mut snapshots, none) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        assert!(none.is_none());
+        for value in 1..=5 {
+            snapshots.write(checkpoint(value)).await.unwrap();
+        }
+        let names = Store::Local(dir.path().to_owned()).list("").await.unwrap();
+        assert_eq!(names, vec!["snapshot-000000000003", "snapshot-000000000004", "snapshot-000000000005"]);
+        let restored = reopen(dir.path()).await.unwrap();
+        assert_eq!(restored.manifest.offsets(), [(("events".to_owned(), 0), 5)].into());
+        assert_eq!(restored.manifest.ledger.consumed, 5);
+        assert_eq!(restored.table("dossiers")[0], checkpoint(5).tables[0].1);
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_or_truncated_newest_snapshot_falls_back_to_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut snapshots, _) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        for value in 1..=3 {
+            snapshots.write(checkpoint(value)).await.unwrap();
+        }
+        let newest = dir.path().join("snapshot-000000000003");
+        // Truncated table file.
+        let file = newest.join("scores.parquet");
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(reopen(dir.path()).await.unwrap().manifest.id, 2);
+        // One flipped byte, same length.
+        let file = dir.path().join("snapshot-000000000002/dossiers.parquet");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[40] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(reopen(dir.path()).await.unwrap().manifest.id, 1);
+        // A generation whose manifest never made it (crash before the manifest) is skipped too.
+        std::fs::remove_file(dir.path().join("snapshot-000000000001/manifest.json")).unwrap();
+        assert!(reopen(dir.path()).await.is_none());
+        // The next generation gets a fresh id: a damaged folder is never overwritten.
+        let (mut snapshots, _) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        assert_eq!(snapshots.write(checkpoint(9)).await.unwrap().id, 4);
+        assert_eq!(reopen(dir.path()).await.unwrap().manifest.ledger.consumed, 9);
     }
 }

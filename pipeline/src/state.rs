@@ -89,7 +89,7 @@ pub struct Dossier {
     pub procedure: u32,
     pub channel: Channel,
     pub last_status: u8,
-    last_status_time: Instant,
+    pub(crate) last_status_time: Instant,
     pub received_at: Option<Instant>,
     pub due_at: Option<Instant>,
     pub completed_at: Option<Instant>,
@@ -99,7 +99,8 @@ pub struct Dossier {
     pub supplement_requests: Vec<Instant>,
     pub supplement_arrivals: Vec<Instant>,
     pub flags: u16,
-    seen_events: Vec<u64>,
+    /// Fingerprints of the event ids applied: a repeated event changes nothing.
+    pub(crate) seen_events: Vec<u64>,
 }
 
 /// Keeps the earliest of the times seen: merging is then independent of arrival order.
@@ -108,7 +109,7 @@ pub(crate) fn earliest(slot: &mut Option<Instant>, t: Instant) {
 }
 
 /// FNV-1a: a stable 64-bit fingerprint of an event id (stable across builds, unlike std's hasher).
-fn fingerprint(id: &str) -> u64 {
+pub(crate) fn fingerprint(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -144,6 +145,14 @@ impl Dossier {
             (None, due) => Verdict::OpenUntil(due),
         }
     }
+}
+
+/// A dossier read back from a snapshot, its codes not yet numbered.
+#[derive(Debug)]
+pub struct RestoredDossier {
+    pub dossier: Dossier,
+    pub unit_code: String,
+    pub procedure_code: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +191,22 @@ impl State {
         }
     }
 
+    /// The state of a snapshot: its dossiers, judged afresh at `now` against `catalog`.
+    pub fn restore(now: Instant, catalog: Arc<Catalog>, dossiers: Vec<RestoredDossier>) -> State {
+        let mut state = State::new(now, catalog);
+        for r in dossiers {
+            let mut d = r.dossier;
+            d.unit = state.units.intern(&r.unit_code);
+            d.procedure = state.procedures.intern(&r.procedure_code);
+            state.by_id.insert(d.id.clone(), state.dossiers.len() as u32);
+            state.dossiers.push(d);
+        }
+        for idx in 0..state.dossiers.len() as u32 {
+            state.contribute(idx, 1);
+        }
+        state
+    }
+
     pub fn now(&self) -> Instant {
         self.now
     }
@@ -215,6 +240,43 @@ impl State {
         self.deadlines.clear();
         for idx in 0..self.dossiers.len() as u32 {
             self.contribute(idx, 1);
+        }
+    }
+
+    /// Whether this event id was already applied to its dossier.
+    pub fn is_duplicate(&self, event: &DossierEvent) -> bool {
+        let fp = fingerprint(&event.event_id);
+        self.by_id.get(event.dossier_id.as_str()).is_some_and(|&i| self.dossiers[i as usize].seen_events.contains(&fp))
+    }
+
+    /// Why the event cannot have happened, given what is known of its dossier: the dossier would
+    /// end before it began. A step that needs the dossier received (processing, supplement, fees,
+    /// completion, return, stop) dated before its reception; or a first reception dated after the
+    /// dossier was already completed or returned. Judged on arrival, so the first of two
+    /// contradicting events stands.
+    pub fn impossible(&self, event: &DossierEvent) -> Option<String> {
+        let d = &self.dossiers[*self.by_id.get(event.dossier_id.as_str())? as usize];
+        let t = event.event_time;
+        let after_reception = [
+            status::PROCESSING,
+            status::SUPPLEMENT_REQUESTED,
+            status::FEES_REQUESTED,
+            status::STOPPED,
+            status::COMPLETED,
+            status::RESULT_RETURNED,
+        ];
+        match (event.status, d.received_at, d.completed_at.or(d.returned_at)) {
+            (s, Some(received), _) if after_reception.contains(&s) && t < received => Some(format!(
+                "status {s} at {} is before the dossier's reception at {}",
+                crate::time::format_time(t),
+                crate::time::format_time(received)
+            )),
+            (status::RECEIVED, None, Some(ended)) if t > ended => Some(format!(
+                "reception at {} is after the dossier ended at {}",
+                crate::time::format_time(t),
+                crate::time::format_time(ended)
+            )),
+            _ => None,
         }
     }
 
