@@ -122,7 +122,7 @@ impl Engine {
         self.state.advance_to(self.clock.now());
         let mut letters = Vec::new();
         let (mut catalog_changed, mut units_changed) = (false, false);
-        for Sourced { input, origin } in batch.inputs {
+        for Sourced { input, origin, first_read } in batch.inputs {
             let outcome = match input {
                 Input::Dossier(event) => self.admit_dossier(&event),
                 Input::Petition(event, time) => self.admit_petition(&event, time),
@@ -141,6 +141,9 @@ impl Engine {
                     Ok(None)
                 }
             };
+            if !first_read {
+                continue;
+            }
             let rejection = match outcome {
                 Ok(notice) => {
                     self.ledger.applied += 1;

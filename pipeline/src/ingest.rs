@@ -65,6 +65,9 @@ pub enum Input {
 pub struct Sourced {
     pub input: Input,
     pub origin: Origin,
+    /// False for a table record read again at start, already counted before the restart: it is
+    /// applied (the table is rebuilt) but not counted again.
+    pub first_read: bool,
 }
 
 /// Decoded inputs; for each partition they came from, the next offset to read; and what reading
@@ -191,7 +194,7 @@ impl Reader {
             payload: message.payload().unwrap_or_default().to_vec(),
         };
         match decoded {
-            Ok(input) => pending.batch.inputs.push(Sourced { input, origin }),
+            Ok(input) => pending.batch.inputs.push(Sourced { input, origin, first_read: !counted_before }),
             Err(rejection) => {
                 pending.batch.ledger.reject(rejection.reason.as_str());
                 self.metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
@@ -319,11 +322,12 @@ impl Source {
                 .await
                 .expect("watermark task does not panic")
                 .map_err(|source| IngestError::Assign { topic: topic.to_owned(), source })?;
-        let what = match stored {
-            s if s < low => "the events between were deleted by retention before they were read",
-            s if s > high => "the broker has fewer messages than were read: was the topic deleted and created again?",
-            _ => return Ok(Offset::Offset(stored)),
-        };
+        // A position past the end (topic recreated) is left to the broker to refuse when read:
+        // some brokers report a high watermark behind the last batch, so it is no proof here.
+        if stored >= low {
+            return Ok(Offset::Offset(stored));
+        }
+        let what = "the events between were deleted by retention before they were read";
         match self.config.ingest.out_of_range {
             OutOfRange::Fail => {
                 Err(IngestError::OutOfRange { topic: topic.to_owned(), partition, stored, low, high, what })

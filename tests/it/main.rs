@@ -1,12 +1,16 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
+//! - `crash`: SIGKILLs at random against a real broker; the result must equal an uninterrupted run;
 //! - `contract`: the shipped schemas and examples against the pipeline's decoder;
+//! - `faults`: every kind of bad input, and a broker restart mid-ingest, on a real broker;
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `reference`: a batch reference implementation the incremental engine must agree with;
 //! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
 
 mod contract;
+mod crash;
+mod faults;
 mod golden;
 mod mock_consumer;
 mod real_broker;

@@ -57,7 +57,7 @@ fn other_messages() -> Vec<(&'static str, String, Vec<u8>)> {
     out
 }
 
-fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> WireEvent {
+pub fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> WireEvent {
     WireEvent {
         schema_version: 1,
         event_id: format!("{dossier}#{seq}"),
@@ -79,7 +79,7 @@ fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> WireEve
     }
 }
 
-fn received(dossier: &str, time: &str, due: &str, unit: &str) -> WireEvent {
+pub fn received(dossier: &str, time: &str, due: &str, unit: &str) -> WireEvent {
     WireEvent { due_at: Some(due.into()), ..event(dossier, 1, 2, time, unit) }
 }
 
@@ -135,7 +135,7 @@ pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Co
 
 /// Produces the scenario to `bootstrap` with the project's own producer.
 pub fn produce(bootstrap: &str) -> u64 {
-    let mut producer = EventProducer::new(bootstrap, EVENTS_TOPIC).unwrap();
+    let mut producer = EventProducer::unbatched(bootstrap, EVENTS_TOPIC).unwrap();
     for e in events() {
         producer.send(&e).unwrap();
     }
@@ -144,7 +144,7 @@ pub fn produce(bootstrap: &str) -> u64 {
     }
     let mut sent = producer.finish().unwrap();
     for (topic, key, value) in other_messages() {
-        let mut producer = EventProducer::new(bootstrap, topic).unwrap();
+        let mut producer = EventProducer::unbatched(bootstrap, topic).unwrap();
         producer.send_raw(key.as_bytes(), &value).unwrap();
         sent += producer.finish().unwrap();
     }
@@ -357,7 +357,7 @@ fn run_example_queries(addr: std::net::SocketAddr) {
     assert!(ran >= 6);
 }
 
-fn header(message: &rdkafka::message::OwnedMessage, key: &str) -> String {
+pub fn header(message: &rdkafka::message::OwnedMessage, key: &str) -> String {
     use rdkafka::message::{Headers, Message};
     let headers = message.headers().expect("dead letters carry headers");
     headers

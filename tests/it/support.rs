@@ -1,10 +1,15 @@
 //! Shared test helpers: a real broker process, a tiny HTTP client, waiting on conditions.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use index766::snapshot::Manifest;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("pipeline/ is in the repo").to_owned()
@@ -31,6 +36,8 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut()
 pub struct Broker {
     child: Child,
     pub bootstrap: String,
+    storage: String,
+    dir: PathBuf,
 }
 
 fn tansu_binary() -> PathBuf {
@@ -46,20 +53,23 @@ fn tansu_binary() -> PathBuf {
 }
 
 impl Broker {
+    /// A broker keeping its log in memory (lost when it stops).
     pub fn start() -> Broker {
-        let port = free_port();
+        Broker::launch(free_port(), "memory://tansu/", &std::env::temp_dir())
+    }
+
+    /// A broker keeping its log in an SQLite file, so it can be stopped and started again.
+    pub fn start_persistent(dir: &Path) -> Broker {
+        Broker::launch(free_port(), "sqlite://broker.db", dir)
+    }
+
+    /// Starts tansu in `dir` (it reads an SQLite path relative to its working folder).
+    fn launch(port: u16, storage: &str, dir: &Path) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let binary = tansu_binary();
         let child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +79,8 @@ impl Broker {
                     binary.display()
                 )
             });
-        let mut broker = Broker { child, bootstrap: format!("127.0.0.1:{port}") };
+        let mut broker =
+            Broker { child, bootstrap: format!("127.0.0.1:{port}"), storage: storage.to_owned(), dir: dir.to_owned() };
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = broker.child.try_wait() {
@@ -80,12 +91,23 @@ impl Broker {
         }
         broker
     }
+
+    /// Kills the broker process, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed broker again, on the same port and storage.
+    pub fn start_again(&mut self) {
+        let port = self.bootstrap.rsplit(':').next().unwrap().parse().unwrap();
+        *self = Broker::launch(port, &self.storage.clone(), &self.dir.clone());
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -167,3 +189,39 @@ pub fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<rdkafka::me
     assert!(consumer.poll(Duration::from_secs(1)).is_none_or(|m| m.is_err()), "more than {count} on {topic}");
     messages
 }
+
+/// The newest snapshot manifest in `dir`, if any.
+pub fn newest_manifest(dir: &Path) -> Option<Manifest> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("snapshot-"))
+        .collect();
+    names.sort();
+    names.iter().rev().find_map(|n| serde_json::from_slice(&std::fs::read(dir.join(n).join("manifest.json")).ok()?).ok())
+}
+
+/// Each table of the newest snapshot, as sorted JSON rows: comparable whatever the row order.
+pub fn snapshot_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let manifest = newest_manifest(dir).expect("a final snapshot");
+    let folder = dir.join(format!("snapshot-{:012}", manifest.id));
+    manifest
+        .files
+        .iter()
+        .map(|file| {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(folder.join(&file.name)).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+            let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+            writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
+            writer.finish().unwrap();
+            let text = String::from_utf8(writer.into_inner()).unwrap();
+            let mut rows: Vec<String> = text.lines().map(str::to_owned).collect();
+            rows.sort();
+            (file.name.clone(), rows)
+        })
+        .collect()
+}
+
