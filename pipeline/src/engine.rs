@@ -107,6 +107,7 @@ impl Engine {
                 (checkpoint::DOSSIERS, checkpoint::dossiers_table(&self.state)),
                 (checkpoint::PETITIONS, checkpoint::petitions_table(&self.petitions)),
                 ("scores", view.table("scores").clone()),
+                ("totals", view.table("totals").clone()),
             ],
             offsets: self.offsets.clone(),
             ledger: self.ledger.clone(),

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod judge;
@@ -46,6 +47,7 @@ use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetters;
 use crate::engine::Engine;
 use crate::health::Health;
+use crate::history::{History, HistoryTables};
 use crate::ingest::{IngestError, Offsets, Source};
 use crate::metrics::Metrics;
 use crate::petition::Petitions;
@@ -96,8 +98,7 @@ pub struct Pipeline {
     shutdown_deadline: Duration,
     ingest: JoinHandle<Result<(), IngestError>>,
     engine: JoinHandle<(Arc<View>, Checkpoint)>,
-    snapshots: JoinHandle<Snapshots>,
-    durable_tx: watch::Sender<Offsets>,
+    writer: JoinHandle<SnapshotWriter>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
@@ -160,12 +161,14 @@ impl Pipeline {
         let metrics = Arc::new(Metrics::new(config.metrics.clone()));
         let health = Arc::new(Health::default());
         let (snapshots, resumed) = resume(&config, clock.now(), catalog.clone(), &metrics).await?;
+        let history = History::load(Store::Local(config.snapshot.dir.clone())).await?;
         let target_total = config.scoring.target_total;
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
+        let (history_tx, history_rx) = watch::channel(Arc::new(history.tables(&first_view)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let sql = Arc::new(query::SqlService::new(&config.sql)?);
+        let sql = Arc::new(query::SqlService::new(&config.sql)?.with_history(history_rx));
         let initial = views.borrow().clone();
         sql.check_views(&initial).await?;
 
@@ -229,7 +232,15 @@ impl Pipeline {
             shutdown: shutdown.clone(),
         };
         let engine = tokio::spawn(engine.run(batch_rx));
-        let snapshots = tokio::spawn(write_snapshots(snapshots, checkpoint_rx, durable_tx.clone(), metrics.clone()));
+        let writer = SnapshotWriter {
+            snapshots,
+            history,
+            durable: durable_tx,
+            history_tables: history_tx,
+            views: views.clone(),
+            metrics: metrics.clone(),
+        };
+        let writer = tokio::spawn(writer.run(checkpoint_rx));
         tracing::info!(%http_addr, topic = config.topics.events, "index766 started");
         Ok(Pipeline {
             http_addr,
@@ -239,8 +250,7 @@ impl Pipeline {
             shutdown_deadline: Duration::from_secs(config.snapshot.shutdown_deadline_secs),
             ingest,
             engine,
-            snapshots,
-            durable_tx,
+            writer,
             http,
         })
     }
@@ -250,13 +260,8 @@ impl Pipeline {
     pub async fn wait(self) -> Result<(), RunError> {
         let ingest = self.ingest.await.expect("ingest task does not panic");
         let (_, last) = self.engine.await.expect("engine task does not panic");
-        let mut snapshots = self.snapshots.await.expect("snapshot task does not panic");
-        let written = tokio::time::timeout(
-            self.shutdown_deadline,
-            write_one(&mut snapshots, last, &self.durable_tx, &self.metrics),
-        )
-        .await;
-        match written {
+        let mut writer = self.writer.await.expect("snapshot task does not panic");
+        match tokio::time::timeout(self.shutdown_deadline, writer.write(last)).await {
             Ok(result) => {
                 let manifest = result?;
                 tracing::info!(snapshot = manifest.id, "final snapshot written");
@@ -271,34 +276,41 @@ impl Pipeline {
     }
 }
 
-async fn write_one(
-    snapshots: &mut Snapshots,
-    checkpoint: Checkpoint,
-    durable: &watch::Sender<Offsets>,
-    metrics: &Metrics,
-) -> Result<snapshot::Manifest, SnapshotError> {
-    let timer = metrics.snapshot_duration.start_timer();
-    let offsets = checkpoint.offsets.clone();
-    let manifest = snapshots.write(checkpoint).await.inspect_err(|_| metrics.snapshot_failures.inc())?;
-    timer.observe_duration();
-    metrics.snapshot_last_success.set(chrono::Utc::now().timestamp() as f64);
-    metrics.snapshot_generation.set(manifest.id as i64);
-    metrics.snapshot_bytes.set(manifest.files.iter().map(|f| f.bytes).sum::<u64>() as i64);
-    durable.send_replace(offsets);
-    Ok(manifest)
+/// Writes the copies of the state the engine hands over, one at a time, then the week's history.
+struct SnapshotWriter {
+    snapshots: Snapshots,
+    history: History,
+    /// The offsets of the newest durable snapshot (committed to the consumer group by ingest).
+    durable: watch::Sender<Offsets>,
+    history_tables: watch::Sender<Arc<HistoryTables>>,
+    views: watch::Receiver<Arc<View>>,
+    metrics: Arc<Metrics>,
 }
 
-/// Writes each copy of the state the engine hands over; returns the store when the engine stops.
-async fn write_snapshots(
-    mut snapshots: Snapshots,
-    mut checkpoints: mpsc::Receiver<Checkpoint>,
-    durable: watch::Sender<Offsets>,
-    metrics: Arc<Metrics>,
-) -> Snapshots {
-    while let Some(checkpoint) = checkpoints.recv().await {
-        if let Err(error) = write_one(&mut snapshots, checkpoint, &durable, &metrics).await {
-            tracing::error!(%error, "snapshot failed; will retry at the next interval");
-        }
+impl SnapshotWriter {
+    async fn write(&mut self, checkpoint: Checkpoint) -> Result<snapshot::Manifest, SnapshotError> {
+        let timer = self.metrics.snapshot_duration.start_timer();
+        let (offsets, judged_at, tables) =
+            (checkpoint.offsets.clone(), checkpoint.judged_at, checkpoint.tables.clone());
+        let manifest = self.snapshots.write(checkpoint).await.inspect_err(|_| self.metrics.snapshot_failures.inc())?;
+        timer.observe_duration();
+        self.metrics.snapshot_last_success.set(chrono::Utc::now().timestamp() as f64);
+        self.metrics.snapshot_generation.set(manifest.id as i64);
+        self.metrics.snapshot_bytes.set(manifest.files.iter().map(|f| f.bytes).sum::<u64>() as i64);
+        self.durable.send_replace(offsets);
+        self.history.record(&tables, judged_at).await?;
+        let view = self.views.borrow().clone();
+        self.history_tables.send_replace(Arc::new(self.history.tables(&view)));
+        Ok(manifest)
     }
-    snapshots
+
+    /// Runs until the engine stops; returns itself for the final snapshot.
+    async fn run(mut self, mut checkpoints: mpsc::Receiver<Checkpoint>) -> SnapshotWriter {
+        while let Some(checkpoint) = checkpoints.recv().await {
+            if let Err(error) = self.write(checkpoint).await {
+                tracing::error!(%error, "snapshot failed; will retry at the next interval");
+            }
+        }
+        self
+    }
 }

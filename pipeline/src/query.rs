@@ -11,9 +11,10 @@ use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
 use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::SqlConfig;
+use crate::history::HistoryTables;
 use crate::view::View;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum QueryError {
 pub struct SqlService {
     /// (name, SELECT) of the views registered in every session.
     views: Vec<(String, String)>,
+    /// The weekly history tables, as the snapshot writer last published them.
+    history: watch::Receiver<Arc<HistoryTables>>,
     timeout: Duration,
     runtime: Arc<RuntimeEnv>,
     permits: Semaphore,
@@ -40,19 +43,34 @@ impl SqlService {
             .map_err(|e| QueryError::Invalid(e.to_string()))?;
         Ok(SqlService {
             views: load_views(&config.views_dir)?,
+            // None kept yet: empty tables shaped after each session's view.
+            history: watch::channel(Arc::new(HistoryTables::new())).1,
             timeout: Duration::from_secs(config.timeout_secs),
             runtime,
             permits: Semaphore::new(config.max_concurrent),
         })
     }
 
-    /// A session over the view's tables, with the views registered.
+    /// Serves the history tables published on `history` too.
+    pub fn with_history(self, history: watch::Receiver<Arc<HistoryTables>>) -> SqlService {
+        SqlService { history, ..self }
+    }
+
+    /// A session over the view's tables and the history, with the views registered.
     async fn session(&self, view: &View) -> Result<SessionContext, QueryError> {
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
-        for (name, batch) in &view.tables {
-            let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])
-                .map_err(|e| QueryError::Invalid(e.to_string()))?;
-            ctx.register_table(*name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
+        let mut history = self.history.borrow().clone();
+        if history.is_empty() {
+            history = Arc::new(crate::history::empty_tables(view));
+        }
+        let tables = view.tables.iter().map(|(name, batch)| (*name, batch.schema(), vec![batch.clone()]));
+        let history_tables = history
+            .iter()
+            .filter(|(_, batches)| !batches.is_empty())
+            .map(|(name, batches)| (*name, batches[0].schema(), batches.clone()));
+        for (name, schema, batches) in tables.chain(history_tables) {
+            let table = MemTable::try_new(schema, vec![batches]).map_err(|e| QueryError::Invalid(e.to_string()))?;
+            ctx.register_table(name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
         }
         for (name, body) in &self.views {
             ctx.sql(&format!("CREATE VIEW {name} AS {body}"))

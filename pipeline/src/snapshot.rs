@@ -122,7 +122,7 @@ fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn encode(name: &str, batch: &RecordBatch) -> Result<Vec<u8>, SnapshotError> {
+pub fn encode_parquet(name: &str, batch: &RecordBatch) -> Result<Vec<u8>, SnapshotError> {
     let encode_error = |source| SnapshotError::Encode { table: name.to_owned(), source };
     let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
     let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties)).map_err(encode_error)?;
@@ -130,7 +130,7 @@ fn encode(name: &str, batch: &RecordBatch) -> Result<Vec<u8>, SnapshotError> {
     writer.into_inner().map_err(encode_error)
 }
 
-fn decode(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {
+pub fn decode_parquet(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())?;
@@ -182,7 +182,8 @@ impl Snapshots {
             if bytes.len() as u64 != file.bytes || sha256(&bytes) != file.sha256 {
                 return Err(format!("{}: {} bytes, checksum does not match the manifest", file.name, bytes.len()));
             }
-            let batches = tokio::task::spawn_blocking(move || decode(bytes)).await.expect("decode does not panic")?;
+            let batches =
+                tokio::task::spawn_blocking(move || decode_parquet(bytes)).await.expect("decode does not panic")?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if rows as u64 != file.rows {
                 return Err(format!("{}: {rows} rows, the manifest says {}", file.name, file.rows));
@@ -205,7 +206,7 @@ impl Snapshots {
             tables
                 .iter()
                 .map(|(name, batch)| {
-                    let bytes = encode(name, batch)?;
+                    let bytes = encode_parquet(name, batch)?;
                     let entry = FileEntry {
                         name: format!("{name}.parquet"),
                         bytes: bytes.len() as u64,

@@ -115,7 +115,12 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
     let dir = tempfile::tempdir().unwrap();
     let produced = Instant::now();
     let stream = produce(&broker.bootstrap, dir.path());
-    eprintln!("crash test: {} messages ({} events) produced in {:?}", stream.messages, stream.events, produced.elapsed());
+    eprintln!(
+        "crash test: {} messages ({} events) produced in {:?}",
+        stream.messages,
+        stream.events,
+        produced.elapsed()
+    );
 
     // The uninterrupted run, in process.
     let reference = dir.path().join("reference");
@@ -141,22 +146,31 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
     std::fs::write(&config_path, config_text(&broker.bootstrap, dir.path(), &crashed, http_port)).unwrap();
     let mut rng = StdRng::seed_from_u64(42);
     let (mut during_snapshot, mut recoveries) = (0, Vec::new());
+    let mut progress = Vec::new();
     for kill in 0..KILLS {
+        let before = newest_manifest(&crashed).map_or(0, |m| m.id);
         let mut process = start_binary(&config_path, dir.path().join(format!("run-{kill}.log")));
         let started = Instant::now();
+        // Each run first makes some progress of its own (a snapshot newer than the one it
+        // resumed from), so the kills spread over the whole stream.
+        while newest_manifest(&crashed).is_none_or(|m| m.id == before) && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if kill % 2 == 0 {
-            // Wait for a snapshot to be in the middle of being written, then kill.
-            while !writing_snapshot(&crashed) && started.elapsed() < Duration::from_secs(20) {
-                std::thread::sleep(Duration::from_micros(500));
+            // Wait for the next snapshot to be in the middle of being written, then kill.
+            while !writing_snapshot(&crashed) && started.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_micros(200));
             }
         } else {
-            std::thread::sleep(Duration::from_millis(rng.random_range(200..2500)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
         }
         process.child.kill().unwrap();
         process.child.wait().unwrap();
         during_snapshot += writing_snapshot(&crashed) as usize;
         recoveries.extend(recovery_seconds(&process.log));
+        progress.push(newest_manifest(&crashed).map_or(0, |m| m.ledger.consumed));
     }
+    eprintln!("crash test: messages counted by the newest snapshot after each kill: {progress:?}");
     eprintln!("crash test: kills done at {:?}", produced.elapsed());
     let killed_at = newest_manifest(&crashed).map_or(0, |m| m.ledger.consumed);
     let mut last = start_binary(&config_path, dir.path().join("final.log"));
@@ -188,7 +202,10 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
     assert_eq!(got.offsets, expected.offsets, "positions");
     assert_eq!(got.judged_at, expected.judged_at);
     let (got_rows, expected_rows) = (snapshot_rows(&crashed), snapshot_rows(&reference));
-    assert_eq!(got_rows.keys().collect::<Vec<_>>(), ["dossiers.parquet", "petitions.parquet", "scores.parquet"]);
+    assert_eq!(
+        got_rows.keys().collect::<Vec<_>>(),
+        ["dossiers.parquet", "petitions.parquet", "scores.parquet", "totals.parquet"]
+    );
     for (table, rows) in &expected_rows {
         assert!(!rows.is_empty(), "{table} is empty");
         if got_rows[table] != *rows {

@@ -93,9 +93,8 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
 
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let pipeline = index766::Pipeline::start(config(&broker.bootstrap, prefix, dir.path(), true), shutdown.clone())
-        .await
-        .unwrap();
+    let pipeline =
+        index766::Pipeline::start(config(&broker.bootstrap, prefix, dir.path(), true), shutdown.clone()).await.unwrap();
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
     wait_for("every message settled", Duration::from_secs(60), || {
         (settled(&metrics) == input.len() as u64).then_some(())
@@ -139,7 +138,8 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
     let unit = json!({"code": "H44.777", "name": "Xã Mới Lập", "parent": "H44", "level": "commune"});
     units.send_raw(b"H44.777", unit.to_string().as_bytes()).unwrap();
     units.finish().unwrap();
-    wait_for("the new unit to be scored", Duration::from_secs(30), || (nov_21("H44.777") == Some(1)).then_some(())).await;
+    wait_for("the new unit to be scored", Duration::from_secs(30), || (nov_21("H44.777") == Some(1)).then_some(()))
+        .await;
     assert_eq!(nov_21("H44").unwrap(), province_before + 1);
     let applied = metrics.events_applied.get();
     shutdown.cancel();
@@ -152,9 +152,8 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
     producer.send_raw(key.as_bytes(), payload).unwrap();
     producer.finish().unwrap();
     let shutdown = CancellationToken::new();
-    let pipeline = index766::Pipeline::start(config(&broker.bootstrap, prefix, dir.path(), true), shutdown.clone())
-        .await
-        .unwrap();
+    let pipeline =
+        index766::Pipeline::start(config(&broker.bootstrap, prefix, dir.path(), true), shutdown.clone()).await.unwrap();
     let metrics = pipeline.metrics.clone();
     let duplicates = || metrics.events_rejected.with_label_values(&["duplicate"]).get();
     wait_for("the repeat to be refused", Duration::from_secs(30), || (duplicates() == 3).then_some(())).await;
@@ -167,6 +166,8 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    // Its log in SQLite, so it survives being killed; a small stream (tansu's SQLite store slows
+    // down as it grows).
     let mut broker = Broker::start_persistent(dir.path());
     let prefix = "restart";
     let topics = ["restart.dossier-events", "restart.dead-letter"];
@@ -175,7 +176,7 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     let mut sim = index766::demo::simulator(99);
     std::fs::write(dir.path().join("units.jsonl"), sim.province().registry_jsonl()).unwrap();
     let events: Vec<(String, Vec<u8>)> =
-        sim.history(now, 8, 2400).iter().map(|e| (e.dossier_id.clone(), bytes(e))).collect();
+        sim.history(now, 3, 1500).iter().map(|e| (e.dossier_id.clone(), bytes(e))).collect();
     let (first, second) = events.split_at(events.len() * 2 / 3);
     let produce = |bootstrap: &str, part: &[(String, Vec<u8>)]| {
         let mut producer = EventProducer::unbatched(bootstrap, topics[0]).unwrap();
@@ -199,7 +200,7 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
     // Stop the broker as soon as ingest is under way, well before it has read the first part.
     let until = Instant::now() + Duration::from_secs(60);
-    while metrics.events_consumed.get() < 2_000 {
+    while metrics.events_consumed.get() < 1_000 {
         assert!(Instant::now() < until, "ingest did not start");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -221,8 +222,10 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
         (settled(&metrics) == events.len() as u64).then_some(())
     })
     .await;
-    wait_for("/healthz to recover", Duration::from_secs(30), || (http(addr, "GET", "/healthz", "").0 == 200).then_some(()))
-        .await;
+    wait_for("/healthz to recover", Duration::from_secs(30), || {
+        (http(addr, "GET", "/healthz", "").0 == 200).then_some(())
+    })
+    .await;
     shutdown.cancel();
     pipeline.wait().await.unwrap();
 
@@ -233,12 +236,7 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     config.kafka.insert("group.id".into(), "restart-reference".into());
     let pipeline = index766::Pipeline::start(config, shutdown.clone()).await.unwrap();
     let metrics = pipeline.metrics.clone();
-    let mut polls = 0;
     wait_for("the reference run", Duration::from_secs(180), || {
-        polls += 1;
-        if polls % 100 == 0 {
-            eprintln!("DEBUG reference settled {} consumed {} of {}", settled(&metrics), metrics.events_consumed.get(), events.len());
-        }
         (settled(&metrics) == events.len() as u64).then_some(())
     })
     .await;

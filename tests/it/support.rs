@@ -198,7 +198,10 @@ pub fn newest_manifest(dir: &Path) -> Option<Manifest> {
         .filter(|n| n.starts_with("snapshot-"))
         .collect();
     names.sort();
-    names.iter().rev().find_map(|n| serde_json::from_slice(&std::fs::read(dir.join(n).join("manifest.json")).ok()?).ok())
+    names
+        .iter()
+        .rev()
+        .find_map(|n| serde_json::from_slice(&std::fs::read(dir.join(n).join("manifest.json")).ok()?).ok())
 }
 
 /// Each table of the newest snapshot, as sorted JSON rows: comparable whatever the row order.
@@ -209,10 +212,11 @@ pub fn snapshot_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
         .files
         .iter()
         .map(|file| {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(folder.join(&file.name)).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(folder.join(&file.name)).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
             let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
             let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
             writer.write_batches(&batches.iter().collect::<Vec<_>>()).unwrap();
@@ -224,4 +228,3 @@ pub fn snapshot_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
         })
         .collect()
 }
-
