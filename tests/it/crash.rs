@@ -148,12 +148,14 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
     let (mut during_snapshot, mut recoveries) = (0, Vec::new());
     let mut progress = Vec::new();
     for kill in 0..KILLS {
-        let before = newest_manifest(&crashed).map_or(0, |m| m.id);
+        let before = newest_manifest(&crashed).map_or(0, |m| m.ledger.consumed);
         let mut process = start_binary(&config_path, dir.path().join(format!("run-{kill}.log")));
         let started = Instant::now();
-        // Each run first makes some progress of its own (a snapshot newer than the one it
-        // resumed from), so the kills spread over the whole stream.
-        while newest_manifest(&crashed).is_none_or(|m| m.id == before) && started.elapsed() < Duration::from_secs(30) {
+        // Each run first makes some progress of its own (a snapshot counting more than the one
+        // it resumed from), so the kills spread over the whole stream.
+        while newest_manifest(&crashed).is_none_or(|m| m.ledger.consumed == before)
+            && started.elapsed() < Duration::from_secs(30)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         if kill % 2 == 0 {
