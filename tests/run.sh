@@ -18,4 +18,15 @@ if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION";
 fi
 export TANSU_BIN="$TOOLS/bin/tansu"
 
+# The S3-compatible object store the snapshot-store tests start (moto's server, pinned, from PyPI).
+MOTO_VERSION=5.2.5
+export MOTO_PYTHONPATH="$TOOLS/moto-$MOTO_VERSION"
+if ! PYTHONPATH="$MOTO_PYTHONPATH" python3 -c "import moto.server" 2>/dev/null; then
+  echo "tests/run.sh: installing moto $MOTO_VERSION, the S3-compatible test server (once)"
+  command -v python3 >/dev/null || { apt-get update && apt-get install -y python3; }
+  python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
+  python3 -m pip install --quiet --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION"
+fi
+
 cargo test --workspace --locked "$@"

@@ -278,7 +278,7 @@ mod tests {
         state.apply(&event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T09:00:00+07:00"));
         state.apply(&event("c", "D2", status::COMPLETED, "2026-11-05T09:00:00+07:00"));
         let table = dossiers_table(&state);
-        let restored = restore_state(state.now(), Arc::default(), &[table.clone()]).unwrap();
+        let restored = restore_state(state.now(), Arc::default(), std::slice::from_ref(&table)).unwrap();
         assert_eq!(dossiers_table(&restored), table);
         assert_eq!(restored.tallies(), state.tallies());
         // The event ids seen survive: a repeat after the restart is still a duplicate.
@@ -293,7 +293,7 @@ mod tests {
         let (e, t) = crate::petition::decode(json.as_bytes(), None).unwrap();
         petitions.apply(&e, t);
         let table = petitions_table(&petitions);
-        let mut again = read_petitions(&[table.clone()]).unwrap();
+        let mut again = read_petitions(std::slice::from_ref(&table)).unwrap();
         assert_eq!(petitions_table(&again), table);
         assert!(!again.apply(&e, t), "a petition event seen before the snapshot is a duplicate after it");
     }

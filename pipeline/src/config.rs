@@ -126,6 +126,8 @@ pub struct SqlConfig {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     pub dir: PathBuf,
+    pub url: String,
+    pub options: BTreeMap<String, String>,
     pub interval_secs: u64,
     pub keep: usize,
     pub shutdown_deadline_secs: u64,

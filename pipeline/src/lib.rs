@@ -112,15 +112,16 @@ struct Resumed {
 
 async fn resume(
     config: &Config,
+    store: Store,
     now: time::Instant,
     catalog: Arc<Catalog>,
     metrics: &Metrics,
 ) -> Result<(Snapshots, Resumed), RunError> {
     let started = std::time::Instant::now();
-    let store = Store::Local(config.snapshot.dir.clone());
+    let described = store.describe();
     let (snapshots, restored) = Snapshots::open(store, config.snapshot.keep).await?;
     let Some(restored) = restored else {
-        tracing::info!(store = %config.snapshot.dir.display(), "no snapshot: starting from the topics");
+        tracing::info!(store = described, "no snapshot: starting from the topics");
         let state = State::new(now, catalog);
         return Ok((
             snapshots,
@@ -160,8 +161,10 @@ impl Pipeline {
         });
         let metrics = Arc::new(Metrics::new(config.metrics.clone()));
         let health = Arc::new(Health::default());
-        let (snapshots, resumed) = resume(&config, clock.now(), catalog.clone(), &metrics).await?;
-        let history = History::load(Store::Local(config.snapshot.dir.clone())).await?;
+        let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)
+            .map_err(config::ConfigError::Invalid)?;
+        let (snapshots, resumed) = resume(&config, store.clone(), clock.now(), catalog.clone(), &metrics).await?;
+        let history = History::load(store).await?;
         let target_total = config.scoring.target_total;
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());

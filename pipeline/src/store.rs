@@ -1,24 +1,56 @@
 //! Where snapshots and history live: a local folder, written with the care a crash demands
-//! (staging → fsync → rename → fsync of the folder), so a reader only ever finds whole files.
-//! Paths are relative and `/`-separated.
+//! (staging → fsync → rename → fsync of the folder), so a reader only ever finds whole files; or
+//! an S3-compatible object store (`object_store`), whose puts are atomic per object, so replicas
+//! on Kubernetes can share history. Paths are relative and `/`-separated.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 #[derive(Debug, Clone)]
 pub enum Store {
     Local(PathBuf),
+    Object { url: String, store: Arc<dyn ObjectStore>, prefix: ObjectPath },
 }
 
 /// Folders being written start with this; a reader never lists them.
 const STAGING: &str = ".staging-";
 
+fn object_error(error: object_store::Error) -> io::Error {
+    match error {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, error),
+        other => io::Error::other(other),
+    }
+}
+
 impl Store {
+    /// The local folder `dir`, or the object store at `url` (e.g. `s3://bucket/prefix`) with
+    /// `object_store` options (aws_endpoint, aws_region, aws_access_key_id, …) when `url` is set.
+    pub fn open(dir: &Path, url: &str, options: &BTreeMap<String, String>) -> Result<Store, String> {
+        if url.is_empty() {
+            return Ok(Store::Local(dir.to_owned()));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| format!("[snapshot] url = {url:?}: {e}"))?;
+        let (store, prefix) = object_store::parse_url_opts(&parsed, options)
+            .map_err(|e| format!("[snapshot] url = {url:?} with [snapshot.options]: {e}"))?;
+        Ok(Store::Object { url: url.to_owned(), store: Arc::from(store), prefix })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Store::Local(root) => root.display().to_string(),
+            Store::Object { url, .. } => url.clone(),
         }
+    }
+
+    fn object_path(prefix: &ObjectPath, path: &str) -> ObjectPath {
+        path.split('/').filter(|p| !p.is_empty()).fold(prefix.clone(), |acc, part| acc.clone().join(part))
     }
 
     /// Writes `files` into the new folder `folder`, all or nothing: a crash leaves either no
@@ -28,6 +60,13 @@ impl Store {
             Store::Local(root) => {
                 let (root, folder) = (root.clone(), folder.to_owned());
                 blocking(move || local_put_folder(&root, &folder, &files)).await
+            }
+            // Each object appears whole; the folder counts only once its manifest is written.
+            Store::Object { .. } => {
+                for (name, bytes) in files {
+                    self.put(&format!("{folder}/{name}"), bytes).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -39,6 +78,10 @@ impl Store {
                 let path = root.join(path);
                 blocking(move || local_put(&path, &bytes)).await
             }
+            Store::Object { store, prefix, .. } => {
+                store.put(&Self::object_path(prefix, path), PutPayload::from(bytes)).await.map_err(object_error)?;
+                Ok(())
+            }
         }
     }
 
@@ -47,6 +90,10 @@ impl Store {
             Store::Local(root) => {
                 let path = root.join(path);
                 blocking(move || std::fs::read(path)).await
+            }
+            Store::Object { store, prefix, .. } => {
+                let found = store.get(&Self::object_path(prefix, path)).await.map_err(object_error)?;
+                Ok(found.bytes().await.map_err(object_error)?.to_vec())
             }
         }
     }
@@ -57,6 +104,15 @@ impl Store {
             Store::Local(root) => {
                 let dir = root.join(folder);
                 blocking(move || local_list(&dir)).await
+            }
+            Store::Object { store, prefix, .. } => {
+                let listed =
+                    store.list_with_delimiter(Some(&Self::object_path(prefix, folder))).await.map_err(object_error)?;
+                let folders = listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_owned));
+                let objects = listed.objects.iter().filter_map(|o| o.location.filename().map(str::to_owned));
+                let mut names: Vec<String> = folders.chain(objects).collect();
+                names.sort();
+                Ok(names)
             }
         }
     }
@@ -70,6 +126,14 @@ impl Store {
                     other => other,
                 })
                 .await
+            }
+            Store::Object { store, prefix, .. } => {
+                let objects: Vec<_> =
+                    store.list(Some(&Self::object_path(prefix, folder))).try_collect().await.map_err(object_error)?;
+                for object in objects {
+                    store.delete(&object.location).await.map_err(object_error)?;
+                }
+                Ok(())
             }
         }
     }

@@ -6,6 +6,7 @@
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `reference`: a batch reference implementation the incremental engine must agree with;
+//! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
 //! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
 
 mod contract;
@@ -15,5 +16,6 @@ mod golden;
 mod mock_consumer;
 mod real_broker;
 mod reference;
+mod s3;
 mod scenario;
 mod support;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -227,4 +227,49 @@ pub fn snapshot_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
             (file.name.clone(), rows)
         })
         .collect()
+}
+
+/// An S3-compatible object store (moto's server) on a free loopback port, with one bucket;
+/// killed when dropped. Cannot be started → panic (tests/run.sh installs it).
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let port = free_port();
+        let home = std::env::var("HOME").unwrap_or_default();
+        let path =
+            std::env::var("MOTO_PYTHONPATH").unwrap_or_else(|_| format!("{home}/.cache/index766/tools/moto-5.2.5"));
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-p", &port.to_string()])
+            .env("PYTHONPATH", &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start moto's S3 server from {path}: {e}. Run tests/run.sh, which installs it.")
+            });
+        let mut server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let until = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("moto's S3 server exited at start ({status}); is it installed in {path}? Run tests/run.sh");
+            }
+            assert!(Instant::now() < until, "moto's S3 server did not listen on {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let addr = ("127.0.0.1", port).to_socket_addrs().unwrap().next().unwrap();
+        let (status, body) = http(addr, "PUT", &format!("/{bucket}"), "");
+        assert_eq!(status, 200, "create bucket {bucket}: {body}");
+        server
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
