@@ -45,14 +45,16 @@ impl DeadLetters {
     }
 
     /// Delivers every letter, each retried until the broker acknowledges it: a reject is never
-    /// dropped. Gives up only on shutdown, saying how many were not delivered.
-    pub async fn deliver(&self, letters: &[DeadLetter], shutdown: &CancellationToken) {
+    /// dropped. Gives up only on shutdown; returns whether all were delivered (if not, the caller
+    /// must not let their offsets reach a snapshot, so they are read again after the restart).
+    pub async fn deliver(&self, letters: &[DeadLetter], shutdown: &CancellationToken) -> bool {
         let undelivered =
             futures::future::join_all(letters.iter().map(|letter| self.deliver_one(letter, shutdown))).await;
         let undelivered = undelivered.into_iter().filter(|delivered| !delivered).count();
         if undelivered > 0 {
             tracing::error!(undelivered, topic = self.topic, "shutting down with dead letters not delivered");
         }
+        undelivered == 0
     }
 
     async fn deliver_one(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {

@@ -152,6 +152,13 @@ pub async fn demo(
     let mut sim = simulator(options.seed);
     let (units, procedures) = write_province_files(&sim, &data_dir)?;
     let snapshots = data_dir.join("snapshots");
+    // The in-process broker is new at every start: snapshots of an earlier demo hold offsets of a
+    // broker that is gone, so each demo starts afresh.
+    if let Err(source) = std::fs::remove_dir_all(&snapshots) {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            return Err(DemoError::Write { path: snapshots, source });
+        }
+    }
     let config = crate::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
          [catalog]\nfile = {procedures:?}\n\

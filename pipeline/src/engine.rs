@@ -54,13 +54,16 @@ impl Engine {
     /// Runs until the source stops (on shutdown it sends its last, partial batch and drops its
     /// end of the channel), applying every batch; then publishes a final view and returns it,
     /// with the copy of the state the final snapshot is written from.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> (Arc<View>, Checkpoint) {
+    /// The final copy is None when dead letters could not be delivered before shutdown: the
+    /// previous snapshot then stands, and those messages are read again after the restart.
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> (Arc<View>, Option<Checkpoint>) {
         let mut tick = tokio::time::interval(self.publish_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snapshot_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + self.snapshot_every, self.snapshot_every);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = true;
+        let mut undelivered = false;
         let checkpoints = self.checkpoints.clone();
         loop {
             tokio::select! {
@@ -68,7 +71,10 @@ impl Engine {
                     Some(batch) => {
                         let letters = self.apply(batch);
                         // Delivered before the next batch: a snapshot never covers an undelivered reject.
-                        self.dead_letters.deliver(&letters, &self.shutdown).await;
+                        if !self.dead_letters.deliver(&letters, &self.shutdown).await {
+                            undelivered = true;
+                            break;
+                        }
                         dirty = true;
                     }
                     None => break,
@@ -95,7 +101,7 @@ impl Engine {
             }
         }
         let view = self.publish();
-        let last = self.checkpoint(&view);
+        let last = (!undelivered).then(|| self.checkpoint(&view));
         (view, last)
     }
 

@@ -39,8 +39,12 @@ pub enum IngestError {
          [ingest] out_of_range = \"earliest\"; to rebuild instead, replay the missing events from their source"
     )]
     OutOfRange { topic: String, partition: i32, stored: i64, low: i64, high: i64, what: &'static str },
-    #[error("{0}: the broker no longer holds the offset being read (deleted by retention?). {1}")]
-    LostPosition(String, &'static str),
+    #[error(
+        "the broker no longer holds an offset being read (deleted by retention, or the topic was recreated); \
+         the pipeline stops rather than skip events. Check the topics' retention; on restart it resumes from its \
+         last snapshot and names the partition if the gap is below what the broker holds"
+    )]
+    LostPosition,
     #[error("reading the table topic {topic}: {source}")]
     Table { topic: String, source: KafkaError },
 }
@@ -265,7 +269,9 @@ impl Source {
             let (tables, ends) = tokio::task::spawn_blocking(move || read_table(client, &reader, &name, &partitions))
                 .await
                 .expect("table reader does not panic")?;
-            self.dead_letters.deliver(&tables.letters, &shutdown).await;
+            if !self.dead_letters.deliver(&tables.letters, &shutdown).await {
+                return Ok(()); // shutting down; the table is read again at the next start
+            }
             for ((name, partition), end) in ends {
                 add(&mut assignment, &name, partition, Offset::Offset(end))?;
             }
@@ -377,12 +383,9 @@ impl Source {
                     }
                     Err(KafkaError::MessageConsumption(
                         RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
-                    )) => return Err(IngestError::LostPosition(
-                        format!("reading {}", self.config.topics.events),
-                        "Restart the pipeline: it resumes from its last snapshot and says which partition lost events.",
-                    )),
+                    )) => return Err(IngestError::LostPosition),
                     Err(error) => {
-                        self.health.fault(format!("reading {}: {error}", self.config.topics.events));
+                        self.health.fault(format!("reading the topics: {error}"));
                         tracing::warn!(%error, "consumer error");
                     }
                 }
@@ -391,7 +394,9 @@ impl Source {
                 continue;
             }
             // Dead letters first: once the engine has the batch, its offsets may reach a snapshot.
-            self.dead_letters.deliver(&pending.letters, shutdown).await;
+            if !self.dead_letters.deliver(&pending.letters, shutdown).await {
+                break; // shutting down: this batch is read again after the restart
+            }
             progress.positions.lock().expect("positions lock").extend(pending.batch.next_offsets.clone());
             if batches.send(pending.batch).await.is_err() {
                 break; // the engine has stopped: shutting down
@@ -434,17 +439,18 @@ fn read_table(
         assignment.elements().iter().map(|e| (e.partition(), ends[&(topic.to_owned(), e.partition())])).collect();
     consumer.assign(&assignment).map_err(table_error)?;
     let mut pending = Pending::default();
-    let started = std::time::Instant::now();
+    let mut last_progress = std::time::Instant::now();
     while !unread.is_empty() {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
+                last_progress = std::time::Instant::now();
                 if unread.get(&message.partition()).is_some_and(|&end| message.offset() + 1 >= end) {
                     unread.remove(&message.partition());
                 }
                 reader.take(&mut pending, &message);
             }
             Some(Err(source)) => return Err(table_error(source)),
-            None if started.elapsed() > Duration::from_secs(60) => {
+            None if last_progress.elapsed() > Duration::from_secs(60) => {
                 return Err(table_error(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)))
             }
             None => {}

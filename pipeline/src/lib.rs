@@ -75,9 +75,9 @@ pub enum RunError {
     Query(#[from] query::QueryError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("snapshot {id} verifies but cannot be restored: {why} (move its folder out of [snapshot] dir to resume from the one before)")]
+    #[error("snapshot {id} verifies but cannot be restored: {why} (move snapshot-{id:012} out of the snapshot store to resume from the one before)")]
     Restore { id: u64, why: String },
-    #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; the one before stands, and events after it will be read again")]
+    #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -97,7 +97,7 @@ pub struct Pipeline {
     pub durable: watch::Receiver<Offsets>,
     shutdown_deadline: Duration,
     ingest: JoinHandle<Result<(), IngestError>>,
-    engine: JoinHandle<(Arc<View>, Checkpoint)>,
+    engine: JoinHandle<(Arc<View>, Option<Checkpoint>)>,
     writer: JoinHandle<SnapshotWriter>,
     http: JoinHandle<std::io::Result<()>>,
 }
@@ -264,6 +264,11 @@ impl Pipeline {
         let ingest = self.ingest.await.expect("ingest task does not panic");
         let (_, last) = self.engine.await.expect("engine task does not panic");
         let mut writer = self.writer.await.expect("snapshot task does not panic");
+        let Some(last) = last else {
+            tracing::error!("no final snapshot: dead letters were not delivered; the previous snapshot stands");
+            ingest?;
+            return Ok(());
+        };
         match tokio::time::timeout(self.shutdown_deadline, writer.write(last)).await {
             Ok(result) => {
                 let manifest = result?;
@@ -301,9 +306,14 @@ impl SnapshotWriter {
         self.metrics.snapshot_generation.set(manifest.id as i64);
         self.metrics.snapshot_bytes.set(manifest.files.iter().map(|f| f.bytes).sum::<u64>() as i64);
         self.durable.send_replace(offsets);
-        self.history.record(&tables, judged_at).await?;
-        let view = self.views.borrow().clone();
-        self.history_tables.send_replace(Arc::new(self.history.tables(&view)));
+        // The snapshot is durable whatever becomes of the history.
+        match self.history.record(&tables, judged_at).await {
+            Ok(()) => {
+                let view = self.views.borrow().clone();
+                self.history_tables.send_replace(Arc::new(self.history.tables(&view)));
+            }
+            Err(error) => tracing::error!(%error, "weekly history not written; the next snapshot tries again"),
+        }
         Ok(manifest)
     }
 

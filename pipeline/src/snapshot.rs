@@ -26,8 +26,13 @@ const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot store {store}: {source} (check [snapshot] dir and its permissions)")]
+    #[error("snapshot store {store}: {source} (check [snapshot] dir, or url and options, and their permissions)")]
     Io { store: String, source: std::io::Error },
+    #[error(
+        "no snapshot in {store} verifies ({why}); the pipeline does not start from nothing over damaged \
+         snapshots: restore them from a backup, or move them away to start afresh from the topics"
+    )]
+    NoneVerifies { store: String, why: String },
     #[error("encoding snapshot table {table}: {source}")]
     Encode { table: String, source: datafusion::parquet::errors::ParquetError },
 }
@@ -94,6 +99,13 @@ impl Manifest {
     }
 }
 
+/// Why a generation is not used.
+enum Unreadable {
+    /// No manifest: the write never finished.
+    Incomplete,
+    Damaged(String),
+}
+
 /// A verified generation, read back.
 #[derive(Debug)]
 pub struct Restored {
@@ -143,19 +155,22 @@ impl Snapshots {
     pub async fn open(store: Store, keep: usize) -> Result<(Snapshots, Option<Restored>), SnapshotError> {
         let ids = Self::ids(&store).await?;
         let next_id = ids.last().map_or(1, |last| last + 1);
-        let mut restored = None;
+        let mut damaged = Vec::new();
         for &id in ids.iter().rev() {
             match Self::read(&store, id).await {
-                Ok(generation) => {
-                    restored = Some(generation);
-                    break;
-                }
-                Err(why) => {
-                    tracing::error!(snapshot = folder(id), %why, "snapshot does not verify; trying the one before")
+                Ok(generation) => return Ok((Snapshots { store, keep: keep.max(1), next_id }, Some(generation))),
+                // Killed before its manifest: never durable, nothing lost by skipping it.
+                Err(Unreadable::Incomplete) => tracing::warn!(snapshot = folder(id), "incomplete snapshot skipped"),
+                Err(Unreadable::Damaged(why)) => {
+                    tracing::error!(snapshot = folder(id), %why, "snapshot does not verify; trying the one before");
+                    damaged.push(format!("{}: {why}", folder(id)));
                 }
             }
         }
-        Ok((Snapshots { store, keep: keep.max(1), next_id }, restored))
+        if !damaged.is_empty() {
+            return Err(SnapshotError::NoneVerifies { store: store.describe(), why: damaged.join("; ") });
+        }
+        Ok((Snapshots { store, keep: keep.max(1), next_id }, None))
     }
 
     async fn ids(store: &Store) -> Result<Vec<u64>, SnapshotError> {
@@ -166,15 +181,23 @@ impl Snapshots {
     }
 
     /// Reads one generation, verifying every file against the manifest.
-    async fn read(store: &Store, id: u64) -> Result<Restored, String> {
+    async fn read(store: &Store, id: u64) -> Result<Restored, Unreadable> {
         let dir = folder(id);
-        let text = store.get(&format!("{dir}/{MANIFEST}")).await.map_err(|e| format!("no readable manifest: {e}"))?;
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| format!("manifest is not valid: {e}"))?;
-        if manifest.format != FORMAT || manifest.id != id {
-            return Err(format!(
-                "manifest of format {} for id {}; this build reads format {FORMAT}",
-                manifest.format, manifest.id
-            ));
+        let text = match store.get(&format!("{dir}/{MANIFEST}")).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unreadable::Incomplete),
+            Err(e) => return Err(Unreadable::Damaged(format!("manifest unreadable: {e}"))),
+        };
+        Self::verify(store, &dir, id, &text).await.map_err(Unreadable::Damaged)
+    }
+
+    async fn verify(store: &Store, dir: &str, id: u64, text: &[u8]) -> Result<Restored, String> {
+        let manifest: Manifest = serde_json::from_slice(text).map_err(|e| format!("manifest is not valid: {e}"))?;
+        if manifest.format != FORMAT {
+            return Err(format!("manifest of format {}; this build reads format {FORMAT}", manifest.format));
+        }
+        if manifest.id != id {
+            return Err(format!("the manifest names generation {}, not {id}", manifest.id));
         }
         let mut tables = BTreeMap::new();
         for file in &manifest.files {
@@ -243,12 +266,27 @@ impl Snapshots {
         self.store.put_folder(&dir, files).await.map_err(io(&self.store))?;
         let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         self.store.put(&format!("{dir}/{MANIFEST}"), text).await.map_err(io(&self.store))?;
-        // Only now, with the new manifest durable, may older generations go.
-        let ids = Self::ids(&self.store).await?;
-        for &old in ids.iter().filter(|&&old| old < id).rev().skip(self.keep - 1) {
-            self.store.remove_folder(&folder(old)).await.map_err(io(&self.store))?;
+        if let Err(error) = self.prune(id).await {
+            tracing::warn!(%error, "older snapshots not removed; the next snapshot tries again");
         }
         Ok(manifest)
+    }
+
+    /// Only once the generation `newest` is durable: removes the older generations but the
+    /// `keep - 1` newest complete ones (those killed before their manifest are removed too: they
+    /// never count as a fallback).
+    async fn prune(&self, newest: u64) -> Result<(), SnapshotError> {
+        let io = |source| SnapshotError::Io { store: self.store.describe(), source };
+        let mut complete = 0;
+        for old in Self::ids(&self.store).await?.into_iter().filter(|&old| old < newest).rev() {
+            let has_manifest = self.store.get(&format!("{}/{MANIFEST}", folder(old))).await.is_ok();
+            if has_manifest && complete < self.keep - 1 {
+                complete += 1;
+            } else {
+                self.store.remove_folder(&folder(old)).await.map_err(io)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -310,12 +348,22 @@ mod tests {
         bytes[40] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
         assert_eq!(reopen(dir.path()).await.unwrap().manifest.id, 1);
-        // A generation whose manifest never made it (crash before the manifest) is skipped too.
-        std::fs::remove_file(dir.path().join("snapshot-000000000001/manifest.json")).unwrap();
-        assert!(reopen(dir.path()).await.is_none());
-        // The next generation gets a fresh id: a damaged folder is never overwritten.
-        let (mut snapshots, _) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        // With every complete generation damaged, the pipeline refuses to start from nothing.
+        let file = dir.path().join("snapshot-000000000001/scores.parquet");
+        std::fs::write(&file, b"not parquet").unwrap();
+        let err = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.err().unwrap().to_string();
+        assert!(err.contains("snapshot-000000000001") && err.contains("move them away"), "{err}");
+        // Generations killed before their manifest are skipped without complaint.
+        for id in 1..=3 {
+            std::fs::remove_file(dir.path().join(format!("snapshot-{id:012}/manifest.json"))).unwrap();
+        }
+        let (mut snapshots, none) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        assert!(none.is_none());
+        // The next generation gets a fresh id: a damaged folder is never overwritten; incomplete
+        // ones are removed once it is durable.
         assert_eq!(snapshots.write(checkpoint(9)).await.unwrap().id, 4);
         assert_eq!(reopen(dir.path()).await.unwrap().manifest.ledger.consumed, 9);
+        let names = Store::Local(dir.path().to_owned()).list("").await.unwrap();
+        assert_eq!(names, vec!["snapshot-000000000004"]);
     }
 }

@@ -193,9 +193,10 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
 
     let got = newest_manifest(&crashed).unwrap();
     eprintln!(
-        "crash test: {KILLS} kills ({during_snapshot} while a snapshot was being written), {} snapshot generations \
+        "crash test: ledger {:?}; {KILLS} kills ({during_snapshot} while a snapshot was being written), {} snapshot generations \
          written by the killed runs and the last, {killed_at} messages counted before the last start, \
          recovery times {recoveries:?} s",
+        got.ledger,
         got.id
     );
     assert!(during_snapshot >= 3, "only {during_snapshot} kills landed during a snapshot write");

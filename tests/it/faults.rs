@@ -207,6 +207,11 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     let consumed_at_stop = metrics.events_consumed.get();
     broker.kill();
     assert!(consumed_at_stop < first.len() as u64, "the broker stopped mid-ingest ({consumed_at_stop} read)");
+    eprintln!(
+        "broker restart: stopped after {consumed_at_stop} of {} messages ({} more after it came back)",
+        first.len(),
+        second.len()
+    );
     // Down: /healthz says so, the last scores are still served.
     wait_for("/healthz and the metrics to report the fault", Duration::from_secs(30), || {
         let (status, _) = http(addr, "GET", "/healthz", "");
