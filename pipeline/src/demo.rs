@@ -121,8 +121,11 @@ fn start_mock_broker(
             Ok(cluster) => cluster,
             Err(e) => return ready_tx.send(Err(e.to_string())).unwrap_or(()),
         };
+        // librdkafka's mock broker keeps at most 5 MiB (or 100,000 messages) per partition and
+        // deletes older ones: 16 partitions hold the whole simulated history, even while the
+        // pipeline is still reading it.
         for topic in &topics {
-            if let Err(e) = cluster.create_topic(topic, 4, 1) {
+            if let Err(e) = cluster.create_topic(topic, 16, 1) {
                 return ready_tx.send(Err(format!("creating {topic}: {e}"))).unwrap_or(());
             }
         }

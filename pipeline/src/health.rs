@@ -1,4 +1,5 @@
-//! What /healthz reports: whether the pipeline is reading its topic, and the last fault if not.
+//! What /healthz reports: whether the pipeline is reading its topic, the last fault if not, and
+//! notices that stay for the life of the process (e.g. a gap accepted by configuration).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -7,6 +8,7 @@ use std::sync::Mutex;
 pub struct Health {
     connected: AtomicBool,
     fault: Mutex<Option<String>>,
+    notices: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -18,6 +20,14 @@ impl Health {
     pub fn fault(&self, message: String) {
         self.connected.store(false, Ordering::Relaxed);
         *self.fault.lock().expect("health lock") = Some(message);
+    }
+
+    pub fn notice(&self, message: String) {
+        self.notices.lock().expect("health lock").push(message);
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().expect("health lock").clone()
     }
 
     /// Ok while the topic is being read; otherwise the fault, in words.

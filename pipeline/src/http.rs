@@ -46,11 +46,15 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 async fn healthz(State(app): State<AppState>) -> Response {
     let as_of = crate::time::format_time(app.view.borrow().as_of);
+    let notices = app.health.notices();
     match app.health.status() {
-        Ok(()) => json_response(StatusCode::OK, serde_json::json!({"status": "ok", "scores_as_of": as_of})),
+        Ok(()) => json_response(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "scores_as_of": as_of, "notices": notices}),
+        ),
         Err(fault) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "degraded", "fault": fault, "scores_as_of": as_of, "serving": "the last published scores"}),
+            serde_json::json!({"status": "degraded", "fault": fault, "scores_as_of": as_of, "serving": "the last published scores", "notices": notices}),
         ),
     }
 }

@@ -348,7 +348,7 @@ impl Source {
                     what,
                     "out of range; going on from the earliest offset held, as configured"
                 );
-                self.health.fault(format!("{topic}[{partition}] resumed at {low}, not {stored}: {what}"));
+                self.health.notice(format!("{topic}[{partition}] resumed at {low}, not {stored}: {what}"));
                 Ok(Offset::Offset(low))
             }
         }

@@ -6,6 +6,8 @@ use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use index766::produce::EventProducer;
+
 use crate::scenario::{self, TOPICS};
 use crate::support::{repo_root, sql, wait_for};
 
@@ -53,4 +55,61 @@ async fn a_changed_spec_changes_the_scores_after_a_restart(bootstrap: &str) {
     assert!((row[0]["points"].as_f64().unwrap() - 4.0 / 3.0 / 0.8).abs() < 1e-9, "{row:?}");
     shutdown.cancel();
     pipeline.wait().await.unwrap();
+}
+
+/// Retention deletes events the pipeline has not read yet while it is stopped (librdkafka's mock
+/// broker keeps 5 MiB per partition): by default it refuses to start, naming the partition and the
+/// gap; with `out_of_range = "earliest"` it goes on from the earliest offset held and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
+    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |extra: &str| {
+        let mut config = scenario::config(&bootstrap, dir.path());
+        if extra == "earliest" {
+            config.ingest.out_of_range = index766::config::OutOfRange::Earliest;
+        }
+        config
+    };
+    let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+    for event in scenario::events().iter().take(5) {
+        producer.send(event).unwrap();
+    }
+    producer.finish().unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(""), shutdown.clone()).await.unwrap();
+    let metrics = pipeline.metrics.clone();
+    wait_for("the first events", Duration::from_secs(30), || (scenario::settled(&metrics) >= 5).then_some(())).await;
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+
+    // While it is stopped, 6 MiB more: the broker drops the oldest messages, unread ones included.
+    let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+    for _ in 0..20 {
+        producer.send_raw(b"filler", &[b' '; 300_000]).unwrap();
+    }
+    producer.finish().unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(""), shutdown.clone()).await.unwrap();
+    let error = pipeline.wait().await.expect_err("a lost position stops the pipeline").to_string();
+    assert!(shutdown.is_cancelled());
+    for needed in [scenario::EVENTS_TOPIC, "[0]", "retention", "out_of_range = \"earliest\""] {
+        assert!(error.contains(needed), "{needed:?} missing from: {error}");
+    }
+
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config("earliest"), shutdown.clone()).await.unwrap();
+    let addr = pipeline.http_addr;
+    let gap = format!("{}[0] resumed at", scenario::EVENTS_TOPIC);
+    wait_for("the accepted gap in /healthz", Duration::from_secs(10), || {
+        crate::support::http(addr, "GET", "/healthz", "").1.contains(&gap).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+    drop(cluster);
 }
