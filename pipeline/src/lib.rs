@@ -75,8 +75,6 @@ pub enum RunError {
     Query(#[from] query::QueryError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("snapshot {id} verifies but cannot be restored: {why} (move snapshot-{id:012} out of the snapshot store to resume from the one before)")]
-    Restore { id: u64, why: String },
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("cannot listen on {addr}: {source} (set [http] listen to a free address)")]
@@ -119,8 +117,12 @@ async fn resume(
 ) -> Result<(Snapshots, Resumed), RunError> {
     let started = std::time::Instant::now();
     let described = store.describe();
-    let (snapshots, restored) = Snapshots::open(store, config.snapshot.keep).await?;
-    let Some(restored) = restored else {
+    let restore = |restored: &snapshot::Restored| -> Result<(State, Petitions), String> {
+        let state = checkpoint::restore_state(now, catalog.clone(), restored.table(checkpoint::DOSSIERS))?;
+        Ok((state, checkpoint::read_petitions(restored.table(checkpoint::PETITIONS))?))
+    };
+    let (snapshots, restored) = Snapshots::open(store, config.snapshot.keep, restore).await?;
+    let Some((manifest, (state, petitions))) = restored else {
         tracing::info!(store = described, "no snapshot: starting from the topics");
         let state = State::new(now, catalog);
         return Ok((
@@ -128,11 +130,8 @@ async fn resume(
             Resumed { state, petitions: Default::default(), offsets: Default::default(), ledger: Default::default() },
         ));
     };
-    let id = restored.manifest.id;
-    let restore_error = |why| RunError::Restore { id, why };
-    let state = checkpoint::restore_state(now, catalog, restored.table(checkpoint::DOSSIERS)).map_err(restore_error)?;
-    let petitions = checkpoint::read_petitions(restored.table(checkpoint::PETITIONS)).map_err(restore_error)?;
-    let ledger = restored.manifest.ledger.clone();
+    let id = manifest.id;
+    let ledger = manifest.ledger.clone();
     metrics.resume(&ledger);
     metrics.snapshot_generation.set(id as i64);
     metrics.recovery_duration.set(started.elapsed().as_secs_f64());
@@ -143,7 +142,7 @@ async fn resume(
         seconds = started.elapsed().as_secs_f64(),
         "resumed from snapshot"
     );
-    Ok((snapshots, Resumed { state, petitions, offsets: restored.manifest.offsets(), ledger }))
+    Ok((snapshots, Resumed { state, petitions, offsets: manifest.offsets(), ledger }))
 }
 
 impl Pipeline {

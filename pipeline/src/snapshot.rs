@@ -150,15 +150,25 @@ pub fn decode_parquet(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {
 }
 
 impl Snapshots {
-    /// Opens the store and reads back its newest generation that verifies, falling back to older
-    /// ones (each rejected generation is logged with why).
-    pub async fn open(store: Store, keep: usize) -> Result<(Snapshots, Option<Restored>), SnapshotError> {
+    /// Opens the store and reads back its newest generation that verifies and that `restore`
+    /// accepts (it rebuilds the state from the tables), falling back to older ones (each rejected
+    /// generation is logged with why).
+    pub async fn open<T>(
+        store: Store,
+        keep: usize,
+        restore: impl Fn(&Restored) -> Result<T, String>,
+    ) -> Result<(Snapshots, Option<(Manifest, T)>), SnapshotError> {
         let ids = Self::ids(&store).await?;
         let next_id = ids.last().map_or(1, |last| last + 1);
         let mut damaged = Vec::new();
         for &id in ids.iter().rev() {
-            match Self::read(&store, id).await {
-                Ok(generation) => return Ok((Snapshots { store, keep: keep.max(1), next_id }, Some(generation))),
+            let verified = Self::read(&store, id).await.and_then(|generation| {
+                let restored =
+                    restore(&generation).map_err(|why| Unreadable::Damaged(format!("cannot be restored: {why}")))?;
+                Ok((generation.manifest, restored))
+            });
+            match verified {
+                Ok(found) => return Ok((Snapshots { store, keep: keep.max(1), next_id }, Some(found))),
                 // Killed before its manifest: never durable, nothing lost by skipping it.
                 Err(Unreadable::Incomplete) => tracing::warn!(snapshot = folder(id), "incomplete snapshot skipped"),
                 Err(Unreadable::Damaged(why)) => {
@@ -309,14 +319,20 @@ mod tests {
         }
     }
 
-    async fn reopen(dir: &std::path::Path) -> Option<Restored> {
-        Snapshots::open(Store::Local(dir.to_owned()), 3).await.unwrap().1
+    type Opened = (Snapshots, Option<(Manifest, Vec<RecordBatch>)>);
+
+    async fn open(dir: &std::path::Path) -> Result<Opened, SnapshotError> {
+        Snapshots::open(Store::Local(dir.to_owned()), 3, |r| Ok(r.table("dossiers").to_vec())).await
+    }
+
+    async fn reopen(dir: &std::path::Path) -> Option<(Manifest, Vec<RecordBatch>)> {
+        open(dir).await.unwrap().1
     }
 
     #[tokio::test]
     async fn the_newest_verified_generation_is_restored_and_old_ones_pruned() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut snapshots, none) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        let (mut snapshots, none) = open(dir.path()).await.unwrap();
         assert!(none.is_none());
         for value in 1..=5 {
             snapshots.write(checkpoint(value)).await.unwrap();
@@ -324,15 +340,21 @@ mod tests {
         let names = Store::Local(dir.path().to_owned()).list("").await.unwrap();
         assert_eq!(names, vec!["snapshot-000000000003", "snapshot-000000000004", "snapshot-000000000005"]);
         let restored = reopen(dir.path()).await.unwrap();
-        assert_eq!(restored.manifest.offsets(), [(("events".to_owned(), 0), 5)].into());
-        assert_eq!(restored.manifest.ledger.consumed, 5);
-        assert_eq!(restored.table("dossiers")[0], checkpoint(5).tables[0].1);
+        assert_eq!(restored.0.offsets(), [(("events".to_owned(), 0), 5)].into());
+        assert_eq!(restored.0.ledger.consumed, 5);
+        assert_eq!(restored.1[0], checkpoint(5).tables[0].1);
+        // A generation that verifies but cannot be restored (say, tables of another shape) is
+        // passed over for the one before.
+        let store = Store::Local(dir.path().to_owned());
+        let picky = |r: &Restored| if r.manifest.id == 5 { Err("another shape".to_owned()) } else { Ok(()) };
+        let (_, found) = Snapshots::open(store, 3, picky).await.unwrap();
+        assert_eq!(found.unwrap().0.id, 4);
     }
 
     #[tokio::test]
     async fn a_corrupted_or_truncated_newest_snapshot_falls_back_to_the_one_before() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut snapshots, _) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        let (mut snapshots, _) = open(dir.path()).await.unwrap();
         for value in 1..=3 {
             snapshots.write(checkpoint(value)).await.unwrap();
         }
@@ -341,28 +363,28 @@ mod tests {
         let file = newest.join("scores.parquet");
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-        assert_eq!(reopen(dir.path()).await.unwrap().manifest.id, 2);
+        assert_eq!(reopen(dir.path()).await.unwrap().0.id, 2);
         // One flipped byte, same length.
         let file = dir.path().join("snapshot-000000000002/dossiers.parquet");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[40] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        assert_eq!(reopen(dir.path()).await.unwrap().manifest.id, 1);
+        assert_eq!(reopen(dir.path()).await.unwrap().0.id, 1);
         // With every complete generation damaged, the pipeline refuses to start from nothing.
         let file = dir.path().join("snapshot-000000000001/scores.parquet");
         std::fs::write(&file, b"not parquet").unwrap();
-        let err = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.err().unwrap().to_string();
+        let err = open(dir.path()).await.err().unwrap().to_string();
         assert!(err.contains("snapshot-000000000001") && err.contains("move them away"), "{err}");
         // Generations killed before their manifest are skipped without complaint.
         for id in 1..=3 {
             std::fs::remove_file(dir.path().join(format!("snapshot-{id:012}/manifest.json"))).unwrap();
         }
-        let (mut snapshots, none) = Snapshots::open(Store::Local(dir.path().to_owned()), 3).await.unwrap();
+        let (mut snapshots, none) = open(dir.path()).await.unwrap();
         assert!(none.is_none());
         // The next generation gets a fresh id: a damaged folder is never overwritten; incomplete
         // ones are removed once it is durable.
         assert_eq!(snapshots.write(checkpoint(9)).await.unwrap().id, 4);
-        assert_eq!(reopen(dir.path()).await.unwrap().manifest.ledger.consumed, 9);
+        assert_eq!(reopen(dir.path()).await.unwrap().0.ledger.consumed, 9);
         let names = Store::Local(dir.path().to_owned()).list("").await.unwrap();
         assert_eq!(names, vec!["snapshot-000000000004"]);
     }
