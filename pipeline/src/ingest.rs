@@ -279,20 +279,31 @@ impl Source {
                 return Ok(());
             }
         }
+        // Positions resolved here (the end, for start_from = latest) go to the engine at once, so
+        // the next snapshot holds them: a crash before it cannot skip what arrives meanwhile.
+        let mut resolved = Batch::default();
         for (name, _, partitions) in topics.iter().filter(|(_, c, _)| !c.is_table()) {
             for &p in partitions {
                 let start = self.start_of(&consumer, name, p).await?;
+                if let (Offset::Offset(at), false) = (start, self.resume.contains_key(&(name.clone(), p))) {
+                    resolved.next_offsets.insert((name.clone(), p), at);
+                }
                 add(&mut assignment, name, p, start)?;
             }
         }
         consumer.assign(&assignment).map_err(|source| IngestError::Assign { topic: topic.clone(), source })?;
+        let mut positions = self.resume.clone();
+        positions.extend(resolved.next_offsets.clone());
+        if !resolved.next_offsets.is_empty() && batches.send(resolved).await.is_err() {
+            return Ok(());
+        }
         tracing::info!(
             topics = ?topics.iter().map(|(n, _, p)| format!("{n}[{}]", p.len())).collect::<Vec<_>>(),
             resumed = self.resume.len(),
             "assigned"
         );
 
-        let progress = Arc::new(Progress { positions: Mutex::new(self.resume.clone()) });
+        let progress = Arc::new(Progress { positions: Mutex::new(positions) });
         let watcher = tokio::spawn(watch_partitions(
             consumer.clone(),
             topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
@@ -316,18 +327,22 @@ impl Source {
         topic: &str,
         partition: i32,
     ) -> Result<Offset, IngestError> {
+        let watermarks = || {
+            let (client, name) = (consumer.clone(), topic.to_owned());
+            async move {
+                tokio::task::spawn_blocking(move || client.fetch_watermarks(&name, partition, Duration::from_secs(10)))
+                    .await
+                    .expect("watermark task does not panic")
+                    .map_err(|source| IngestError::Assign { topic: topic.to_owned(), source })
+            }
+        };
         let Some(&stored) = self.resume.get(&(topic.to_owned(), partition)) else {
             return Ok(match self.config.ingest.start_from {
                 StartFrom::Earliest => Offset::Beginning,
-                StartFrom::Latest => Offset::End,
+                StartFrom::Latest => Offset::Offset(watermarks().await?.1),
             });
         };
-        let (client, name) = (consumer.clone(), topic.to_owned());
-        let (low, high) =
-            tokio::task::spawn_blocking(move || client.fetch_watermarks(&name, partition, Duration::from_secs(10)))
-                .await
-                .expect("watermark task does not panic")
-                .map_err(|source| IngestError::Assign { topic: topic.to_owned(), source })?;
+        let (low, high) = watermarks().await?;
         // A position past the end (topic recreated) is left to the broker to refuse when read:
         // some brokers report a high watermark behind the last batch, so it is no proof here.
         if stored >= low {

@@ -113,3 +113,54 @@ async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
     pipeline.wait().await.unwrap();
     drop(cluster);
 }
+
+/// `start_from = "latest"` skips what was there before the first start, and the position it
+/// resolved is in the first snapshot: killed before reading anything, a restart resumes there
+/// rather than at a later end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_starts_at_the_end_and_keeps_that_position() {
+    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, 1, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = scenario::config(&bootstrap, dir.path());
+        config.ingest.start_from = index766::config::StartFrom::Latest;
+        config
+    };
+    let events = scenario::events();
+    let send = |range: std::ops::Range<usize>| {
+        let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+        for event in &events[range] {
+            producer.send(event).unwrap();
+        }
+        producer.finish().unwrap();
+    };
+    send(0..5);
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(), shutdown.clone()).await.unwrap();
+    let durable = pipeline.durable.clone();
+    // Lag is reported once the partitions are assigned, after the resolved positions went out.
+    let addr = pipeline.http_addr;
+    wait_for("the partitions assigned", Duration::from_secs(30), || {
+        let (_, exposition) = crate::support::http(addr, "GET", "/metrics", "");
+        let lag = [("topic", scenario::EVENTS_TOPIC), ("partition", "0")];
+        crate::support::metric(&exposition, "index766_consumer_lag_messages", &lag)
+    })
+    .await;
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+    assert_eq!(durable.borrow().get(&(scenario::EVENTS_TOPIC.to_owned(), 0)), Some(&5), "the end, kept");
+    // Written while it was stopped: read after the restart, from the kept position.
+    send(5..8);
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(), shutdown.clone()).await.unwrap();
+    let metrics = pipeline.metrics.clone();
+    wait_for("the three later events", Duration::from_secs(30), || (metrics.events_consumed.get() == 3).then_some(()))
+        .await;
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+    drop(cluster);
+}
