@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -11,15 +12,21 @@ use index766::produce::EventProducer;
 use crate::scenario::{self, TOPICS};
 use crate::support::{repo_root, sql, wait_for};
 
+/// librdkafka's mock cluster with the scenario's topics, `partitions` each, and its bootstrap address.
+fn mock_cluster(partitions: i32) -> (MockCluster<'static, DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, partitions, 1).unwrap();
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    (cluster, bootstrap)
+}
+
 // The mock cluster stays on the test's thread (block_on keeps this future there) and outlives
 // every client: the pipeline is shut down inside run_pipeline_and_check before it is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_the_scenario_from_the_mock_cluster() {
-    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
-    for topic in TOPICS {
-        cluster.create_topic(topic, 3, 1).unwrap();
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    let (cluster, bootstrap) = mock_cluster(3);
     scenario::produce(&bootstrap);
     scenario::run_pipeline_and_check(&bootstrap).await;
     a_changed_spec_changes_the_scores_after_a_restart(&bootstrap).await;
@@ -62,11 +69,7 @@ async fn a_changed_spec_changes_the_scores_after_a_restart(bootstrap: &str) {
 /// gap; with `out_of_range = "earliest"` it goes on from the earliest offset held and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
-    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
-    for topic in TOPICS {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    let (cluster, bootstrap) = mock_cluster(1);
     let dir = tempfile::tempdir().unwrap();
     let config = |extra: &str| {
         let mut config = scenario::config(&bootstrap, dir.path());
@@ -119,11 +122,7 @@ async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
 /// rather than at a later end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_starts_at_the_end_and_keeps_that_position() {
-    let cluster = MockCluster::new(1).expect("librdkafka mock cluster");
-    for topic in TOPICS {
-        cluster.create_topic(topic, 1, 1).unwrap();
-    }
-    let bootstrap = cluster.bootstrap_servers();
+    let (cluster, bootstrap) = mock_cluster(1);
     let dir = tempfile::tempdir().unwrap();
     let config = || {
         let mut config = scenario::config(&bootstrap, dir.path());
