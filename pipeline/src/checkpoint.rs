@@ -23,17 +23,14 @@ fn times_field(name: &str) -> Field {
     Field::new(name, DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))), false)
 }
 
-fn list_of<T>(rows: impl Iterator<Item = T>, mut each: impl FnMut(&mut ListBuilder<Int64Builder>, T)) -> ArrayRef {
+/// One list of instants per row.
+fn times<'a>(rows: impl Iterator<Item = &'a [Instant]>) -> ArrayRef {
     let mut builder = ListBuilder::new(Int64Builder::new());
     for row in rows {
-        each(&mut builder, row);
+        builder.values().append_slice(row);
         builder.append(true);
     }
     Arc::new(builder.finish())
-}
-
-fn times(rows: &[&[Instant]]) -> ArrayRef {
-    list_of(rows.iter(), |b, times| b.values().append_slice(times))
 }
 
 fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> RecordBatch {
@@ -51,8 +48,6 @@ pub fn dossiers_table(state: &State) -> RecordBatch {
         seen.values().append_slice(&d.seen_events);
         seen.append(true);
     }
-    let requests: Vec<&[Instant]> = ds.iter().map(|d| d.supplement_requests.as_slice()).collect();
-    let arrivals: Vec<&[Instant]> = ds.iter().map(|d| d.supplement_arrivals.as_slice()).collect();
     batch(
         vec![
             Field::new("dossier_id", DataType::Utf8, false),
@@ -83,8 +78,8 @@ pub fn dossiers_table(state: &State) -> RecordBatch {
             instants(|d| d.completed_at),
             instants(|d| d.returned_at),
             instants(|d| d.abandoned_at),
-            times(&requests),
-            times(&arrivals),
+            times(ds.iter().map(|d| d.supplement_requests.as_slice())),
+            times(ds.iter().map(|d| d.supplement_arrivals.as_slice())),
             Arc::new(UInt16Array::from_iter_values(ds.iter().map(|d| d.flags))),
             Arc::new(seen.finish()),
         ],
@@ -98,7 +93,7 @@ pub fn petitions_table(petitions: &Petitions) -> RecordBatch {
     let time = |f: fn(&Petition) -> Option<Instant>| -> ArrayRef {
         Arc::new(Int64Array::from_iter(ps.iter().map(|(_, p)| f(p))))
     };
-    let steps = |f: fn(&Petition) -> &[Instant]| times(&ps.iter().map(|(_, p)| f(p)).collect::<Vec<_>>());
+    let steps = |f: fn(&Petition) -> &[Instant]| times(ps.iter().map(|(_, p)| f(p)));
     let flag = |f: fn(&Petition) -> bool| -> ArrayRef {
         Arc::new(BooleanArray::from_iter(ps.iter().map(|(_, p)| Some(f(p)))))
     };

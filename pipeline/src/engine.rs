@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::petition::{Calendar, PetitionEvent, Petitions};
 use crate::snapshot::{Checkpoint, Ledger};
 use crate::spec::Spec;
-use crate::state::State;
+use crate::state::{Applied, State};
 use crate::time::{format_time, Clock, Instant};
 use crate::units::{Registry, Unit};
 use crate::view::View;
@@ -128,6 +128,9 @@ impl Engine {
     fn apply(&mut self, batch: Batch) -> Vec<DeadLetter> {
         self.state.advance_to(self.clock.now());
         let mut letters = Vec::new();
+        // What reading the batch counted, and what applying it counts: into the ledger and the
+        // metrics together.
+        let mut counted = batch.ledger;
         let (mut catalog_changed, mut units_changed) = (false, false);
         for Sourced { input, origin, first_read } in batch.inputs {
             let outcome = match input {
@@ -153,15 +156,13 @@ impl Engine {
             }
             let rejection = match outcome {
                 Ok(notice) => {
-                    self.ledger.applied += 1;
-                    self.metrics.events_applied.inc();
+                    counted.applied += 1;
                     notice
                 }
                 Err(rejection) => Some(rejection),
             };
             if let Some(rejection) = rejection {
-                self.ledger.reject(rejection.reason.as_str());
-                self.metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+                counted.reject(rejection.reason.as_str());
                 letters.push(DeadLetter { origin, rejection });
             }
         }
@@ -178,10 +179,8 @@ impl Engine {
             }
         }
         self.offsets.extend(batch.next_offsets);
-        self.ledger.consumed += batch.ledger.consumed;
-        for (reason, n) in batch.ledger.rejected {
-            *self.ledger.rejected.entry(reason).or_default() += n;
-        }
+        self.ledger.add(&counted);
+        self.metrics.count(&counted);
         letters
     }
 
@@ -208,16 +207,16 @@ impl Engine {
         if let Some(rejection) = self.too_far_ahead(event.event_time) {
             return Err(rejection);
         }
-        if self.state.is_duplicate(event) {
-            return Err(reject(
-                RejectReason::Duplicate,
-                format!("event {} was already applied to dossier {}", event.event_id, event.dossier_id),
-            ));
+        match self.state.admit(event) {
+            Applied::Changed => {}
+            Applied::Duplicate => {
+                return Err(reject(
+                    RejectReason::Duplicate,
+                    format!("event {} was already applied to dossier {}", event.event_id, event.dossier_id),
+                ))
+            }
+            Applied::Impossible(why) => return Err(reject(RejectReason::ImpossibleTransition, why)),
         }
-        if let Some(why) = self.state.impossible(event) {
-            return Err(reject(RejectReason::ImpossibleTransition, why));
-        }
-        self.state.apply(event);
         let unknown_procedure = || {
             (!self.catalog.is_empty() && self.catalog.get(&event.procedure_code).is_none()).then(|| {
                 reject(

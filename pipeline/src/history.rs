@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{Datelike, Duration};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, RecordBatch, TimestampSecondArray};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::snapshot::{decode_parquet, encode_parquet, SnapshotError};
 use crate::store::Store;
@@ -36,15 +36,11 @@ pub fn week_of(t: Instant) -> chrono::NaiveDate {
     day - Duration::days(day.weekday().num_days_from_monday() as i64)
 }
 
-fn io(store: &Store) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
-    |source| SnapshotError::Io { store: store.describe(), source }
-}
-
 impl History {
     /// Reads every week kept in the store; a week that cannot be read is logged and skipped.
     pub async fn load(store: Store) -> Result<History, SnapshotError> {
         let mut weeks = BTreeMap::new();
-        for folder in store.list(FOLDER).await.map_err(io(&store))? {
+        for folder in store.list(FOLDER).await.map_err(SnapshotError::io(&store))? {
             let Ok(week) = chrono::NaiveDate::parse_from_str(&folder, "%Y-%m-%d") else { continue };
             let mut tables = Vec::new();
             for (_, source) in TABLES {
@@ -80,25 +76,24 @@ impl History {
             let rows = filter_record_batch(batch, current).expect("a mask of the batch's length");
             let with_week = stamp(&rows, week, judged_at);
             let bytes = encode_parquet(source, &with_week)?;
-            self.store.put(&format!("{FOLDER}/{week}/{source}.parquet"), bytes).await.map_err(io(&self.store))?;
+            self.store
+                .put(&format!("{FOLDER}/{week}/{source}.parquet"), bytes)
+                .await
+                .map_err(SnapshotError::io(&self.store))?;
             kept.push(with_week);
         }
         self.weeks.insert(week, kept);
         Ok(())
     }
 
-    /// The tables for SQL (empty ones shaped after `view`'s tables before the first week is
-    /// kept); weeks written under another layout of the tables (an older spec with other
-    /// columns) are left out, with a warning.
-    pub fn tables(&self, view: &crate::view::View) -> HistoryTables {
+    /// The weeks kept, per SQL table; weeks written under another layout of the tables (an older
+    /// spec with other columns) are left out, with a warning.
+    pub fn tables(&self) -> HistoryTables {
         TABLES
             .iter()
             .enumerate()
-            .map(|(i, (name, source))| {
-                let Some(newest) = self.weeks.values().last().map(|t| t[i].schema()) else {
-                    return (*name, vec![empty_table(view, source)]);
-                };
-                let newest = Some(newest);
+            .map(|(i, (name, _))| {
+                let newest = self.weeks.values().last().map(|t| t[i].schema());
                 let batches = self
                     .weeks
                     .iter()
@@ -117,14 +112,9 @@ impl History {
     }
 }
 
-/// A history table with no week yet, its columns those of `view`'s `source` table.
-fn empty_table(view: &crate::view::View, source: &str) -> RecordBatch {
-    stamp(&RecordBatch::new_empty(view.table(source).schema()), chrono::NaiveDate::default(), 0)
-}
-
-/// The history tables with no week kept yet.
-pub fn empty_tables(view: &crate::view::View) -> HistoryTables {
-    TABLES.iter().map(|(name, source)| (*name, vec![empty_table(view, source)])).collect()
+/// The columns of the history of a view table: those of `source`, after the week's.
+pub fn schema_for(source: &RecordBatch) -> SchemaRef {
+    stamp(&RecordBatch::new_empty(source.schema()), chrono::NaiveDate::default(), 0).schema()
 }
 
 /// The rows with two leading columns: the week and when the figures were taken.
@@ -166,16 +156,17 @@ mod tests {
             crate::view::View::build(registry, &crate::spec::tests::shipped(), 80.0, &state, &Default::default());
         let dir = tempfile::tempdir().unwrap();
         let mut history = History::load(Store::Local(dir.path().to_owned())).await.unwrap();
-        assert_eq!(history.tables(&view)[1].1[0].num_rows(), 0, "empty, with the columns, before the first week");
+        assert!(history.tables()[1].1.is_empty(), "nothing before the first week");
         history.record(&view.tables, state.now()).await.unwrap();
         let again = History::load(Store::Local(dir.path().to_owned())).await.unwrap();
-        let tables = again.tables(&view);
+        let tables = again.tables();
         assert_eq!(tables.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["weekly_scores", "weekly_totals"]);
         let totals = &tables[1].1[0];
         // U1 has four current periods (month, quarter, half-year, year).
         assert_eq!(totals.num_rows(), 4);
         let week = totals.column_by_name("week_start").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
         assert_eq!(week.value_as_date(0).unwrap().to_string(), "2026-11-23");
-        assert_eq!(tables, history.tables(&view));
+        assert_eq!(tables, history.tables());
+        assert_eq!(totals.schema(), schema_for(view.table("totals")));
     }
 }

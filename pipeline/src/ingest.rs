@@ -160,7 +160,8 @@ pub fn client_config(config: &Config) -> ClientConfig {
 /// Turns messages into a batch: decodes, counts, collects dead letters.
 #[derive(Clone)]
 struct Reader {
-    contracts: HashMap<String, Contract>,
+    /// Per topic: its contract, and its name shared by every message's origin.
+    contracts: HashMap<String, (Contract, Arc<str>)>,
     max_bytes: usize,
     /// The snapshot's positions: a table message before them was counted (and, if bad,
     /// dead-lettered) before the restart, so re-reading the table does not count it again.
@@ -178,20 +179,20 @@ struct Pending {
 impl Reader {
     fn take(&self, pending: &mut Pending, message: &BorrowedMessage<'_>) {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        let contract = self.contracts.get(topic).copied().unwrap_or(Contract::Dossiers);
-        pending.batch.next_offsets.insert((topic.to_owned(), partition), offset + 1);
-        let counted_before = self.resumed.get(&(topic.to_owned(), partition)).is_some_and(|&next| offset < next);
+        let (contract, topic_name) = &self.contracts[topic];
+        let position = (topic.to_owned(), partition);
+        let counted_before = self.resumed.get(&position).is_some_and(|&next| offset < next);
+        pending.batch.next_offsets.insert(position, offset + 1);
         if !counted_before {
             pending.batch.ledger.consumed += 1;
-            self.metrics.events_consumed.inc();
             self.metrics.bytes_consumed.inc_by(message.payload_len() as u64);
         }
-        let decoded = decode(contract, message.payload(), message.key(), self.max_bytes);
+        let decoded = decode(*contract, message.payload(), message.key(), self.max_bytes);
         if decoded.is_err() && counted_before {
             return;
         }
         let origin = Origin {
-            topic: topic.into(),
+            topic: topic_name.clone(),
             partition,
             offset,
             key: message.key().map(<[u8]>::to_vec),
@@ -201,17 +202,14 @@ impl Reader {
             Ok(input) => pending.batch.inputs.push(Sourced { input, origin, first_read: !counted_before }),
             Err(rejection) => {
                 pending.batch.ledger.reject(rejection.reason.as_str());
-                self.metrics.events_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
                 pending.letters.push(DeadLetter { origin, rejection });
             }
         }
     }
 }
 
-/// The tasks' shared view of the source: where each partition stands, for lag and health.
-struct Progress {
-    positions: Mutex<Offsets>,
-}
+/// Where each partition stands (next offset to read), shared with the lag reporter.
+type Positions = Arc<Mutex<Offsets>>;
 
 pub struct Source {
     pub config: Arc<Config>,
@@ -255,7 +253,7 @@ impl Source {
             }
         }
         let reader = Reader {
-            contracts: topics.iter().map(|(n, c, _)| (n.clone(), *c)).collect(),
+            contracts: topics.iter().map(|(n, c, _)| (n.clone(), (*c, Arc::from(n.as_str())))).collect(),
             max_bytes: config.ingest.max_event_bytes,
             resumed: self.resume.clone(),
             metrics: self.metrics.clone(),
@@ -303,7 +301,7 @@ impl Source {
             "assigned"
         );
 
-        let progress = Arc::new(Progress { positions: Mutex::new(positions) });
+        let progress: Positions = Arc::new(Mutex::new(positions));
         let watcher = tokio::spawn(watch_partitions(
             consumer.clone(),
             topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
@@ -374,7 +372,7 @@ impl Source {
         &self,
         consumer: &StreamConsumer,
         reader: &Reader,
-        progress: &Progress,
+        progress: &Positions,
         batches: mpsc::Sender<Batch>,
         shutdown: &CancellationToken,
     ) -> Result<(), IngestError> {
@@ -412,7 +410,7 @@ impl Source {
             if !self.dead_letters.deliver(&pending.letters, shutdown).await {
                 break; // shutting down: this batch is read again after the restart
             }
-            progress.positions.lock().expect("positions lock").extend(pending.batch.next_offsets.clone());
+            progress.lock().expect("positions lock").extend(pending.batch.next_offsets.clone());
             if batches.send(pending.batch).await.is_err() {
                 break; // the engine has stopped: shutting down
             }
@@ -527,7 +525,7 @@ async fn wait_for_partitions(
 async fn watch_partitions(
     consumer: Arc<StreamConsumer>,
     mut topics: Vec<(String, Vec<i32>)>,
-    progress: Arc<Progress>,
+    progress: Positions,
     start_from: StartFrom,
     mut durable: watch::Receiver<Offsets>,
     metrics: Arc<Metrics>,
@@ -551,7 +549,7 @@ async fn watch_partitions(
             Ok(marks) => {
                 health.connected();
                 metrics.broker_connected.set(1);
-                let positions = progress.positions.lock().expect("positions lock").clone();
+                let positions = progress.lock().expect("positions lock").clone();
                 for (t, p, low, high) in marks {
                     let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
                     metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - next).max(0));

@@ -132,7 +132,7 @@ async fn resume(
     };
     let id = manifest.id;
     let ledger = manifest.ledger.clone();
-    metrics.resume(&ledger);
+    metrics.count(&ledger);
     metrics.snapshot_generation.set(id as i64);
     metrics.recovery_duration.set(started.elapsed().as_secs_f64());
     tracing::info!(
@@ -168,7 +168,7 @@ impl Pipeline {
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
-        let (history_tx, history_rx) = watch::channel(Arc::new(history.tables(&first_view)));
+        let (history_tx, history_rx) = watch::channel(Arc::new(history.tables()));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let sql = Arc::new(query::SqlService::new(&config.sql)?.with_history(history_rx));
         let initial = views.borrow().clone();
@@ -239,7 +239,6 @@ impl Pipeline {
             history,
             durable: durable_tx,
             history_tables: history_tx,
-            views: views.clone(),
             metrics: metrics.clone(),
         };
         let writer = tokio::spawn(writer.run(checkpoint_rx));
@@ -290,7 +289,6 @@ struct SnapshotWriter {
     /// The offsets of the newest durable snapshot (committed to the consumer group by ingest).
     durable: watch::Sender<Offsets>,
     history_tables: watch::Sender<Arc<HistoryTables>>,
-    views: watch::Receiver<Arc<View>>,
     metrics: Arc<Metrics>,
 }
 
@@ -308,8 +306,7 @@ impl SnapshotWriter {
         // The snapshot is durable whatever becomes of the history.
         match self.history.record(&tables, judged_at).await {
             Ok(()) => {
-                let view = self.views.borrow().clone();
-                self.history_tables.send_replace(Arc::new(self.history.tables(&view)));
+                self.history_tables.send_replace(Arc::new(self.history.tables()));
             }
             Err(error) => tracing::error!(%error, "weekly history not written; the next snapshot tries again"),
         }

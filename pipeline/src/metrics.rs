@@ -197,9 +197,9 @@ impl Metrics {
         m
     }
 
-    /// Continues the counters from a snapshot's ledger, so they count every message once across
-    /// restarts.
-    pub fn resume(&self, ledger: &crate::snapshot::Ledger) {
+    /// Adds a ledger's counts to the counters: what the engine took in with a batch, or a
+    /// snapshot's ledger at start (so they count every message once across restarts).
+    pub fn count(&self, ledger: &crate::snapshot::Ledger) {
         self.events_consumed.inc_by(ledger.consumed);
         self.events_applied.inc_by(ledger.applied);
         for (reason, &n) in &ledger.rejected {

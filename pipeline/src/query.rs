@@ -43,7 +43,6 @@ impl SqlService {
             .map_err(|e| QueryError::Invalid(e.to_string()))?;
         Ok(SqlService {
             views: load_views(&config.views_dir)?,
-            // None kept yet: empty tables shaped after each session's view.
             history: watch::channel(Arc::new(HistoryTables::new())).1,
             timeout: Duration::from_secs(config.timeout_secs),
             runtime,
@@ -59,15 +58,14 @@ impl SqlService {
     /// A session over the view's tables and the history, with the views registered.
     async fn session(&self, view: &View) -> Result<SessionContext, QueryError> {
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
-        let mut history = self.history.borrow().clone();
-        if history.is_empty() {
-            history = Arc::new(crate::history::empty_tables(view));
-        }
+        let history = self.history.borrow().clone();
         let tables = view.tables.iter().map(|(name, batch)| (*name, batch.schema(), vec![batch.clone()]));
-        let history_tables = history
-            .iter()
-            .filter(|(_, batches)| !batches.is_empty())
-            .map(|(name, batches)| (*name, batches[0].schema(), batches.clone()));
+        let history_tables = crate::history::TABLES.iter().map(|&(name, source)| {
+            let kept = history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()).unwrap_or_default();
+            // Before the first week is kept: empty, with the columns it will have.
+            let schema = kept.first().map_or_else(|| crate::history::schema_for(view.table(source)), |b| b.schema());
+            (name, schema, kept)
+        });
         for (name, schema, batches) in tables.chain(history_tables) {
             let table = MemTable::try_new(schema, vec![batches]).map_err(|e| QueryError::Invalid(e.to_string()))?;
             ctx.register_table(name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;

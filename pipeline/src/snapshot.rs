@@ -48,9 +48,24 @@ pub struct Ledger {
     pub rejected: BTreeMap<String, u64>,
 }
 
+impl SnapshotError {
+    /// Names the store an I/O error happened in.
+    pub fn io(store: &Store) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+        |source| SnapshotError::Io { store: store.describe(), source }
+    }
+}
+
 impl Ledger {
     pub fn reject(&mut self, reason: &str) {
         *self.rejected.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    pub fn add(&mut self, other: &Ledger) {
+        self.consumed += other.consumed;
+        self.applied += other.applied;
+        for (reason, n) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += n;
+        }
     }
 }
 
@@ -184,7 +199,7 @@ impl Snapshots {
     }
 
     async fn ids(store: &Store) -> Result<Vec<u64>, SnapshotError> {
-        let names = store.list("").await.map_err(|source| SnapshotError::Io { store: store.describe(), source })?;
+        let names = store.list("").await.map_err(SnapshotError::io(store))?;
         let mut ids: Vec<u64> = names.iter().filter_map(|n| n.strip_prefix(PREFIX)?.parse().ok()).collect();
         ids.sort();
         Ok(ids)
@@ -230,11 +245,7 @@ impl Snapshots {
     pub async fn write(&mut self, checkpoint: Checkpoint) -> Result<Manifest, SnapshotError> {
         let id = self.next_id;
         self.next_id += 1;
-        let io = |store: &Store| {
-            let store = store.describe();
-            move |source| SnapshotError::Io { store, source }
-        };
-        let tables = checkpoint.tables.clone();
+        let tables = checkpoint.tables;
         let encoded = tokio::task::spawn_blocking(move || {
             tables
                 .iter()
@@ -273,9 +284,9 @@ impl Snapshots {
         };
         let dir = folder(id);
         let files = encoded.into_iter().map(|(entry, bytes)| (entry.name, bytes)).collect();
-        self.store.put_folder(&dir, files).await.map_err(io(&self.store))?;
+        self.store.put_folder(&dir, files).await.map_err(SnapshotError::io(&self.store))?;
         let text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        self.store.put(&format!("{dir}/{MANIFEST}"), text).await.map_err(io(&self.store))?;
+        self.store.put(&format!("{dir}/{MANIFEST}"), text).await.map_err(SnapshotError::io(&self.store))?;
         if let Err(error) = self.prune(id).await {
             tracing::warn!(%error, "older snapshots not removed; the next snapshot tries again");
         }
@@ -286,14 +297,13 @@ impl Snapshots {
     /// `keep - 1` newest complete ones (those killed before their manifest are removed too: they
     /// never count as a fallback).
     async fn prune(&self, newest: u64) -> Result<(), SnapshotError> {
-        let io = |source| SnapshotError::Io { store: self.store.describe(), source };
         let mut complete = 0;
         for old in Self::ids(&self.store).await?.into_iter().filter(|&old| old < newest).rev() {
             let has_manifest = self.store.get(&format!("{}/{MANIFEST}", folder(old))).await.is_ok();
             if has_manifest && complete < self.keep - 1 {
                 complete += 1;
             } else {
-                self.store.remove_folder(&folder(old)).await.map_err(io)?;
+                self.store.remove_folder(&folder(old)).await.map_err(SnapshotError::io(&self.store))?;
             }
         }
         Ok(())

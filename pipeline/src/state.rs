@@ -147,6 +147,36 @@ impl Dossier {
     }
 }
 
+/// Why the event cannot have happened, given what is known of its dossier: the dossier would
+/// end before it began. A step that needs the dossier received (processing, supplement, fees,
+/// completion, return, stop) dated before its reception; or a first reception dated after the
+/// dossier was already completed or returned. Judged on arrival, so the first of two
+/// contradicting events stands.
+fn impossible(d: &Dossier, event: &DossierEvent) -> Option<String> {
+    let t = event.event_time;
+    let after_reception = [
+        status::PROCESSING,
+        status::SUPPLEMENT_REQUESTED,
+        status::FEES_REQUESTED,
+        status::STOPPED,
+        status::COMPLETED,
+        status::RESULT_RETURNED,
+    ];
+    match (event.status, d.received_at, d.completed_at.or(d.returned_at)) {
+        (s, Some(received), _) if after_reception.contains(&s) && t < received => Some(format!(
+            "status {s} at {} is before the dossier's reception at {}",
+            crate::time::format_time(t),
+            crate::time::format_time(received)
+        )),
+        (status::RECEIVED, None, Some(ended)) if t > ended => Some(format!(
+            "reception at {} is after the dossier ended at {}",
+            crate::time::format_time(t),
+            crate::time::format_time(ended)
+        )),
+        _ => None,
+    }
+}
+
 /// A dossier read back from a snapshot, its codes not yet numbered.
 #[derive(Debug)]
 pub struct RestoredDossier {
@@ -155,10 +185,12 @@ pub struct RestoredDossier {
     pub procedure_code: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Changed,
     Duplicate,
+    /// Refused by `State::admit`, with why.
+    Impossible(String),
 }
 
 #[derive(Debug)]
@@ -243,52 +275,31 @@ impl State {
         }
     }
 
-    /// Whether this event id was already applied to its dossier.
-    pub fn is_duplicate(&self, event: &DossierEvent) -> bool {
-        let fp = fingerprint(&event.event_id);
-        self.by_id.get(event.dossier_id.as_str()).is_some_and(|&i| self.dossiers[i as usize].seen_events.contains(&fp))
+    /// Applies an event, as `apply`, unless it cannot have happened (see `impossible`).
+    pub fn admit(&mut self, event: &DossierEvent) -> Applied {
+        self.apply_checked(event, true)
     }
 
-    /// Why the event cannot have happened, given what is known of its dossier: the dossier would
-    /// end before it began. A step that needs the dossier received (processing, supplement, fees,
-    /// completion, return, stop) dated before its reception; or a first reception dated after the
-    /// dossier was already completed or returned. Judged on arrival, so the first of two
-    /// contradicting events stands.
-    pub fn impossible(&self, event: &DossierEvent) -> Option<String> {
-        let d = &self.dossiers[*self.by_id.get(event.dossier_id.as_str())? as usize];
-        let t = event.event_time;
-        let after_reception = [
-            status::PROCESSING,
-            status::SUPPLEMENT_REQUESTED,
-            status::FEES_REQUESTED,
-            status::STOPPED,
-            status::COMPLETED,
-            status::RESULT_RETURNED,
-        ];
-        match (event.status, d.received_at, d.completed_at.or(d.returned_at)) {
-            (s, Some(received), _) if after_reception.contains(&s) && t < received => Some(format!(
-                "status {s} at {} is before the dossier's reception at {}",
-                crate::time::format_time(t),
-                crate::time::format_time(received)
-            )),
-            (status::RECEIVED, None, Some(ended)) if t > ended => Some(format!(
-                "reception at {} is after the dossier ended at {}",
-                crate::time::format_time(t),
-                crate::time::format_time(ended)
-            )),
-            _ => None,
-        }
-    }
-
+    /// Applies an event (a repeated event id changes nothing).
     pub fn apply(&mut self, event: &DossierEvent) -> Applied {
+        self.apply_checked(event, false)
+    }
+
+    fn apply_checked(&mut self, event: &DossierEvent, refuse_impossible: bool) -> Applied {
+        let fp = fingerprint(&event.event_id);
         let idx = match self.by_id.get(event.dossier_id.as_str()) {
-            Some(&idx) => idx,
+            Some(&idx) => {
+                let d = &self.dossiers[idx as usize];
+                if d.seen_events.contains(&fp) {
+                    return Applied::Duplicate;
+                }
+                if let Some(why) = impossible(d, event).filter(|_| refuse_impossible) {
+                    return Applied::Impossible(why);
+                }
+                idx
+            }
             None => self.insert(event),
         };
-        let fp = fingerprint(&event.event_id);
-        if self.dossiers[idx as usize].seen_events.contains(&fp) {
-            return Applied::Duplicate;
-        }
         self.contribute(idx, -1);
         let unit = self.units.intern(&event.unit_code);
         let procedure = self.procedures.intern(&event.procedure_code);

@@ -31,6 +31,18 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut()
     }
 }
 
+/// Waits until the process `child` listens on `port`; panics if it exits first or takes over 30 s.
+fn await_listening(child: &mut Child, port: u16, what: &str) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited at start: {status}. Run tests/run.sh, which installs it.");
+        }
+        assert!(Instant::now() < until, "{what} did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A tansu broker on a free loopback port, killed when dropped. It cannot be started → panic:
 /// a test that needs a broker fails without one, it never skips.
 pub struct Broker {
@@ -81,14 +93,7 @@ impl Broker {
             });
         let mut broker =
             Broker { child, bootstrap: format!("127.0.0.1:{port}"), storage: storage.to_owned(), dir: dir.to_owned() };
-        let until = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                panic!("the test broker exited at start: {status}");
-            }
-            assert!(Instant::now() < until, "the test broker did not listen on {port} within 20 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        await_listening(&mut broker.child, port, "the test broker");
         broker
     }
 
@@ -252,14 +257,7 @@ impl S3Server {
                 panic!("cannot start moto's S3 server from {path}: {e}. Run tests/run.sh, which installs it.")
             });
         let mut server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
-        let until = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("moto's S3 server exited at start ({status}); is it installed in {path}? Run tests/run.sh");
-            }
-            assert!(Instant::now() < until, "moto's S3 server did not listen on {port} within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        await_listening(&mut server.child, port, &format!("moto's S3 server (installed in {path}?)"));
         let addr = ("127.0.0.1", port).to_socket_addrs().unwrap().next().unwrap();
         let (status, body) = http(addr, "PUT", &format!("/{bucket}"), "");
         assert_eq!(status, 200, "create bucket {bucket}: {body}");
