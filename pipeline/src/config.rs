@@ -35,6 +35,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub sql: SqlConfig,
     pub snapshot: SnapshotConfig,
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +117,8 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
+    /// The PostgreSQL wire protocol's address; empty: not served.
+    pub postgres_listen: String,
     pub views_dir: PathBuf,
     pub timeout_secs: u64,
     pub memory_limit_mib: usize,
@@ -183,9 +186,40 @@ impl Config {
             return Err(ConfigError::Invalid("[ingest] max_future_secs must be 0 or more".into()));
         }
         self.as_of()?;
+        self.alert_rules()?;
+        self.postgres_listen()?;
+        if self.alerts.resend_secs == 0 {
+            return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
+        }
         crate::petition::Calendar::new(&self.petitions.holidays)
             .map_err(|e| ConfigError::Invalid(format!("[petitions] holidays: {e}")))?;
         Ok(())
+    }
+
+    /// The `[[alerts.rules]]`, checked; two rules may not share a name.
+    pub fn alert_rules(&self) -> Result<Vec<crate::alerts::Rule>, ConfigError> {
+        let rules = self
+            .alerts
+            .rules
+            .iter()
+            .map(crate::alerts::Rule::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Invalid)?;
+        if let Some(twice) = rules.iter().find(|r| rules.iter().filter(|o| o.name == r.name).count() > 1) {
+            return Err(ConfigError::Invalid(format!("[[alerts.rules]]: two rules are named {:?}; rename one", twice.name)));
+        }
+        Ok(rules)
+    }
+
+    /// `[sql] postgres_listen`, if the PostgreSQL protocol is served.
+    pub fn postgres_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.sql.postgres_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!("[sql] postgres_listen = {text:?} is not an address like 127.0.0.1:5766 (or \"\" to turn it off)"))
+        })
     }
 
     /// The fixed judging instant, if `[scoring] as_of` is set.

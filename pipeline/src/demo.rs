@@ -139,8 +139,14 @@ fn start_mock_broker(
     Ok((bootstrap, stop_tx, thread))
 }
 
+/// Where the demo serves its users.
+pub struct Addresses {
+    pub http: SocketAddr,
+    pub postgres: SocketAddr,
+}
+
 pub async fn demo(
-    http: SocketAddr,
+    addresses: Addresses,
     data_dir: PathBuf,
     options: StreamOptions,
     shutdown: CancellationToken,
@@ -150,6 +156,7 @@ pub async fn demo(
         defaults.topics.events.clone(),
         defaults.topics.petitions.clone(),
         defaults.topics.dead_letter.clone(),
+        defaults.alerts.topic.clone(),
     ])?;
 
     let mut sim = simulator(options.seed);
@@ -162,19 +169,24 @@ pub async fn demo(
             return Err(DemoError::Write { path: snapshots, source });
         }
     }
+    let (http, postgres) = (addresses.http, addresses.postgres);
     let config = crate::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
          [catalog]\nfile = {procedures:?}\n\
-         [http]\nlisten = \"{http}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
+         [http]\nlisten = \"{http}\"\n[sql]\npostgres_listen = \"{postgres}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
     ))
     .map_err(crate::RunError::from)?;
     let (topic, petitions_topic) = (config.topics.events.clone(), config.topics.petitions.clone());
     let pipeline = crate::Pipeline::start(config, shutdown.clone()).await?;
     let url = format!("http://{}", pipeline.http_addr);
+    let postgres = pipeline.postgres_addr.unwrap_or(postgres);
     println!(
         "index766 demo: {PROVINCE_NAME} ({PROVINCE_CODE}), {} units, {} days of history at {}/day, then {}/min live\n\
+         \x20 dashboard  {url}/\n\
          \x20 metrics    {url}/metrics\n\
          \x20 SQL        curl -s {url}/sql -d \"SELECT unit_name, period, total, band, delta, rank FROM totals WHERE is_current ORDER BY total LIMIT 10\"\n\
+         \x20 psql       psql -h {} -p {} -U ioc -c \"SELECT * FROM unit_ranking LIMIT 10\"\n\
+         \x20 alerts     {url}/api/alerts\n\
          \x20 health     {url}/healthz\n\
          \x20 snapshots  {}\n\
          \x20 units      {}\n\
@@ -183,6 +195,8 @@ pub async fn demo(
         options.days,
         options.per_day,
         options.live_per_minute,
+        postgres.ip(),
+        postgres.port(),
         snapshots.display(),
         units.display(),
     );

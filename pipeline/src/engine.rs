@@ -113,6 +113,7 @@ impl Engine {
                 (checkpoint::DOSSIERS, checkpoint::dossiers_table(&self.state)),
                 (checkpoint::PETITIONS, checkpoint::petitions_table(&self.petitions)),
                 ("scores", view.table("scores").clone()),
+                ("group_scores", view.table("group_scores").clone()),
                 ("totals", view.table("totals").clone()),
             ],
             offsets: self.offsets.clone(),

@@ -1,14 +1,15 @@
-//! Weekly history: after each snapshot, the scores and totals of the current periods are kept
-//! for the week they were judged in (Monday, UTC+7), as `history/weekly/<monday>/{scores,totals}.parquet`
-//! in the snapshot store. The last snapshot of a week stands for that week. Exposed to SQL as
-//! `weekly_scores` and `weekly_totals`, so week-over-week and rank-history queries work across
-//! restarts. (Closed periods need no file of their own: every dossier is part of the state, so
-//! their scores are in `scores` after any restart, and in every snapshot's `scores.parquet`.)
+//! Score history: after each snapshot, the current periods' figures are kept for the day and for
+//! the week they were judged in (Vietnam time), as `history/daily/<day>/<table>.parquet` and
+//! `history/weekly/<monday>/<table>.parquet` in the snapshot store. The last snapshot of a day
+//! (a week) stands for it. Exposed to SQL as `daily_*` and `weekly_*` tables, so day-over-day,
+//! week-over-week and rank-history queries work across restarts, and the alert engine compares
+//! with the same day last week. (Closed periods need no file of their own: every dossier is part
+//! of the state, so their scores are in `scores` after any restart.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{Datelike, Duration};
+use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, RecordBatch, TimestampSecondArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -17,90 +18,167 @@ use crate::snapshot::{decode_parquet, encode_parquet, SnapshotError};
 use crate::store::Store;
 use crate::time::{local_date, Instant};
 
-const FOLDER: &str = "history/weekly";
-/// (SQL table, the view table it keeps).
-pub const TABLES: [(&str, &str); 2] = [("weekly_scores", "scores"), ("weekly_totals", "totals")];
+/// How often figures are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    Daily,
+    Weekly,
+}
 
-/// Every week kept: the tables SQL sees.
+pub const CADENCES: [Cadence; 2] = [Cadence::Daily, Cadence::Weekly];
+
+impl Cadence {
+    /// (SQL table, the view table it keeps).
+    pub fn tables(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Cadence::Daily => &[("daily_scores", "scores"), ("daily_group_scores", "group_scores"), ("daily_totals", "totals")],
+            Cadence::Weekly => &[("weekly_scores", "scores"), ("weekly_totals", "totals")],
+        }
+    }
+
+    fn folder(self) -> &'static str {
+        match self {
+            Cadence::Daily => "history/daily",
+            Cadence::Weekly => "history/weekly",
+        }
+    }
+
+    /// The column naming the day (the week's Monday) of each row.
+    pub fn column(self) -> &'static str {
+        match self {
+            Cadence::Daily => "day",
+            Cadence::Weekly => "week_start",
+        }
+    }
+
+    /// The day that names the figures judged at `t`.
+    pub fn key(self, t: Instant) -> NaiveDate {
+        match self {
+            Cadence::Daily => local_date(t),
+            Cadence::Weekly => week_of(t),
+        }
+    }
+
+    /// Days held in memory (and so in SQL) before the newest: a year of weeks, five weeks of days.
+    fn span_days(self) -> i64 {
+        match self {
+            Cadence::Daily => 35,
+            Cadence::Weekly => 366,
+        }
+    }
+
+    /// The columns of the history of a view table: those of `source`, after the day's.
+    pub fn schema_for(self, source: &RecordBatch) -> SchemaRef {
+        self.stamp(&RecordBatch::new_empty(source.schema()), NaiveDate::default(), 0).schema()
+    }
+
+    /// The rows with two leading columns: the day (the week) and when the figures were taken.
+    fn stamp(self, rows: &RecordBatch, day: NaiveDate, judged_at: Instant) -> RecordBatch {
+        let n = rows.num_rows();
+        let days = (day - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+        let mut fields = vec![
+            Arc::new(Field::new(self.column(), DataType::Date32, false)),
+            Arc::new(Field::new("judged_at", DataType::Timestamp(TimeUnit::Second, Some("+07:00".into())), false)),
+        ];
+        fields.extend(rows.schema().fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Date32Array::from(vec![days; n])),
+            Arc::new(TimestampSecondArray::from(vec![judged_at; n]).with_timezone("+07:00")),
+        ];
+        columns.extend(rows.columns().iter().cloned());
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match their schema")
+    }
+}
+
+/// Every day and week kept: the tables SQL sees.
 pub type HistoryTables = Vec<(&'static str, Vec<RecordBatch>)>;
 
 pub struct History {
+    cadence: Cadence,
     store: Store,
-    /// Week (its Monday) → one batch per table of TABLES.
-    weeks: BTreeMap<chrono::NaiveDate, Vec<RecordBatch>>,
+    /// Day (or Monday) → one batch per table of the cadence.
+    kept: BTreeMap<NaiveDate, Vec<RecordBatch>>,
 }
 
 /// The Monday of the week `t` falls in, in Vietnam.
-pub fn week_of(t: Instant) -> chrono::NaiveDate {
+pub fn week_of(t: Instant) -> NaiveDate {
     let day = local_date(t);
     day - Duration::days(day.weekday().num_days_from_monday() as i64)
 }
 
 impl History {
-    /// Reads every week kept in the store; a week that cannot be read is logged and skipped.
-    pub async fn load(store: Store) -> Result<History, SnapshotError> {
-        let mut weeks = BTreeMap::new();
-        for folder in store.list(FOLDER).await.map_err(SnapshotError::io(&store))? {
-            let Ok(week) = chrono::NaiveDate::parse_from_str(&folder, "%Y-%m-%d") else { continue };
+    /// Reads the days (weeks) kept in the store within the cadence's span of the newest; a file
+    /// that cannot be read is logged and its day skipped.
+    pub async fn load(cadence: Cadence, store: Store) -> Result<History, SnapshotError> {
+        let folders = store.list(cadence.folder()).await.map_err(SnapshotError::io(&store))?;
+        let mut days: Vec<NaiveDate> =
+            folders.iter().filter_map(|f| NaiveDate::parse_from_str(f, "%Y-%m-%d").ok()).collect();
+        days.sort();
+        let first = days.last().map(|&newest| newest - Duration::days(cadence.span_days()));
+        let mut kept = BTreeMap::new();
+        for day in days.into_iter().filter(|&d| Some(d) >= first) {
             let mut tables = Vec::new();
-            for (_, source) in TABLES {
-                let path = format!("{FOLDER}/{folder}/{source}.parquet");
+            for (_, source) in cadence.tables() {
+                let path = format!("{}/{day}/{source}.parquet", cadence.folder());
                 match store.get(&path).await.map(decode_parquet) {
                     Ok(Ok(batches)) => tables.extend(batches.into_iter().next()),
                     Ok(Err(why)) => tracing::error!(path, %why, "history file unreadable; skipped"),
                     Err(error) => tracing::error!(path, %error, "history file unreadable; skipped"),
                 }
             }
-            if tables.len() == TABLES.len() {
-                weeks.insert(week, tables);
+            if tables.len() == cadence.tables().len() {
+                kept.insert(day, tables);
             }
         }
-        Ok(History { store, weeks })
+        Ok(History { cadence, store, kept })
     }
 
-    /// Keeps the current periods' rows of `tables` (the view's scores and totals) as the figures
-    /// of the week `judged_at` falls in.
+    /// Keeps the current periods' rows of `tables` (the view's) as the figures of the day (week)
+    /// `judged_at` falls in.
     pub async fn record(
         &mut self,
         tables: &[(&'static str, RecordBatch)],
         judged_at: Instant,
     ) -> Result<(), SnapshotError> {
-        let week = week_of(judged_at);
+        let day = self.cadence.key(judged_at);
         let mut kept = Vec::new();
-        for (_, source) in TABLES {
-            let Some((_, batch)) = tables.iter().find(|(name, _)| *name == source) else { return Ok(()) };
+        for (_, source) in self.cadence.tables() {
+            let Some((_, batch)) = tables.iter().find(|(name, _)| name == source) else { return Ok(()) };
             let current = batch
                 .column_by_name("is_current")
                 .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
                 .expect("score tables have is_current");
             let rows = filter_record_batch(batch, current).expect("a mask of the batch's length");
-            let with_week = stamp(&rows, week, judged_at);
-            let bytes = encode_parquet(source, &with_week)?;
+            let stamped = self.cadence.stamp(&rows, day, judged_at);
+            let bytes = encode_parquet(source, &stamped)?;
             self.store
-                .put(&format!("{FOLDER}/{week}/{source}.parquet"), bytes)
+                .put(&format!("{}/{day}/{source}.parquet", self.cadence.folder()), bytes)
                 .await
                 .map_err(SnapshotError::io(&self.store))?;
-            kept.push(with_week);
+            kept.push(stamped);
         }
-        self.weeks.insert(week, kept);
+        self.kept.insert(day, kept);
+        let first = day - Duration::days(self.cadence.span_days());
+        self.kept.retain(|&d, _| d >= first);
         Ok(())
     }
 
-    /// The weeks kept, per SQL table; weeks written under another layout of the tables (an older
-    /// spec with other columns) are left out, with a warning.
+    /// The days (weeks) kept, per SQL table; those written under another layout of the tables
+    /// (an older spec with other columns) are left out, with a warning.
     pub fn tables(&self) -> HistoryTables {
-        TABLES
+        self.cadence
+            .tables()
             .iter()
             .enumerate()
             .map(|(i, (name, _))| {
-                let newest = self.weeks.values().last().map(|t| t[i].schema());
+                let newest = self.kept.values().last().map(|t| t[i].schema());
                 let batches = self
-                    .weeks
+                    .kept
                     .iter()
-                    .filter(|(week, t)| {
+                    .filter(|(day, t)| {
                         let same = Some(t[i].schema()) == newest;
                         if !same {
-                            tracing::warn!(%week, table = name, "history week of another layout; not in SQL");
+                            tracing::warn!(%day, table = name, "history of another layout; not in SQL");
                         }
                         same
                     })
@@ -110,28 +188,6 @@ impl History {
             })
             .collect()
     }
-}
-
-/// The columns of the history of a view table: those of `source`, after the week's.
-pub fn schema_for(source: &RecordBatch) -> SchemaRef {
-    stamp(&RecordBatch::new_empty(source.schema()), chrono::NaiveDate::default(), 0).schema()
-}
-
-/// The rows with two leading columns: the week and when the figures were taken.
-fn stamp(rows: &RecordBatch, week: chrono::NaiveDate, judged_at: Instant) -> RecordBatch {
-    let n = rows.num_rows();
-    let days = (week - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
-    let mut fields = vec![
-        Arc::new(Field::new("week_start", DataType::Date32, false)),
-        Arc::new(Field::new("judged_at", DataType::Timestamp(TimeUnit::Second, Some("+07:00".into())), false)),
-    ];
-    fields.extend(rows.schema().fields().iter().cloned());
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(Date32Array::from(vec![days; n])),
-        Arc::new(TimestampSecondArray::from(vec![judged_at; n]).with_timezone("+07:00")),
-    ];
-    columns.extend(rows.columns().iter().cloned());
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match their schema")
 }
 
 #[cfg(test)]
@@ -155,10 +211,10 @@ mod tests {
         let view =
             crate::view::View::build(registry, &crate::spec::tests::shipped(), 80.0, &state, &Default::default());
         let dir = tempfile::tempdir().unwrap();
-        let mut history = History::load(Store::Local(dir.path().to_owned())).await.unwrap();
+        let mut history = History::load(Cadence::Weekly, Store::Local(dir.path().to_owned())).await.unwrap();
         assert!(history.tables()[1].1.is_empty(), "nothing before the first week");
         history.record(&view.tables, state.now()).await.unwrap();
-        let again = History::load(Store::Local(dir.path().to_owned())).await.unwrap();
+        let again = History::load(Cadence::Weekly, Store::Local(dir.path().to_owned())).await.unwrap();
         let tables = again.tables();
         assert_eq!(tables.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["weekly_scores", "weekly_totals"]);
         let totals = &tables[1].1[0];
@@ -167,6 +223,12 @@ mod tests {
         let week = totals.column_by_name("week_start").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
         assert_eq!(week.value_as_date(0).unwrap().to_string(), "2026-11-23");
         assert_eq!(tables, history.tables());
-        assert_eq!(totals.schema(), schema_for(view.table("totals")));
+        assert_eq!(totals.schema(), Cadence::Weekly.schema_for(view.table("totals")));
+        let mut daily = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap();
+        daily.record(&view.tables, state.now()).await.unwrap();
+        let days = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap().tables();
+        assert_eq!(days.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["daily_scores", "daily_group_scores", "daily_totals"]);
+        let day = days[2].1[0].column_by_name("day").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
+        assert_eq!(day.value_as_date(0).unwrap().to_string(), "2026-11-24");
     }
 }

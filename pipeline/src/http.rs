@@ -1,17 +1,24 @@
-//! One HTTP port: `/metrics` (Prometheus), `POST /sql` (DataFusion; JSON, CSV or Arrow IPC), `/healthz`.
+//! One HTTP port: the IOC dashboard (`/`), `/metrics` (Prometheus), `POST /sql` (DataFusion;
+//! JSON, CSV or Arrow IPC, streamed), `/healthz`, and for the dashboard and unit heads
+//! `/api/alerts` and `/api/updates` (server-sent events, one per published view).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::Stream;
 use tokio::sync::watch;
 
+use crate::alerts::{Alert, AlertState};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{Format, QueryError, SqlService};
+use crate::query::{Encoder, Format, QueryError, Rows, SqlService};
 use crate::view::View;
 
 #[derive(Clone)]
@@ -20,24 +27,70 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub sql: Arc<SqlService>,
     pub health: Arc<Health>,
+    pub alerts: watch::Receiver<Arc<Vec<Alert>>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(dashboard))
+        .route("/api", get(index))
+        .route("/api/alerts", get(alerts))
+        .route("/api/updates", get(updates))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/sql", post(sql))
         .with_state(state)
 }
 
+/// The IOC page: one self-contained file, so the wall needs nothing but this port.
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("web/ioc.html"))
+}
+
 async fn index() -> &'static str {
     "index766: real-time Index 766 scores\n\
-     GET  /metrics  Prometheus metrics (index766_score_points{unit,period,criterion}, pipeline health)\n\
-     POST /sql      SQL over units, scores, group_scores, totals, gaps, dossiers and the views; body: the query\n\
-                    text, or {\"sql\": \"...\"}; Accept: application/json (default), text/csv,\n\
-                    application/vnd.apache.arrow.stream\n\
-     GET  /healthz  200 while the events topic is being read, 503 with the fault otherwise\n"
+     GET  /             the IOC dashboard\n\
+     GET  /metrics      Prometheus metrics (index766_total_points{unit,period}, ..., pipeline health)\n\
+     POST /sql          SQL over units, scores, group_scores, totals, gaps, dossiers, alerts, the daily_* and\n\
+                        weekly_* history and the views; body: the query text, or {\"sql\": \"...\"};\n\
+                        Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream\n\
+     GET  /api/alerts   active drop alerts (?state=resolved or ?state=all for the log)\n\
+     GET  /api/updates  server-sent events: `view` with {\"as_of\"} each time new scores are published\n\
+     GET  /healthz      200 while the events topic is being read, 503 with the fault otherwise\n\
+     PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U any)\n"
+}
+
+#[derive(serde::Deserialize)]
+struct AlertFilter {
+    state: Option<String>,
+}
+
+async fn alerts(State(app): State<AppState>, Query(filter): Query<AlertFilter>) -> Response {
+    let wanted = match filter.state.as_deref().unwrap_or("firing") {
+        "firing" => Some(AlertState::Firing),
+        "resolved" => Some(AlertState::Resolved),
+        "all" => None,
+        other => {
+            return error(StatusCode::BAD_REQUEST, format!("state={other}: use firing (default), resolved or all"))
+        }
+    };
+    let log = app.alerts.borrow().clone();
+    let shown: Vec<&Alert> = log.iter().filter(|a| wanted.is_none_or(|s| a.state == s)).collect();
+    json_response(StatusCode::OK, serde_json::json!({ "alerts": shown }))
+}
+
+/// One `view` event now, then one each time the engine publishes new scores.
+async fn updates(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let views = app.view.clone();
+    let events = futures::stream::unfold((views, true), |(mut views, first)| async move {
+        if !first && views.changed().await.is_err() {
+            return None;
+        }
+        let as_of = crate::time::format_time(views.borrow_and_update().as_of);
+        let event = Event::default().event("view").data(serde_json::json!({ "as_of": as_of }).to_string());
+        Some((Ok(event), (views, false)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -83,18 +136,54 @@ async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> R
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty query: POST the SQL text as the body".into()),
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let view = app.view.borrow().clone();
     let started = std::time::Instant::now();
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
-    let result = app.sql.query(&view, &text).await.and_then(|results| format.encode(&results));
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    app.metrics.sql_queries.with_label_values(&[outcome]).inc();
-    app.metrics.sql_query_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
-        Err(e @ QueryError::Timeout(_)) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
-        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
-    }
+    let started_rows = app.sql.query(&text).await.and_then(|rows| Ok((format.encoder(&rows.schema)?, rows)));
+    let (encoder, rows) = match started_rows {
+        Ok(started_rows) => started_rows,
+        Err(e) => {
+            app.metrics.observe_query("http", false, started.elapsed().as_secs_f64());
+            let status = match e {
+                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            };
+            return error(status, e.to_string());
+        }
+    };
+    let body = Body::from_stream(stream_rows(rows, encoder, app.metrics.clone(), started));
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// The rows, encoded batch by batch as they come; a failure after the first row ends the body
+/// early (the status is sent by then), and is counted.
+fn stream_rows(
+    rows: Rows,
+    encoder: Encoder,
+    metrics: Arc<Metrics>,
+    started: std::time::Instant,
+) -> impl Stream<Item = Result<Bytes, QueryError>> {
+    futures::stream::unfold(Some((rows, Some(encoder))), move |running| {
+        let metrics = metrics.clone();
+        async move {
+            let (mut rows, mut encoder) = running?;
+            let encoded = match rows.next().await {
+                Some(batch) => batch.and_then(|b| encoder.as_mut().expect("open until the end").batch(&b)),
+                None => {
+                    let tail = encoder.take().expect("finished once").finish();
+                    metrics.observe_query("http", tail.is_ok(), started.elapsed().as_secs_f64());
+                    return Some((tail.map(Bytes::from), None));
+                }
+            };
+            match encoded {
+                Ok(bytes) => Some((Ok(Bytes::from(bytes)), Some((rows, encoder)))),
+                Err(e) => {
+                    metrics.observe_query("http", false, started.elapsed().as_secs_f64());
+                    tracing::warn!(error = %e, "SQL result stream ended early");
+                    Some((Err(e), None))
+                }
+            }
+        }
+    })
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {

@@ -3,9 +3,10 @@
 //! Data flows one way: `ingest` (Kafka → decoded events; rejects to `dead_letter`) → `engine`
 //! (owns the `state`, which sums what `judge` makes of each dossier) → `view` (immutable tables
 //! built by `scoring` under the `spec`, with the `catalog` and `units`) → readers: `query` (SQL),
-//! `metrics`, served by `http`. Between batches the engine copies the state (`checkpoint`) for
+//! `metrics`, served by `http` (and `postgres`); `alerts` judges every view for drops. Between batches the engine copies the state (`checkpoint`) for
 //! `snapshot`, which writes it to the `store`; a restart resumes from the newest snapshot.
 
+pub mod alerts;
 pub mod catalog;
 pub mod checkpoint;
 pub mod config;
@@ -20,7 +21,9 @@ pub mod ingest;
 pub mod judge;
 pub mod metrics;
 pub mod petition;
+pub mod postgres;
 pub mod produce;
+pub mod prometheus_rules;
 pub mod query;
 pub mod scoring;
 pub mod simulate;
@@ -47,7 +50,8 @@ use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetters;
 use crate::engine::Engine;
 use crate::health::Health;
-use crate::history::{History, HistoryTables};
+use crate::alerts::{AlertEngine, AlertTask, Notifier};
+use crate::history::{Cadence, History, HistoryTables};
 use crate::ingest::{IngestError, Offsets, Source};
 use crate::metrics::Metrics;
 use crate::petition::Petitions;
@@ -89,6 +93,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// A started pipeline (its parts run as tasks); tests use it to learn the HTTP address.
 pub struct Pipeline {
     pub http_addr: SocketAddr,
+    /// Where the PostgreSQL protocol is served, if it is.
+    pub postgres_addr: Option<SocketAddr>,
     pub views: watch::Receiver<Arc<View>>,
     pub metrics: Arc<Metrics>,
     /// The newest durable snapshot's offsets, as they become durable.
@@ -163,24 +169,44 @@ impl Pipeline {
         let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)
             .map_err(config::ConfigError::Invalid)?;
         let (snapshots, resumed) = resume(&config, store.clone(), clock.now(), catalog.clone(), &metrics).await?;
-        let history = History::load(store).await?;
+        let daily = History::load(Cadence::Daily, store.clone()).await?;
+        let weekly = History::load(Cadence::Weekly, store.clone()).await?;
         let target_total = config.scoring.target_total;
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
-        let (history_tx, history_rx) = watch::channel(Arc::new(history.tables()));
+        let history = vec![daily, weekly];
+        let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let sql = Arc::new(query::SqlService::new(&config.sql)?.with_history(history_rx));
-        let initial = views.borrow().clone();
-        sql.check_views(&initial).await?;
+        let alert_engine = AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, alerts::load_log(&store).await);
+        let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
+        let sources =
+            query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };
+        let sql = Arc::new(query::SqlService::start(&config.sql, sources).await?);
 
-        let listener = tokio::net::TcpListener::bind(config.http.listen)
-            .await
-            .map_err(|source| RunError::Listen { addr: config.http.listen, source })?;
-        let http_addr =
-            listener.local_addr().map_err(|source| RunError::Listen { addr: config.http.listen, source })?;
-        let app =
-            http::router(http::AppState { view: views.clone(), metrics: metrics.clone(), sql, health: health.clone() });
+        let listen = |addr: SocketAddr| async move {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| RunError::Listen { addr, source })?;
+            Ok::<_, RunError>((listener, bound))
+        };
+        let (listener, http_addr) = listen(config.http.listen).await?;
+        let postgres_addr = match config.postgres_listen()? {
+            Some(addr) => {
+                let (listener, bound) = listen(addr).await?;
+                let (sql, metrics, shutdown) = (sql.clone(), metrics.clone(), shutdown.clone());
+                tokio::spawn(async move { postgres::serve(listener, &sql, metrics, shutdown).await });
+                Some(bound)
+            }
+            None => None,
+        };
+        let app = http::router(http::AppState {
+            view: views.clone(),
+            metrics: metrics.clone(),
+            sql,
+            health: health.clone(),
+            alerts: alerts_rx,
+        });
         let http = tokio::spawn({
             let shutdown = shutdown.clone();
             async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
@@ -188,6 +214,21 @@ impl Pipeline {
 
         let producer: FutureProducer =
             ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
+        let alert_task = AlertTask {
+            engine: alert_engine,
+            views: views.clone(),
+            history: history_rx,
+            log: alerts_tx,
+            store,
+            notifier: Notifier {
+                producer: (!config.alerts.topic.is_empty()).then(|| (producer.clone(), config.alerts.topic.clone())),
+                webhook: (!config.alerts.webhook_url.is_empty())
+                    .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
+                resend: Duration::from_secs(config.alerts.resend_secs),
+            },
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(alert_task.run(shutdown.clone()));
         let dead_letters = Arc::new(DeadLetters::new(producer, config.topics.dead_letter.clone()));
         let (durable_tx, durable) = watch::channel(resumed.offsets.clone());
         let source = Source {
@@ -245,6 +286,7 @@ impl Pipeline {
         tracing::info!(%http_addr, topic = config.topics.events, "index766 started");
         Ok(Pipeline {
             http_addr,
+            postgres_addr,
             views,
             metrics,
             durable,
@@ -282,10 +324,16 @@ impl Pipeline {
     }
 }
 
-/// Writes the copies of the state the engine hands over, one at a time, then the week's history.
+/// Every history table, daily and weekly, for SQL and the alerts.
+fn all_tables(history: &[History]) -> HistoryTables {
+    history.iter().flat_map(|h| h.tables()).collect()
+}
+
+/// Writes the copies of the state the engine hands over, one at a time, then the day's and the
+/// week's history.
 struct SnapshotWriter {
     snapshots: Snapshots,
-    history: History,
+    history: Vec<History>,
     /// The offsets of the newest durable snapshot (committed to the consumer group by ingest).
     durable: watch::Sender<Offsets>,
     history_tables: watch::Sender<Arc<HistoryTables>>,
@@ -304,12 +352,12 @@ impl SnapshotWriter {
         self.metrics.snapshot_bytes.set(manifest.files.iter().map(|f| f.bytes).sum::<u64>() as i64);
         self.durable.send_replace(offsets);
         // The snapshot is durable whatever becomes of the history.
-        match self.history.record(&tables, judged_at).await {
-            Ok(()) => {
-                self.history_tables.send_replace(Arc::new(self.history.tables()));
+        for history in &mut self.history {
+            if let Err(error) = history.record(&tables, judged_at).await {
+                tracing::error!(%error, "history not written; the next snapshot tries again");
             }
-            Err(error) => tracing::error!(%error, "weekly history not written; the next snapshot tries again"),
         }
+        self.history_tables.send_replace(Arc::new(all_tables(&self.history)));
         Ok(manifest)
     }
 

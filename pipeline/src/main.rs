@@ -26,14 +26,23 @@ enum Command {
     },
     /// Everything in one process: an in-process Kafka broker, a simulated province, the pipeline.
     Demo {
-        /// Address for /metrics, /sql and /healthz.
+        /// Address of the dashboard, /metrics, /sql and /healthz.
         #[arg(long, default_value = "127.0.0.1:8766")]
         http: SocketAddr,
+        /// Address of the PostgreSQL protocol (psql, DBeaver, Grafana).
+        #[arg(long, default_value = "127.0.0.1:5766")]
+        postgres: SocketAddr,
         /// Folder for the simulated unit registry and the Parquet snapshots.
         #[arg(long, default_value = "data/demo")]
         data_dir: PathBuf,
         #[command(flatten)]
         stream: StreamArgs,
+    },
+    /// Print the [[alerts.rules]] of the config as a Prometheus alerting-rules file.
+    PrometheusRules {
+        /// TOML file layered over the defaults (pipeline/config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write the simulated province's events to a broker (for trials and load).
     Generate {
@@ -111,9 +120,15 @@ async fn main() -> ExitCode {
             Ok(config) => index766::run(config, shutdown_on_signal()).await.map_err(Into::into),
             Err(e) => Err(e.into()),
         },
-        Command::Demo { http, data_dir, stream } => {
-            demo::demo(http, data_dir, stream.into(), shutdown_on_signal()).await.map_err(Into::into)
+        Command::Demo { http, postgres, data_dir, stream } => {
+            demo::demo(demo::Addresses { http, postgres }, data_dir, stream.into(), shutdown_on_signal())
+                .await
+                .map_err(Into::into)
         }
+        Command::PrometheusRules { config } => Config::load(config.as_deref())
+            .and_then(|config| config.alert_rules())
+            .map(|rules| print!("{}", index766::prometheus_rules::render(&rules)))
+            .map_err(Into::into),
         Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
             let stop = shutdown_on_signal();
             let options: StreamOptions = stream.into();

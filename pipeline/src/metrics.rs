@@ -6,9 +6,13 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use std::collections::HashMap;
+
 use crate::config::MetricsConfig;
 use crate::event::RejectReason;
+use crate::scoring::TotalScore;
 use crate::spec::CRITERIA;
+use crate::time::Period;
 use crate::view::View;
 
 pub struct Metrics {
@@ -25,6 +29,10 @@ pub struct Metrics {
     pub group_points: GaugeVec,
     pub total_points: GaugeVec,
     pub rank: IntGaugeVec,
+    pub previous_total_points: GaugeVec,
+    pub previous_group_points: GaugeVec,
+    pub previous_rank: IntGaugeVec,
+    pub period_dossiers: IntGaugeVec,
     pub dossiers_tracked: IntGauge,
     pub dossiers_unregistered_unit: IntGauge,
     pub view_published: Gauge,
@@ -38,6 +46,12 @@ pub struct Metrics {
     pub recovery_duration: Gauge,
     pub sql_queries: IntCounterVec,
     pub sql_query_duration: HistogramVec,
+    pub alerts: IntCounterVec,
+    pub alerts_firing: IntGaugeVec,
+    pub alert_notifications_failed: IntCounterVec,
+    snapshot_age: Gauge,
+    /// Unix seconds at start: the snapshot age counts from here until the first snapshot.
+    started: f64,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -117,6 +131,38 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            previous_total_points: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_previous_period_total_points", "Index 766 total of a unit in the period before the current one (what drop alerts compare with)."),
+                    &["unit", "period"],
+                )
+                .unwrap(),
+            ),
+            previous_group_points: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("index766_previous_period_group_points", "Points of a group for a unit in the period before the current one."),
+                    &["unit", "period", "group"],
+                )
+                .unwrap(),
+            ),
+            previous_rank: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("index766_previous_period_rank", "Rank of a unit among its siblings in the period before the current one."),
+                    &["unit", "period"],
+                )
+                .unwrap(),
+            ),
+            period_dossiers: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("index766_period_dossiers", "Dossiers behind a unit's figures in the current period (its largest criterion denominator): the alerts' minimum-volume guard."),
+                    &["unit", "period"],
+                )
+                .unwrap(),
+            ),
             dossiers_tracked: register(&r, IntGauge::new("index766_dossiers_tracked", "Dossiers held in the state.").unwrap()),
             dossiers_unregistered_unit: register(
                 &r,
@@ -177,18 +223,43 @@ impl Metrics {
             ),
             sql_queries: register(
                 &r,
-                IntCounterVec::new(Opts::new("index766_sql_queries_total", "SQL queries by outcome."), &["outcome"]).unwrap(),
+                IntCounterVec::new(
+                    Opts::new("index766_sql_queries_total", "SQL queries by interface (http, postgres) and outcome."),
+                    &["interface", "outcome"],
+                )
+                .unwrap(),
             ),
             sql_query_duration: register(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new("index766_sql_query_duration_seconds", "SQL query latency."),
-                    &["outcome"],
+                    HistogramOpts::new("index766_sql_query_duration_seconds", "SQL query latency, to the last row sent."),
+                    &["interface", "outcome"],
                 )
                 .unwrap(),
             ),
+            alerts: register(
+                &r,
+                IntCounterVec::new(Opts::new("index766_alerts_total", "Alerts fired and resolved, by rule."), &["rule", "outcome"]).unwrap(),
+            ),
+            alerts_firing: register(
+                &r,
+                IntGaugeVec::new(Opts::new("index766_alerts_firing", "Alerts firing now, by rule."), &["rule"]).unwrap(),
+            ),
+            alert_notifications_failed: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("index766_alert_notifications_failed_total", "Alerts that could not be delivered, by channel (kafka, webhook)."),
+                    &["channel"],
+                )
+                .unwrap(),
+            ),
+            snapshot_age: register(
+                &r,
+                Gauge::new("index766_snapshot_age_seconds", "Seconds since the newest snapshot became durable (since start when none has).").unwrap(),
+            ),
             registry: r,
             limits,
+            started: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         };
         // Every reason appears from the start, at 0, so rate() and alerts work before the first reject.
         for reason in RejectReason::ALL {
@@ -231,18 +302,55 @@ impl Metrics {
                 .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
                 .set(g.points);
         }
+        let before: HashMap<(usize, Period), &TotalScore> =
+            board.totals.iter().map(|t| ((t.unit, t.period), t)).collect();
         for t in board.totals.iter().filter(|t| board.is_current(t.period) && depth(t.unit) <= score_depth) {
             let labels = [units[t.unit].code.as_str(), t.period.kind.as_str()];
             self.total_points.with_label_values(&labels).set(t.total);
             self.rank.with_label_values(&labels).set(t.rank as i64);
+            if let Some(previous) = before.get(&(t.unit, t.period.previous())) {
+                self.previous_total_points.with_label_values(&labels).set(previous.total);
+                self.previous_rank.with_label_values(&labels).set(previous.rank as i64);
+            }
+        }
+        let groups_before: HashMap<(usize, Period, u8), f64> =
+            board.groups.iter().map(|g| ((g.unit, g.period, g.group), g.points)).collect();
+        for g in board.groups.iter().filter(|g| board.is_current(g.period) && depth(g.unit) <= score_depth) {
+            if let Some(points) = groups_before.get(&(g.unit, g.period.previous(), g.group)) {
+                let group = g.group.to_string();
+                self.previous_group_points
+                    .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
+                    .set(*points);
+            }
+        }
+        let mut volume: HashMap<(usize, Period), i64> = HashMap::new();
+        for s in board.criteria.iter().filter(|s| board.is_current(s.period) && depth(s.unit) <= score_depth) {
+            let v = volume.entry((s.unit, s.period)).or_default();
+            *v = (*v).max(s.denominator);
+        }
+        for ((unit, period), n) in volume {
+            self.period_dossiers.with_label_values(&[units[unit].code.as_str(), period.kind.as_str()]).set(n);
         }
         self.dossiers_tracked.set(dossiers as i64);
         self.dossiers_unregistered_unit.set(board.unregistered_dossiers);
         self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
+    /// Counts one SQL query, with its duration to the last row.
+    pub fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.sql_queries.with_label_values(&[interface, outcome]).inc();
+        self.sql_query_duration.with_label_values(&[interface, outcome]).observe(seconds);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let since = match self.snapshot_last_success.get() {
+            0.0 => self.started,
+            t => t,
+        };
+        self.snapshot_age.set(now - since);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("exposition is UTF-8")

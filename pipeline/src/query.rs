@@ -8,10 +8,15 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use tokio::sync::{watch, Semaphore};
+use futures::StreamExt;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SqlConfig;
 use crate::history::HistoryTables;
@@ -25,80 +30,206 @@ pub enum QueryError {
     Timeout(u64),
 }
 
-pub struct SqlService {
-    /// (name, SELECT) of the views registered in every session.
-    views: Vec<(String, String)>,
-    /// The weekly history tables, as the snapshot writer last published them.
-    history: watch::Receiver<Arc<HistoryTables>>,
-    timeout: Duration,
-    runtime: Arc<RuntimeEnv>,
-    permits: Semaphore,
+impl QueryError {
+    fn from_datafusion(error: datafusion::error::DataFusionError) -> QueryError {
+        QueryError::Invalid(explain(error))
+    }
 }
 
+/// Where the live tables come from: each query reads the newest value of each.
+pub struct LiveSources {
+    pub view: watch::Receiver<Arc<View>>,
+    /// The daily and weekly history tables, as the snapshot writer last published them.
+    pub history: watch::Receiver<Arc<HistoryTables>>,
+    /// The alert log, as the alert engine last published it.
+    pub alerts: watch::Receiver<Arc<Vec<crate::alerts::Alert>>>,
+}
+
+impl LiveSources {
+    /// Sources that never change: one view, no history, no alerts (tests, golden files).
+    pub fn fixed(view: View) -> LiveSources {
+        LiveSources {
+            view: watch::channel(Arc::new(view)).1,
+            history: watch::channel(Arc::new(HistoryTables::new())).1,
+            alerts: watch::channel(Arc::new(Vec::new())).1,
+        }
+    }
+}
+
+/// One DataFusion context shared by every query (HTTP and PostgreSQL): its tables are live (a
+/// scan reads the newest published batch, so no copy and no per-query catalog), the views of
+/// `sql/views` and PostgreSQL's `pg_catalog` are registered once.
+pub struct SqlService {
+    context: Arc<SessionContext>,
+    limits: QueryLimits,
+}
+
+/// What bounds every query, whichever way it came in.
+#[derive(Clone)]
+pub struct QueryLimits {
+    pub timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl QueryLimits {
+    /// Waits for a free query slot ([sql] max_concurrent).
+    pub async fn admit(&self) -> OwnedSemaphorePermit {
+        self.permits.clone().acquire_owned().await.expect("semaphore is never closed")
+    }
+}
+
+/// Statements that only read. Everything else (DDL, DML, COPY, SET, external tables) is refused.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+pub const READ_ONLY_HINT: &str = "index766 SQL is read-only: SELECT, WITH, EXPLAIN, SHOW over the published tables";
+
 impl SqlService {
-    pub fn new(config: &SqlConfig) -> Result<SqlService, QueryError> {
+    pub async fn start(config: &SqlConfig, sources: LiveSources) -> Result<SqlService, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_mib << 20, 1.0)
             .build_arc()
-            .map_err(|e| QueryError::Invalid(e.to_string()))?;
-        Ok(SqlService {
-            views: load_views(&config.views_dir)?,
-            history: watch::channel(Arc::new(HistoryTables::new())).1,
-            timeout: Duration::from_secs(config.timeout_secs),
-            runtime,
-            permits: Semaphore::new(config.max_concurrent),
-        })
-    }
-
-    /// Serves the history tables published on `history` too.
-    pub fn with_history(self, history: watch::Receiver<Arc<HistoryTables>>) -> SqlService {
-        SqlService { history, ..self }
-    }
-
-    /// A session over the view's tables and the history, with the views registered.
-    async fn session(&self, view: &View) -> Result<SessionContext, QueryError> {
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), self.runtime.clone());
-        let history = self.history.borrow().clone();
-        let tables = view.tables.iter().map(|(name, batch)| (*name, batch.schema(), vec![batch.clone()]));
-        let history_tables = crate::history::TABLES.iter().map(|&(name, source)| {
-            let kept = history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()).unwrap_or_default();
-            // Before the first week is kept: empty, with the columns it will have.
-            let schema = kept.first().map_or_else(|| crate::history::schema_for(view.table(source)), |b| b.schema());
-            (name, schema, kept)
-        });
-        for (name, schema, batches) in tables.chain(history_tables) {
-            let table = MemTable::try_new(schema, vec![batches]).map_err(|e| QueryError::Invalid(e.to_string()))?;
-            ctx.register_table(name, Arc::new(table)).map_err(|e| QueryError::Invalid(e.to_string()))?;
-        }
-        for (name, body) in &self.views {
-            ctx.sql(&format!("CREATE VIEW {name} AS {body}"))
+            .map_err(QueryError::from_datafusion)?;
+        let settings = SessionConfig::new().with_information_schema(true);
+        let context = SessionContext::new_with_config_rt(settings, runtime);
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &context,
+            "datafusion",
+            Arc::new(datafusion_postgres::auth::AuthManager::default()),
+        )
+        .map_err(|e| QueryError::Invalid(format!("pg_catalog: {e}")))?;
+        register_live_tables(&context, sources)?;
+        for (name, body) in load_views(&config.views_dir)? {
+            context
+                .sql(&format!("CREATE VIEW {name} AS {body}"))
                 .await
                 .map_err(|e| QueryError::Invalid(format!("view {name} (sql/views/{name}.sql): {e}")))?;
         }
-        Ok(ctx)
+        let limits =
+            QueryLimits { timeout: Duration::from_secs(config.timeout_secs), permits: Arc::new(Semaphore::new(config.max_concurrent)) };
+        Ok(SqlService { context: Arc::new(context), limits })
     }
 
-    /// Checks that every view plans against the tables of `view` (at start, so a broken view file
-    /// stops the pipeline with its name rather than failing every query).
-    pub async fn check_views(&self, view: &View) -> Result<(), QueryError> {
-        self.session(view).await.map(|_| ())
+    pub fn context(&self) -> Arc<SessionContext> {
+        self.context.clone()
     }
 
-    /// Runs one read-only query against the view's tables.
-    pub async fn query(&self, view: &View, sql: &str) -> Result<Results, QueryError> {
-        let _permit = self.permits.acquire().await.expect("semaphore is never closed");
-        let ctx = self.session(view).await?;
-        let read_only = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let run = async {
-            let frame = ctx.sql_with_options(sql, read_only).await?;
-            let schema = frame.schema().inner().clone();
-            Ok(Results { schema, batches: frame.collect().await? })
+    pub fn limits(&self) -> QueryLimits {
+        self.limits.clone()
+    }
+
+    /// Plans and starts one read-only query; its rows stream from the returned `Rows`, within the
+    /// time limit counted from now. The first batch is computed here, so most failures are
+    /// reported before any row is sent.
+    pub async fn query(&self, sql: &str) -> Result<Rows, QueryError> {
+        let permit = self.limits.admit().await;
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let timeout = self.limits.timeout.as_secs();
+        let start = async {
+            let frame = self.context.sql_with_options(sql, read_only()).await.map_err(QueryError::from_datafusion)?;
+            let mut stream = frame.execute_stream().await.map_err(QueryError::from_datafusion)?;
+            let first = stream.next().await.transpose().map_err(QueryError::from_datafusion)?;
+            Ok::<_, QueryError>((stream, first))
         };
-        match tokio::time::timeout(self.timeout, run).await {
-            Ok(result) => result.map_err(|e| QueryError::Invalid(explain(e))),
-            Err(_) => Err(QueryError::Timeout(self.timeout.as_secs())),
+        let (stream, first) = tokio::time::timeout_at(deadline, start).await.map_err(|_| QueryError::Timeout(timeout))??;
+        Ok(Rows { schema: stream.schema(), first, stream, deadline, timeout, _permit: permit })
+    }
+
+    /// Runs a query to the end.
+    pub async fn collect(&self, sql: &str) -> Result<Results, QueryError> {
+        let mut rows = self.query(sql).await?;
+        let schema = rows.schema.clone();
+        let mut batches = Vec::new();
+        while let Some(batch) = rows.next().await {
+            batches.push(batch?);
+        }
+        Ok(Results { schema, batches })
+    }
+}
+
+/// The rows of a running query, batch by batch; holds its query slot until dropped.
+pub struct Rows {
+    pub schema: SchemaRef,
+    first: Option<RecordBatch>,
+    stream: SendableRecordBatchStream,
+    deadline: tokio::time::Instant,
+    timeout: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Rows {
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+            Ok(next) => next.map(|batch| batch.map_err(QueryError::from_datafusion)),
+            Err(_) => Some(Err(QueryError::Timeout(self.timeout))),
         }
     }
+}
+
+/// A table whose rows are whatever `read` returns when a query scans it.
+struct LiveTable {
+    schema: SchemaRef,
+    read: Box<dyn Fn() -> Vec<RecordBatch> + Send + Sync>,
+}
+
+impl std::fmt::Debug for LiveTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTable").field("schema", &self.schema).finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LiveTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        MemTable::try_new(self.schema.clone(), vec![(self.read)()])?.scan(state, projection, filters, limit).await
+    }
+}
+
+/// The view's tables, the daily and weekly history and the alerts, each read afresh by every scan.
+fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Result<(), QueryError> {
+    let mut tables: Vec<(&str, LiveTable)> = Vec::new();
+    let view = sources.view.borrow().clone();
+    for (name, batch) in &view.tables {
+        let (name, receiver) = (*name, sources.view.clone());
+        let read = Box::new(move || vec![receiver.borrow().table(name).clone()]);
+        tables.push((name, LiveTable { schema: batch.schema(), read }));
+    }
+    let history_tables = crate::history::CADENCES.iter().flat_map(|c| c.tables().iter().map(move |t| (c, t)));
+    for (cadence, &(name, source)) in history_tables {
+        // Before the first day is kept: empty, with the columns it will have.
+        let schema = cadence.schema_for(view.table(source));
+        let receiver = sources.history.clone();
+        let read = Box::new(move || {
+            let history = receiver.borrow();
+            history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()).unwrap_or_default()
+        });
+        tables.push((name, LiveTable { schema, read }));
+    }
+    let receiver = sources.alerts.clone();
+    let schema = crate::alerts::table(&[]).schema();
+    tables.push(("alerts", LiveTable { schema, read: Box::new(move || vec![crate::alerts::table(&receiver.borrow())]) }));
+    for (name, table) in tables {
+        context.register_table(name, Arc::new(table)).map_err(QueryError::from_datafusion)?;
+    }
+    Ok(())
 }
 
 fn load_views(dir: &Path) -> Result<Vec<(String, String)>, QueryError> {
@@ -134,7 +265,7 @@ fn explain(error: datafusion::error::DataFusionError) -> String {
     if message.contains("not supported")
         && (message.contains("DDL") || message.contains("DML") || message.contains("Statement"))
     {
-        format!("{message} (index766 SQL is read-only: SELECT, WITH, EXPLAIN over the published tables)")
+        format!("{message} ({READ_ONLY_HINT})")
     } else {
         message
     }
@@ -177,27 +308,76 @@ impl Format {
         }
     }
 
-    pub fn encode(self, results: &Results) -> Result<Vec<u8>, QueryError> {
-        let failed = |e: datafusion::arrow::error::ArrowError| QueryError::Invalid(e.to_string());
+    /// A writer of results in this format, batch by batch.
+    pub fn encoder(self, schema: &SchemaRef) -> Result<Encoder, QueryError> {
+        Ok(match self {
+            Format::Json => Encoder::Json { opened: false, rows: false },
+            Format::Csv => Encoder::Csv { schema: schema.clone(), header_written: false },
+            Format::ArrowIpc => Encoder::ArrowIpc(
+                datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(arrow_failed)?,
+            ),
+        })
+    }
+}
+
+fn arrow_failed(error: datafusion::arrow::error::ArrowError) -> QueryError {
+    QueryError::Invalid(error.to_string())
+}
+
+/// Writes a result set piece by piece, so a large answer streams instead of being held whole.
+pub enum Encoder {
+    /// One JSON array of row objects across all batches.
+    Json { opened: bool, rows: bool },
+    /// The header once, then rows.
+    Csv { schema: SchemaRef, header_written: bool },
+    ArrowIpc(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
+}
+
+impl Encoder {
+    /// The bytes that carry `batch`.
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, QueryError> {
         match self {
-            Format::Json => to_json(&results.batches),
-            Format::Csv => {
-                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
-                if results.batches.is_empty() {
-                    writer.write(&RecordBatch::new_empty(results.schema.clone())).map_err(failed)?;
+            Encoder::Json { opened, rows } => {
+                let array = to_json(std::slice::from_ref(batch))?;
+                let mut out = Vec::with_capacity(array.len() + 1);
+                if !std::mem::replace(opened, true) {
+                    out.push(b'[');
                 }
-                for batch in &results.batches {
-                    writer.write(batch).map_err(failed)?;
+                // The batch's own array without its brackets, joined to the rows before by a comma.
+                let inner = &array[1..array.len() - 1];
+                if !inner.is_empty() {
+                    if std::mem::replace(rows, true) {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(inner);
                 }
+                Ok(out)
+            }
+            Encoder::Csv { header_written, .. } => {
+                let header = !std::mem::replace(header_written, true);
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(header).build(Vec::new());
+                writer.write(batch).map_err(arrow_failed)?;
                 Ok(writer.into_inner())
             }
-            Format::ArrowIpc => {
-                let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &results.schema)
-                    .map_err(failed)?;
-                for batch in &results.batches {
-                    writer.write(batch).map_err(failed)?;
-                }
-                writer.into_inner().map_err(failed)
+            Encoder::ArrowIpc(writer) => {
+                writer.write(batch).map_err(arrow_failed)?;
+                Ok(std::mem::take(writer.get_mut()))
+            }
+        }
+    }
+
+    /// The closing bytes (an empty result still gets its `[]`, CSV header or Arrow schema).
+    pub fn finish(mut self) -> Result<Vec<u8>, QueryError> {
+        match &mut self {
+            Encoder::Json { opened, .. } => Ok(if *opened { b"]".to_vec() } else { b"[]".to_vec() }),
+            Encoder::Csv { schema, header_written: false } => {
+                let empty = RecordBatch::new_empty(schema.clone());
+                self.batch(&empty)
+            }
+            Encoder::Csv { .. } => Ok(Vec::new()),
+            Encoder::ArrowIpc(writer) => {
+                writer.finish().map_err(arrow_failed)?;
+                Ok(std::mem::take(writer.get_mut()))
             }
         }
     }
@@ -227,30 +407,38 @@ mod tests {
         View::build(Arc::new(registry), &crate::spec::tests::shipped(), 80.0, &state, &Default::default())
     }
 
-    fn service() -> SqlService {
+    async fn service() -> SqlService {
         let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
-        SqlService::new(&crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap().sql)
-            .unwrap()
+        let config = crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap();
+        SqlService::start(&config.sql, LiveSources::fixed(view())).await.unwrap()
+    }
+
+    fn encode(format: Format, results: &Results) -> Vec<u8> {
+        let mut encoder = format.encoder(&results.schema).unwrap();
+        let mut out = Vec::new();
+        for batch in &results.batches {
+            out.extend(encoder.batch(batch).unwrap());
+        }
+        out.extend(encoder.finish().unwrap());
+        out
     }
 
     #[tokio::test]
     async fn selects_over_the_live_tables() {
-        let batches = service()
-            .query(&view(), "SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
+        let sql = service().await;
+        let batches = sql
+            .collect("SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
             .await
             .unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&to_json(&batches.batches).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &batches)).unwrap();
         assert_eq!(json, serde_json::json!([{"unit_code": "U1", "numerator": 1, "denominator": 1, "points": 20.0}]));
-        let empty = service().query(&view(), "SELECT * FROM dossiers WHERE false").await.unwrap();
-        assert_eq!(to_json(&empty.batches).unwrap(), b"[]");
-        let csv = String::from_utf8(Format::Csv.encode(&empty).unwrap()).unwrap();
+        let empty = sql.collect("SELECT * FROM dossiers WHERE false").await.unwrap();
+        assert_eq!(encode(Format::Json, &empty), b"[]");
+        let csv = String::from_utf8(encode(Format::Csv, &empty)).unwrap();
         assert!(csv.starts_with("dossier_id,unit_code,"), "an empty CSV still has its header: {csv}");
-        let rows = service().query(&view(), "SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion").await.unwrap();
-        assert_eq!(
-            String::from_utf8(Format::Csv.encode(&rows).unwrap()).unwrap(),
-            "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n"
-        );
-        let ipc = Format::ArrowIpc.encode(&rows).unwrap();
+        let rows = sql.collect("SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion").await.unwrap();
+        assert_eq!(String::from_utf8(encode(Format::Csv, &rows)).unwrap(), "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n");
+        let ipc = encode(Format::ArrowIpc, &rows);
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
         let read: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(read, rows.batches);
@@ -259,19 +447,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn json_and_csv_join_batches_into_one_answer() {
+        let sql = service().await;
+        let one = sql.collect("SELECT unit_code, criterion FROM scores WHERE period = '2026-11' AND criterion = '2.1'").await.unwrap();
+        let twice = Results { schema: one.schema.clone(), batches: vec![one.batches[0].clone(), RecordBatch::new_empty(one.schema.clone()), one.batches[0].clone()] };
+        let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &twice)).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
+        assert_eq!(String::from_utf8(encode(Format::Csv, &twice)).unwrap(), "unit_code,criterion\nU1,2.1\nU1,2.1\n");
+    }
+
+    #[tokio::test]
     async fn writes_and_ddl_are_refused_with_a_reason() {
-        for sql in [
+        let sql = service().await;
+        for text in [
             "CREATE TABLE t AS SELECT 1",
             "INSERT INTO units VALUES ('x','y',NULL,'commune',0)",
             "SET datafusion.execution.batch_size = 1",
             "DROP TABLE scores",
+            "COPY scores TO '/tmp/out.csv'",
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
         ] {
-            let err = service().query(&view(), sql).await.unwrap_err().to_string();
-            assert!(err.contains("read-only") || err.contains("not supported"), "{sql}: {err}");
+            let err = sql.collect(text).await.unwrap_err().to_string();
+            assert!(err.contains("read-only"), "{text}: {err}");
         }
-        let err = service().query(&view(), "SELECT nope FROM scores").await.unwrap_err().to_string();
+        let err = sql.collect("SELECT nope FROM scores").await.unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = service().query(&view(), "CREATE VIEW mine AS SELECT 1").await.unwrap_err().to_string();
+        let err = sql.collect("CREATE VIEW mine AS SELECT 1").await.unwrap_err().to_string();
         assert!(err.contains("read-only"), "users cannot add views: {err}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use index766::catalog::Catalog;
 use index766::petition::{Calendar, Petitions};
-use index766::query::SqlService;
+use index766::query::{LiveSources, SqlService};
 use index766::spec::Spec;
 use index766::state::State;
 use index766::units::Registry;
@@ -41,8 +41,7 @@ fn scenario_view() -> View {
 async fn golden_queries_print_their_expected_output() {
     let dir = repo_root().join("sql/golden");
     let config = scenario::config("unused:9092", &std::env::temp_dir());
-    let service = SqlService::new(&config.sql).unwrap();
-    let view = scenario_view();
+    let service = SqlService::start(&config.sql, LiveSources::fixed(scenario_view())).await.unwrap();
     let bless = std::env::var_os("INDEX766_BLESS").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -54,7 +53,7 @@ async fn golden_queries_print_their_expected_output() {
     let mut failures = Vec::new();
     for case in cases {
         let sql = std::fs::read_to_string(&case).unwrap();
-        let printed = match service.query(&view, &sql).await {
+        let printed = match service.collect(&sql).await {
             Ok(results) => pretty_format_batches(&results.batches).unwrap().to_string() + "\n",
             Err(e) => format!("ERROR: {e}\n"),
         };

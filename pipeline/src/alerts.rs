@@ -1,0 +1,827 @@
+//! Drop alerts for unit heads: rules from `[alerts]`, evaluated on every published view. A rule
+//! compares a unit's total (or a group's points, or its rank) with the previous period or with the
+//! same day last week (the daily history), or with a target; it fires past `fire_at` and clears
+//! only past `clear_at` (hysteresis), never on fewer than `min_dossiers` dossiers, and not again
+//! within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
+//! an Alertmanager webhook, `GET /api/alerts` and the `alerts` SQL table, with the criteria that
+//! lost the points. The log is kept in the snapshot store, so a restart neither forgets an active
+//! alert nor sends it again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt8Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::history::HistoryTables;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::time::{format_time, local_date, Instant, Period, PeriodKind};
+use crate::view::View;
+
+const LOG_PATH: &str = "alerts/log.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The measure fell by `fire_at` points or more against the previous period.
+    DropVsPreviousPeriod,
+    /// The measure fell by `fire_at` points or more against the same day last week.
+    DropVsLastWeek,
+    /// The measure is below `fire_at`.
+    BelowTarget,
+    /// The unit lost `fire_at` rank places or more against the previous period.
+    RankLoss,
+}
+
+impl Condition {
+    fn as_str(self) -> &'static str {
+        match self {
+            Condition::DropVsPreviousPeriod => "drop_vs_previous_period",
+            Condition::DropVsLastWeek => "drop_vs_last_week",
+            Condition::BelowTarget => "below_target",
+            Condition::RankLoss => "rank_loss",
+        }
+    }
+
+    /// Below-target fires low and clears high; the others fire on a large loss and clear on a small one.
+    fn fires_low(self) -> bool {
+        self == Condition::BelowTarget
+    }
+}
+
+/// One `[[alerts.rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub when: Condition,
+    /// "total", or "group N" (1-6).
+    #[serde(default = "total")]
+    pub measure: String,
+    /// Which current period: month, quarter, half_year or year.
+    #[serde(default = "month")]
+    pub period: String,
+    pub fire_at: f64,
+    pub clear_at: f64,
+    #[serde(default)]
+    pub min_dossiers: i64,
+    #[serde(default)]
+    pub cooldown_mins: u64,
+    /// Units down to this depth of the tree (0 = the province only).
+    #[serde(default = "one")]
+    pub max_depth: u32,
+}
+
+fn total() -> String {
+    "total".into()
+}
+fn month() -> String {
+    "month".into()
+}
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Kafka topic the alerts are written to (JSON, keyed by alert id). Empty: none.
+    pub topic: String,
+    /// Alertmanager's API (`http://alertmanager:9093/api/v2/alerts`). Empty: none.
+    pub webhook_url: String,
+    /// Firing alerts are sent to the webhook again this often (Alertmanager resolves alerts it
+    /// stops hearing about), in seconds.
+    pub resend_secs: u64,
+    /// Resolved alerts kept in the log (API and SQL), newest first.
+    pub keep_resolved: usize,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// What a rule measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Total,
+    Group(u8),
+}
+
+impl Measure {
+    fn parse(text: &str) -> Option<Measure> {
+        match text.trim() {
+            "total" => Some(Measure::Total),
+            other => {
+                let group = other.strip_prefix("group")?.trim().parse().ok()?;
+                (1..=6).contains(&group).then_some(Measure::Group(group))
+            }
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Measure::Total => "total".into(),
+            Measure::Group(g) => format!("group {g}"),
+        }
+    }
+}
+
+/// A checked rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub when: Condition,
+    pub measure: Measure,
+    pub period: PeriodKind,
+    pub fire_at: f64,
+    pub clear_at: f64,
+    pub min_dossiers: i64,
+    pub cooldown_secs: i64,
+    pub max_depth: u32,
+}
+
+impl Rule {
+    /// Checks a rule from the config; the error says which key to fix.
+    pub fn from_config(c: &RuleConfig) -> Result<Rule, String> {
+        let at = |what: &str| format!("[[alerts.rules]] {:?}: {what}", c.name);
+        if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            return Err(at("name it with letters, digits and _ (it becomes the alertname)"));
+        }
+        let measure = Measure::parse(&c.measure).ok_or_else(|| at("measure must be \"total\" or \"group 1\" … \"group 6\""))?;
+        let period = PeriodKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == c.period)
+            .ok_or_else(|| at("period must be month, quarter, half_year or year"))?;
+        if c.when == Condition::RankLoss && measure != Measure::Total {
+            return Err(at("rank_loss ranks totals: leave measure at \"total\""));
+        }
+        let hysteresis_ok = if c.when.fires_low() { c.clear_at >= c.fire_at } else { c.clear_at <= c.fire_at };
+        if !hysteresis_ok {
+            return Err(at(if c.when.fires_low() {
+                "below_target fires under fire_at and clears at or above clear_at: set clear_at >= fire_at"
+            } else {
+                "a loss fires at fire_at or more and clears under clear_at: set clear_at <= fire_at"
+            }));
+        }
+        Ok(Rule {
+            name: c.name.clone(),
+            when: c.when,
+            measure,
+            period,
+            fire_at: c.fire_at,
+            clear_at: c.clear_at,
+            min_dossiers: c.min_dossiers,
+            cooldown_secs: (c.cooldown_mins * 60) as i64,
+            max_depth: c.max_depth,
+        })
+    }
+
+    /// The compared quantity: points (or places) lost against the baseline, or the value itself.
+    fn gauge(&self, now: &Figures, before: &Figures) -> f64 {
+        match self.when {
+            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek => {
+                self.value(before) - self.value(now)
+            }
+            Condition::BelowTarget => self.value(now),
+            Condition::RankLoss => now.rank as f64 - before.rank as f64,
+        }
+    }
+
+    fn fires(&self, gauge: f64) -> bool {
+        if self.when.fires_low() {
+            gauge < self.fire_at
+        } else {
+            gauge >= self.fire_at
+        }
+    }
+
+    fn clears(&self, gauge: f64) -> bool {
+        if self.when.fires_low() {
+            gauge >= self.clear_at
+        } else {
+            gauge < self.clear_at
+        }
+    }
+
+    fn value(&self, f: &Figures) -> f64 {
+        match self.when {
+            Condition::RankLoss => f.rank as f64,
+            _ => match self.measure {
+                Measure::Total => f.total,
+                Measure::Group(g) => f.groups[g as usize - 1],
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// A criterion that lost points between the baseline and now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cause {
+    pub criterion: String,
+    pub name: String,
+    pub before: f64,
+    pub after: f64,
+    pub change: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `<rule>/<unit>/<fired_at as unix seconds>`: unique, stable across restarts.
+    pub id: String,
+    pub rule: String,
+    pub condition: Condition,
+    pub unit_code: String,
+    pub unit_name: String,
+    pub measure: String,
+    pub period_kind: String,
+    pub period: String,
+    pub state: AlertState,
+    /// The baseline's value (previous period or same day last week; a rank for rank_loss).
+    pub before: f64,
+    /// The value when the alert fired (or cleared).
+    pub after: f64,
+    pub change: f64,
+    pub fire_at: f64,
+    pub clear_at: f64,
+    /// Dossiers behind the figure (the largest denominator of the unit's criteria).
+    pub dossiers: i64,
+    pub causes: Vec<Cause>,
+    pub summary: String,
+    pub fired_at: String,
+    pub resolved_at: Option<String>,
+}
+
+impl Alert {
+    fn key(&self) -> (&str, &str) {
+        (&self.rule, &self.unit_code)
+    }
+}
+
+/// A unit's figures in one period: what rules compare.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub unit_name: String,
+    pub depth: u32,
+    pub period: String,
+    pub total: f64,
+    pub rank: u32,
+    pub groups: [f64; 6],
+    /// (criterion, English name, points)
+    pub criteria: Vec<(String, String, f64)>,
+    pub dossiers: i64,
+}
+
+/// Figures by (unit code, period kind).
+pub type FigureMap = HashMap<(String, String), Figures>;
+
+/// A change of an alert, to be told to every channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Fired(Alert),
+    Resolved(Alert),
+}
+
+/// The rules and the alert log: a pure state machine over the figures it is shown.
+pub struct AlertEngine {
+    rules: Vec<Rule>,
+    keep_resolved: usize,
+    /// Firing alerts first, then resolved ones, newest first.
+    log: Vec<Alert>,
+}
+
+impl AlertEngine {
+    pub fn new(rules: Vec<Rule>, keep_resolved: usize, log: Vec<Alert>) -> AlertEngine {
+        AlertEngine { rules, keep_resolved, log }
+    }
+
+    pub fn log(&self) -> &[Alert] {
+        &self.log
+    }
+
+    pub fn needs_last_week(&self) -> bool {
+        self.rules.iter().any(|r| r.when == Condition::DropVsLastWeek)
+    }
+
+    pub fn max_depth(&self) -> u32 {
+        self.rules.iter().map(|r| r.max_depth).max().unwrap_or(0)
+    }
+
+    /// Judges every rule for every unit it covers at instant `now`: `current`, `previous`
+    /// (the period before) and `last_week` (the same day a week ago; empty if not kept).
+    pub fn evaluate(
+        &mut self,
+        now: Instant,
+        current: &FigureMap,
+        previous: &FigureMap,
+        last_week: &FigureMap,
+    ) -> Vec<Transition> {
+        let mut changes = Vec::new();
+        let mut units: Vec<&(String, String)> = current.keys().collect();
+        units.sort();
+        for rule in &self.rules {
+            let baselines = if rule.when == Condition::DropVsLastWeek { last_week } else { previous };
+            for key in units.iter().filter(|(_, kind)| kind == rule.period.as_str()) {
+                let figures = &current[*key];
+                if figures.depth > rule.max_depth {
+                    continue;
+                }
+                let Some(before) = baselines.get(*key) else { continue };
+                let gauge = rule.gauge(figures, before);
+                let active = self.log.iter().position(|a| a.state == AlertState::Firing && a.key() == (&rule.name, &key.0));
+                match active {
+                    Some(i) if rule.clears(gauge) => {
+                        let alert = &mut self.log[i];
+                        alert.state = AlertState::Resolved;
+                        alert.resolved_at = Some(format_time(now));
+                        changes.push(Transition::Resolved(alert.clone()));
+                    }
+                    Some(_) => {}
+                    None if rule.fires(gauge) && figures.dossiers >= rule.min_dossiers && !self.cooling(rule, &key.0, now) => {
+                        let alert = fire(rule, &key.0, figures, before, now);
+                        changes.push(Transition::Fired(alert.clone()));
+                        self.log.push(alert);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if !changes.is_empty() {
+            self.tidy();
+        }
+        changes
+    }
+
+    /// Whether the rule fired for this unit less than its cooldown ago.
+    fn cooling(&self, rule: &Rule, unit: &str, now: Instant) -> bool {
+        self.log.iter().filter(|a| a.key() == (&rule.name, unit)).any(|a| {
+            crate::time::parse_time(&a.fired_at).is_ok_and(|fired| now - fired < rule.cooldown_secs)
+        })
+    }
+
+    /// Firing first, then the newest resolved, at most `keep_resolved` of them.
+    fn tidy(&mut self) {
+        self.log.sort_by(|a, b| {
+            (a.state == AlertState::Resolved, std::cmp::Reverse(&a.fired_at), &a.id)
+                .cmp(&(b.state == AlertState::Resolved, std::cmp::Reverse(&b.fired_at), &b.id))
+        });
+        let firing = self.log.iter().filter(|a| a.state == AlertState::Firing).count();
+        self.log.truncate(firing + self.keep_resolved);
+    }
+}
+
+fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: Instant) -> Alert {
+    let (b, a) = (rule.value(before), rule.value(now_figures));
+    let in_measure = |criterion: &str| match rule.measure {
+        Measure::Group(g) => criterion.starts_with(&format!("{g}.")),
+        Measure::Total => true,
+    };
+    let mut causes: Vec<Cause> = now_figures
+        .criteria
+        .iter()
+        .filter(|(c, _, _)| in_measure(c))
+        .filter_map(|(criterion, name, after)| {
+            let (_, _, before) = before.criteria.iter().find(|(c, _, _)| c == criterion)?;
+            (after < before).then(|| Cause {
+                criterion: criterion.clone(),
+                name: name.clone(),
+                before: *before,
+                after: *after,
+                change: after - before,
+            })
+        })
+        .collect();
+    causes.sort_by(|x, y| x.change.total_cmp(&y.change).then_with(|| x.criterion.cmp(&y.criterion)));
+    causes.truncate(5);
+    let baseline = match rule.when {
+        Condition::DropVsLastWeek => "the same day last week",
+        _ => "the previous period",
+    };
+    let what = rule.measure.label();
+    let summary = match rule.when {
+        Condition::RankLoss => format!("{} fell from rank {b} to {a} against {baseline}", now_figures.unit_name),
+        Condition::BelowTarget => format!("{} {what} is {a:.2}, below {:.2}", now_figures.unit_name, rule.fire_at),
+        _ => format!("{} {what} fell {:.2} points against {baseline}: {b:.2} → {a:.2}", now_figures.unit_name, b - a),
+    };
+    Alert {
+        id: format!("{}/{unit}/{now}", rule.name),
+        rule: rule.name.clone(),
+        condition: rule.when,
+        unit_code: unit.to_owned(),
+        unit_name: now_figures.unit_name.clone(),
+        measure: what,
+        period_kind: rule.period.as_str().to_owned(),
+        period: now_figures.period.clone(),
+        state: AlertState::Firing,
+        before: b,
+        after: a,
+        change: a - b,
+        fire_at: rule.fire_at,
+        clear_at: rule.clear_at,
+        dossiers: now_figures.dossiers,
+        causes,
+        summary,
+        fired_at: format_time(now),
+        resolved_at: None,
+    }
+}
+
+/// Reads figures out of score tables (the view's, or a day of history): rows of `totals`,
+/// `group_scores` and `scores` that `keep` selects, for units down to `max_depth`.
+pub fn figures(
+    totals: &[RecordBatch],
+    groups: &[RecordBatch],
+    scores: &[RecordBatch],
+    max_depth: u32,
+    keep: &dyn Fn(&RecordBatch, usize) -> bool,
+) -> FigureMap {
+    let mut map = FigureMap::new();
+    let rows = |batches: &'_ [RecordBatch]| -> Vec<(RecordBatch, usize)> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let depth = column::<UInt32Array>(b, "depth");
+                (0..b.num_rows()).filter(move |&i| depth.value(i) <= max_depth).map(move |i| (b.clone(), i))
+            })
+            .filter(|(b, i)| keep(b, *i))
+            .collect()
+    };
+    let key = |b: &RecordBatch, i: usize| {
+        (column::<StringArray>(b, "unit_code").value(i).to_owned(), column::<StringArray>(b, "period_kind").value(i).to_owned())
+    };
+    for (b, i) in rows(totals) {
+        let f = map.entry(key(&b, i)).or_default();
+        f.unit_name = column::<StringArray>(&b, "unit_name").value(i).to_owned();
+        f.depth = column::<UInt32Array>(&b, "depth").value(i);
+        f.period = column::<StringArray>(&b, "period").value(i).to_owned();
+        f.total = column::<Float64Array>(&b, "total").value(i);
+        f.rank = column::<UInt32Array>(&b, "rank").value(i);
+    }
+    for (b, i) in rows(groups) {
+        if let Some(f) = map.get_mut(&key(&b, i)) {
+            let group = column::<UInt8Array>(&b, "group_id").value(i) as usize;
+            f.groups[group - 1] = column::<Float64Array>(&b, "points").value(i);
+        }
+    }
+    for (b, i) in rows(scores) {
+        if let Some(f) = map.get_mut(&key(&b, i)) {
+            f.criteria.push((
+                column::<StringArray>(&b, "criterion").value(i).to_owned(),
+                column::<StringArray>(&b, "criterion_name_en").value(i).to_owned(),
+                column::<Float64Array>(&b, "points").value(i),
+            ));
+            f.dossiers = f.dossiers.max(column::<Int64Array>(&b, "denominator").value(i));
+        }
+    }
+    map
+}
+
+fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .unwrap_or_else(|| panic!("score tables have a column {name}"))
+}
+
+/// The figures of a view: its current periods, and the periods just before them.
+pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
+    let tables = |name| std::slice::from_ref(view.table(name));
+    let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").value(i);
+    let previous: Vec<String> =
+        PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();
+    let before = |b: &RecordBatch, i: usize| previous.iter().any(|p| p == column::<StringArray>(b, "period").value(i));
+    (
+        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &current),
+        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &before),
+    )
+}
+
+/// The figures kept for the same day a week before `now` (the last snapshot of that day).
+pub fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) -> FigureMap {
+    let day = local_date(now) - chrono::Duration::days(7);
+    let days_since_epoch = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+    let table = |name: &str| history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+    let on_day = |b: &RecordBatch, i: usize| column::<Date32Array>(b, "day").value(i) == days_since_epoch;
+    figures(table("daily_totals"), table("daily_group_scores"), table("daily_scores"), max_depth, &on_day)
+}
+
+/// The alert log as the `alerts` SQL table.
+pub fn table(log: &[Alert]) -> RecordBatch {
+    let text = |f: &dyn Fn(&Alert) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(log.iter().map(f))) };
+    let float = |f: &dyn Fn(&Alert) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(log.iter().map(f))) };
+    let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    let causes = |a: &Alert| {
+        a.causes.iter().map(|c| format!("{} {:+.2}", c.criterion, c.change)).collect::<Vec<_>>().join(", ")
+    };
+    let schema = Schema::new(vec![
+        field("id", DataType::Utf8, false),
+        field("rule", DataType::Utf8, false),
+        field("condition", DataType::Utf8, false),
+        field("unit_code", DataType::Utf8, false),
+        field("unit_name", DataType::Utf8, false),
+        field("measure", DataType::Utf8, false),
+        field("period_kind", DataType::Utf8, false),
+        field("period", DataType::Utf8, false),
+        field("state", DataType::Utf8, false),
+        field("before", DataType::Float64, false),
+        field("after", DataType::Float64, false),
+        field("change", DataType::Float64, false),
+        field("dossiers", DataType::Int64, false),
+        field("causes", DataType::Utf8, false),
+        field("summary", DataType::Utf8, false),
+        field("fired_at", DataType::Utf8, false),
+        field("resolved_at", DataType::Utf8, true),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        text(&|a| a.id.clone()),
+        text(&|a| a.rule.clone()),
+        text(&|a| a.condition.as_str().to_owned()),
+        text(&|a| a.unit_code.clone()),
+        text(&|a| a.unit_name.clone()),
+        text(&|a| a.measure.clone()),
+        text(&|a| a.period_kind.clone()),
+        text(&|a| a.period.clone()),
+        text(&|a| if a.state == AlertState::Firing { "firing".into() } else { "resolved".into() }),
+        float(&|a| a.before),
+        float(&|a| a.after),
+        float(&|a| a.change),
+        Arc::new(Int64Array::from_iter_values(log.iter().map(|a| a.dossiers))),
+        text(&causes),
+        text(&|a| a.summary.clone()),
+        text(&|a| a.fired_at.clone()),
+        Arc::new(StringArray::from(log.iter().map(|a| a.resolved_at.clone()).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("columns match their schema")
+}
+
+/// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
+/// future (they are re-sent before that), resolved ones at their resolution.
+pub fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
+    let ends = match &alert.resolved_at {
+        Some(at) => at.clone(),
+        None => format_time(now + 4 * resend.as_secs() as i64),
+    };
+    let causes = alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
+    serde_json::json!({
+        "labels": {
+            "alertname": alert.rule,
+            "unit": alert.unit_code,
+            "period": alert.period_kind,
+            "measure": alert.measure,
+            "condition": alert.condition.as_str(),
+            "severity": "warning",
+            "source": "index766",
+        },
+        "annotations": {
+            "summary": alert.summary,
+            "unit_name": alert.unit_name,
+            "before": format!("{:.2}", alert.before),
+            "after": format!("{:.2}", alert.after),
+            "causes": causes.join("; "),
+        },
+        "startsAt": alert.fired_at,
+        "endsAt": ends,
+    })
+}
+
+/// Where alerts are told: the Kafka topic and the webhook (both optional).
+pub struct Notifier {
+    pub producer: Option<(FutureProducer, String)>,
+    pub webhook: Option<(reqwest::Client, String)>,
+    pub resend: Duration,
+}
+
+impl Notifier {
+    async fn to_topic(&self, alert: &Alert, metrics: &Metrics) {
+        let Some((producer, topic)) = &self.producer else { return };
+        let payload = serde_json::to_vec(alert).expect("alerts serialize");
+        let record = FutureRecord::to(topic).key(&alert.id).payload(&payload);
+        if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+            metrics.alert_notifications_failed.with_label_values(&["kafka"]).inc();
+            tracing::error!(%error, alert = alert.id, topic, "alert not written to its topic");
+        }
+    }
+
+    /// Posts alerts to Alertmanager, trying three times.
+    async fn to_webhook(&self, alerts: &[&Alert], now: Instant, metrics: &Metrics) {
+        let Some((client, url)) = &self.webhook else { return };
+        if alerts.is_empty() {
+            return;
+        }
+        let body = serde_json::Value::Array(alerts.iter().map(|a| alertmanager_json(a, self.resend, now)).collect());
+        for attempt in 1..=3 {
+            let request = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .timeout(Duration::from_secs(10));
+            match request.send().await {
+                Ok(answer) if answer.status().is_success() => return,
+                Ok(answer) => tracing::warn!(status = %answer.status(), attempt, url, "webhook refused the alerts"),
+                Err(error) => tracing::warn!(%error, attempt, url, "webhook unreachable"),
+            }
+            tokio::time::sleep(Duration::from_secs(attempt)).await;
+        }
+        metrics.alert_notifications_failed.with_label_values(&["webhook"]).inc();
+        tracing::error!(url, "alerts not delivered to the webhook after 3 attempts");
+    }
+}
+
+/// Reads the alert log kept in the store (empty when none).
+pub async fn load_log(store: &Store) -> Vec<Alert> {
+    match store.get(LOG_PATH).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::error!(%error, path = LOG_PATH, "alert log unreadable; starting with none");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The alert task: evaluates on every published view, keeps the log, tells the channels.
+pub struct AlertTask {
+    pub engine: AlertEngine,
+    pub views: watch::Receiver<Arc<View>>,
+    pub history: watch::Receiver<Arc<HistoryTables>>,
+    pub log: watch::Sender<Arc<Vec<Alert>>>,
+    pub store: Store,
+    pub notifier: Notifier,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AlertTask {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.publish();
+        let mut resend = tokio::time::interval(self.notifier.resend);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resend.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = self.views.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.evaluate().await;
+                }
+                _ = resend.tick() => {
+                    let view_time = self.views.borrow().as_of;
+                    let firing: Vec<&Alert> = self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
+                    self.notifier.to_webhook(&firing, view_time, &self.metrics).await;
+                }
+            }
+        }
+    }
+
+    async fn evaluate(&mut self) {
+        let view = self.views.borrow_and_update().clone();
+        let depth = self.engine.max_depth();
+        let (current, previous) = view_figures(&view, depth);
+        let last_week = match self.engine.needs_last_week() {
+            true => last_week_figures(&self.history.borrow(), view.as_of, depth),
+            false => FigureMap::new(),
+        };
+        let changes = self.engine.evaluate(view.as_of, &current, &previous, &last_week);
+        if changes.is_empty() {
+            return;
+        }
+        // Kept before it is told, so a restart never tells it twice.
+        let bytes = serde_json::to_vec_pretty(self.engine.log()).expect("alerts serialize");
+        if let Err(error) = self.store.put(LOG_PATH, bytes).await {
+            tracing::error!(%error, "alert log not kept; a restart may send these alerts again");
+        }
+        self.publish();
+        for change in &changes {
+            let (alert, outcome) = match change {
+                Transition::Fired(a) => (a, "fired"),
+                Transition::Resolved(a) => (a, "resolved"),
+            };
+            tracing::warn!(alert = alert.id, summary = alert.summary, outcome, "alert");
+            self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
+            self.notifier.to_topic(alert, &self.metrics).await;
+        }
+        let told: Vec<&Alert> = changes.iter().map(|c| match c {
+            Transition::Fired(a) | Transition::Resolved(a) => a,
+        }).collect();
+        self.notifier.to_webhook(&told, view.as_of, &self.metrics).await;
+    }
+
+    fn publish(&self) {
+        let log = self.engine.log();
+        let mut firing: HashMap<&str, i64> = HashMap::new();
+        for alert in log.iter().filter(|a| a.state == AlertState::Firing) {
+            *firing.entry(&alert.rule).or_default() += 1;
+        }
+        self.metrics.alerts_firing.reset();
+        for (rule, n) in firing {
+            self.metrics.alerts_firing.with_label_values(&[rule]).set(n);
+        }
+        self.log.send_replace(Arc::new(log.to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(when: Condition, fire_at: f64, clear_at: f64) -> Rule {
+        Rule::from_config(&RuleConfig {
+            name: "r".into(),
+            when,
+            measure: "total".into(),
+            period: "month".into(),
+            fire_at,
+            clear_at,
+            min_dossiers: 20,
+            cooldown_mins: 60,
+            max_depth: 1,
+        })
+        .unwrap()
+    }
+
+    fn unit(total: f64, dossiers: i64) -> FigureMap {
+        let criteria = vec![("2.1".to_owned(), "On time".to_owned(), total / 5.0), ("6.1".to_owned(), "Satisfaction".to_owned(), 8.0)];
+        let f = Figures { unit_name: "Sở Tư pháp".into(), period: "2026-11".into(), total, rank: 1, criteria, dossiers, ..Default::default() };
+        FigureMap::from([(("H99.03".to_owned(), "month".to_owned()), f)])
+    }
+
+    #[test]
+    fn a_drop_fires_once_holds_through_the_band_and_clears_past_it() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let before = unit(80.0, 100);
+        let at = |minutes: i64| 1_800_000_000 + minutes * 60;
+        assert!(engine.evaluate(at(0), &unit(77.0, 100), &before, &FigureMap::new()).is_empty(), "3 points: no alert");
+        let fired = engine.evaluate(at(1), &unit(74.0, 100), &before, &FigureMap::new());
+        let [Transition::Fired(alert)] = fired.as_slice() else { panic!("{fired:?}") };
+        assert_eq!((alert.before, alert.after, alert.change), (80.0, 74.0, -6.0));
+        assert_eq!(alert.causes.len(), 1, "only 2.1 lost points: {:?}", alert.causes);
+        assert_eq!(alert.causes[0].criterion, "2.1");
+        assert!(engine.evaluate(at(2), &unit(73.0, 100), &before, &FigureMap::new()).is_empty(), "still firing: not again");
+        let cleared = engine.evaluate(at(3), &unit(78.5, 100), &before, &FigureMap::new());
+        assert!(matches!(cleared.as_slice(), [Transition::Resolved(_)]), "1.5 lost is under clear_at: {cleared:?}");
+    }
+
+    #[test]
+    fn hysteresis_volume_and_cooldown() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let before = unit(80.0, 100);
+        let none = FigureMap::new();
+        let at = |minutes: i64| 1_800_000_000 + minutes * 60;
+        assert!(engine.evaluate(at(0), &unit(70.0, 19), &before, &none).is_empty(), "19 dossiers: under the volume guard");
+        assert_eq!(engine.evaluate(at(1), &unit(70.0, 20), &before, &none).len(), 1);
+        assert!(engine.evaluate(at(2), &unit(77.5, 20), &before, &none).is_empty(), "2.5 lost: inside the band, holds");
+        let cleared = engine.evaluate(at(3), &unit(78.5, 20), &before, &none);
+        assert!(matches!(cleared.as_slice(), [Transition::Resolved(a)] if a.resolved_at.is_some()), "{cleared:?}");
+        assert!(engine.evaluate(at(30), &unit(70.0, 20), &before, &none).is_empty(), "within the 60-minute cooldown");
+        assert_eq!(engine.evaluate(at(62), &unit(70.0, 20), &before, &none).len(), 1, "after the cooldown");
+        assert_eq!(engine.log().len(), 2);
+        assert_eq!(engine.log()[0].state, AlertState::Firing, "firing first");
+    }
+
+    #[test]
+    fn below_target_and_rank_loss() {
+        let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
+        let now = 1_800_000_000;
+        assert_eq!(below.evaluate(now, &unit(74.9, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert!(below.evaluate(now, &unit(75.5, 50), &unit(80.0, 50), &FigureMap::new()).is_empty());
+        assert_eq!(below.evaluate(now, &unit(76.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
+        let mut now_figures = unit(70.0, 50);
+        now_figures.values_mut().for_each(|f| f.rank = 5);
+        let fired = rank.evaluate(now, &now_figures, &unit(80.0, 50), &FigureMap::new());
+        assert!(matches!(fired.as_slice(), [Transition::Fired(a)] if a.before == 1.0 && a.after == 5.0), "{fired:?}");
+    }
+
+    #[test]
+    fn bad_rules_say_what_to_fix() {
+        let mut c = RuleConfig {
+            name: "x".into(),
+            when: Condition::DropVsPreviousPeriod,
+            measure: "group 7".into(),
+            period: "month".into(),
+            fire_at: 5.0,
+            clear_at: 2.0,
+            min_dossiers: 0,
+            cooldown_mins: 0,
+            max_depth: 1,
+        };
+        assert!(Rule::from_config(&c).unwrap_err().contains("group 6"));
+        c.measure = "group 2".into();
+        c.clear_at = 6.0;
+        assert!(Rule::from_config(&c).unwrap_err().contains("clear_at <= fire_at"));
+        c.when = Condition::BelowTarget;
+        assert!(Rule::from_config(&c).is_ok());
+    }
+}

@@ -1,0 +1,284 @@
+//! The PostgreSQL wire protocol over the same DataFusion context as `POST /sql`, so `psql`,
+//! DBeaver, Grafana's PostgreSQL data source and Superset connect unchanged. The protocol and
+//! `pg_catalog` come from datafusion-postgres (pgwire); index766 adds the same fences as HTTP:
+//! read-only statements, one time limit from the query's start to its last row, and the shared
+//! bound on queries running at once.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::{Sink, StreamExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::query::{QueryLimits, SqlService, READ_ONLY_HINT};
+
+/// Accepts connections until `shutdown`.
+pub async fn serve(listener: TcpListener, sql: &SqlService, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let handlers = Arc::new(Handlers {
+        service: Arc::new(Bounded { inner: session_service(sql.context()), limits: sql.limits(), metrics }),
+        startup: Arc::new(Startup),
+    });
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "postgres: accept failed");
+                    continue;
+                }
+            },
+        };
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%error, %peer, "postgres connection ended with an error");
+            }
+        });
+    }
+}
+
+fn session_service(context: Arc<SessionContext>) -> DfSessionService {
+    let hooks: Vec<Arc<dyn QueryHook>> =
+        vec![Arc::new(ReadOnly), Arc::new(CursorStatementHook), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+    DfSessionService::new_with_hooks(context, hooks)
+}
+
+struct Handlers {
+    service: Arc<Bounded>,
+    startup: Arc<Startup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+/// Any user, no password: the port belongs behind the deployment's network policy, and nothing
+/// it serves can change anything.
+struct Startup;
+
+impl NoopStartupHandler for Startup {}
+
+/// Refuses, before planning, every statement that is not a read: the message names the fence.
+struct ReadOnly;
+
+impl ReadOnly {
+    fn check(statement: &Statement) -> PgWireResult<()> {
+        let allowed = match statement {
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowSchemas { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. } => true,
+            // Client session variables (application_name, extra_float_digits, statement_timeout…)
+            // stay per connection; the engine's settings and time zone are shared, so fixed.
+            Statement::Set(Set::SingleAssignment { variable, .. }) => {
+                !variable.to_string().to_lowercase().starts_with("datafusion")
+            }
+            _ => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let verb = statement.to_string().split_whitespace().next().unwrap_or("").to_uppercase();
+        Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "25006".into(), // read_only_sql_transaction
+            format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"),
+        ))))
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::check(statement).err().map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::check(statement).err().map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::check(statement).err().map(Err)
+    }
+}
+
+/// datafusion-postgres's handlers, inside index766's limits: a query slot is held and the time
+/// limit runs until the last row has been streamed, not just until planning.
+struct Bounded {
+    inner: DfSessionService,
+    limits: QueryLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl Bounded {
+    fn timeout_error(&self) -> PgWireError {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(), // query_canceled
+            crate::query::QueryError::Timeout(self.limits.timeout.as_secs()).to_string(),
+        )))
+    }
+
+    /// Runs `work` (which plans and starts the query) under a query slot and the deadline, and
+    /// makes its rows stream under them too.
+    async fn bounded<F>(&self, work: F) -> PgWireResult<Vec<Response>>
+    where
+        F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
+    {
+        let started = std::time::Instant::now();
+        let permit = Arc::new(self.limits.admit().await);
+        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let responses = match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(responses)) => responses,
+            Ok(Err(error)) => {
+                self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                return Err(error);
+            }
+            Err(_) => {
+                self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                return Err(self.timeout_error());
+            }
+        };
+        Ok(responses
+            .into_iter()
+            .map(|response| match response {
+                Response::Query(query) => Response::Query(self.stream_within(query, permit.clone(), deadline, started)),
+                other => other,
+            })
+            .collect())
+    }
+
+    fn stream_within(
+        &self,
+        query: QueryResponse,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+        deadline: tokio::time::Instant,
+        started: std::time::Instant,
+    ) -> QueryResponse {
+        let (metrics, timed_out) = (self.metrics.clone(), self.timeout_error());
+        let rows = futures::stream::unfold(
+            Some((query.data_rows, permit, Some(timed_out))),
+            move |running| {
+                let metrics = metrics.clone();
+                async move {
+                    let (mut rows, permit, mut timed_out) = running?;
+                    match tokio::time::timeout_at(deadline, rows.next()).await {
+                        Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, permit, timed_out)))),
+                        Ok(Some(Err(error))) => {
+                            metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                            Some((Err(error), None))
+                        }
+                        Ok(None) => {
+                            metrics.observe_query("postgres", true, started.elapsed().as_secs_f64());
+                            None
+                        }
+                        Err(_) => {
+                            metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                            Some((Err(timed_out.take().expect("one timeout")), None))
+                        }
+                    }
+                }
+            },
+        );
+        let mut bounded = QueryResponse::new(query.row_schema, rows);
+        bounded.set_command_tag(&query.command_tag);
+        bounded
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Bounded {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.bounded(SimpleQueryHandler::do_query(&self.inner, client, query)).await
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Bounded {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let one = async { ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await.map(|r| vec![r]) };
+        let mut responses = self.bounded(one).await?;
+        Ok(responses.pop().expect("one response"))
+    }
+}
