@@ -29,4 +29,16 @@ if ! PYTHONPATH="$MOTO_PYTHONPATH" python3 -c "import moto.server" 2>/dev/null; 
     || python3 -m pip install --quiet --break-system-packages --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION"
 fi
 
+# The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
+# with ChromeDriver (Debian's packages).
+missing=()
+for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+    chromium:chromium chromedriver:chromium-driver; do
+  command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
+done
+if ((${#missing[@]})); then
+  echo "tests/run.sh: installing ${missing[*]} (Debian packages, once)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
 cargo test --workspace --locked "$@"

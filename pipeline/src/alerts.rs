@@ -103,6 +103,9 @@ pub struct AlertsConfig {
     pub resend_secs: u64,
     /// Resolved alerts kept in the log (API and SQL), newest first.
     pub keep_resolved: usize,
+    /// Rules are judged only while ingest is this close to the end of the topics (in messages):
+    /// figures half-way through a replay are not news for a unit head.
+    pub max_lag_messages: i64,
     pub rules: Vec<RuleConfig>,
 }
 
@@ -653,6 +656,7 @@ pub async fn load_log(store: &Store) -> Vec<Alert> {
 /// The alert task: evaluates on every published view, keeps the log, tells the channels.
 pub struct AlertTask {
     pub engine: AlertEngine,
+    pub max_lag: i64,
     pub views: watch::Receiver<Arc<View>>,
     pub history: watch::Receiver<Arc<HistoryTables>>,
     pub log: watch::Sender<Arc<Vec<Alert>>>,
@@ -687,6 +691,9 @@ impl AlertTask {
 
     async fn evaluate(&mut self) {
         let view = self.views.borrow_and_update().clone();
+        if self.metrics.total_lag() > self.max_lag {
+            return;
+        }
         let depth = self.engine.max_depth();
         let (current, previous) = view_figures(&view, depth);
         let last_week = match self.engine.needs_last_week() {

@@ -216,6 +216,7 @@ impl Pipeline {
             ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
         let alert_task = AlertTask {
             engine: alert_engine,
+            max_lag: config.alerts.max_lag_messages,
             views: views.clone(),
             history: history_rx,
             log: alerts_tx,

@@ -336,6 +336,12 @@ impl Metrics {
         self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
+    /// Messages not yet read, over every partition.
+    pub fn total_lag(&self) -> i64 {
+        use prometheus::core::Collector;
+        self.consumer_lag.collect().iter().flat_map(|family| family.get_metric()).map(|m| m.get_gauge().value() as i64).sum()
+    }
+
     /// Counts one SQL query, with its duration to the last row.
     pub fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
         let outcome = if ok { "ok" } else { "error" };

@@ -6,9 +6,12 @@
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `reference`: a batch reference implementation the incremental engine must agree with;
+//! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
+//!   in a real Chromium (`browser`), the Prometheus rules under promtool;
 //! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
 //! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
 
+mod browser;
 mod contract;
 mod crash;
 mod faults;
@@ -18,4 +21,5 @@ mod real_broker;
 mod reference;
 mod s3;
 mod scenario;
+mod serving;
 mod support;

@@ -123,11 +123,22 @@ pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) ->
 
 /// One HTTP/1.1 request with an `Accept` header; returns (status, body).
 pub fn http_accepting(addr: std::net::SocketAddr, method: &str, path: &str, body: &str, accept: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the pipeline's HTTP port");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    request(addr, method, path, "text/plain", accept, body)
+}
+
+/// One JSON request (WebDriver, Alertmanager's API); returns (status, parsed body or null).
+pub fn http_json(addr: std::net::SocketAddr, method: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let text = if body.is_null() { String::new() } else { body.to_string() };
+    let (status, answer) = request(addr, method, path, "application/json", "application/json", &text);
+    (status, serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null))
+}
+
+fn request(addr: std::net::SocketAddr, method: &str, path: &str, content_type: &str, accept: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the server's HTTP port");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nAccept: {accept}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nAccept: {accept}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -232,6 +243,36 @@ pub fn snapshot_rows(dir: &Path) -> BTreeMap<String, Vec<String>> {
             (file.name.clone(), rows)
         })
         .collect()
+}
+
+/// A server process (Alertmanager, ChromeDriver) on a free loopback port, killed when dropped.
+/// It cannot be started → panic: tests/run.sh installs it.
+pub struct Server {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// Runs `program` with the arguments `args` makes for the port, and waits until it listens.
+    pub fn start(program: &str, args: impl FnOnce(u16) -> Vec<String>) -> Server {
+        let port = free_port();
+        let child = Command::new(program)
+            .args(args(port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}. Run tests/run.sh, which installs it."));
+        let mut server = Server { child, addr: ([127, 0, 0, 1], port).into() };
+        await_listening(&mut server.child, port, program);
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// An S3-compatible object store (moto's server) on a free loopback port, with one bucket;

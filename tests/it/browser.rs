@@ -1,0 +1,194 @@
+//! A real headless Chromium (Debian's), driven over the W3C WebDriver protocol through
+//! ChromeDriver, and the checks of the IOC page against `/sql`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::support::{http_json, repo_root, sql, wait_for, Server};
+
+pub struct Browser {
+    driver: Server,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Opens the page served at `pipeline` and waits for its first complete refresh.
+    pub async fn open(pipeline: SocketAddr) -> Browser {
+        let driver = Server::start("chromedriver", |port| vec![format!("--port={port}")]);
+        let profile = tempfile::tempdir().unwrap();
+        // Without the background-networking flags Chromium keeps dialling Google, which this
+        // network refuses; a fresh profile keeps runs independent.
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1600,1300",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+        let (status, answer) = http_json(driver.addr, "POST", "/session", &capabilities);
+        assert_eq!(status, 200, "ChromeDriver could not start Chromium: {answer}");
+        let session = answer["value"]["sessionId"].as_str().expect("a session id").to_owned();
+        let browser = Browser { driver, session, _profile: profile };
+        browser.command("POST", "url", json!({ "url": format!("http://{pipeline}/") }));
+        // A mark on the loaded document: it is gone if the page ever reloads.
+        browser.execute("window.__index766_loaded = true; return true");
+        wait_for("the page's first refresh", Duration::from_secs(20), || {
+            (browser.execute("return document.body.dataset.ready || ''") == "1").then_some(())
+        })
+        .await;
+        browser
+    }
+
+    fn command(&self, method: &str, what: &str, body: Value) -> Value {
+        let path = format!("/session/{}/{what}", self.session);
+        let (status, answer) = http_json(self.driver.addr, method, &path, &body);
+        assert_eq!(status, 200, "WebDriver {method} {what}: {answer}");
+        answer["value"].clone()
+    }
+
+    /// Runs `script` in the page and returns what it returns.
+    pub fn execute(&self, script: &str) -> Value {
+        self.command("POST", "execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    /// Completed refreshes of the page (each after a published view).
+    pub fn refreshes(&self) -> u64 {
+        self.execute("return Number(document.body.dataset.refreshes || 0)").as_u64().unwrap()
+    }
+
+    pub fn same_document(&self) -> bool {
+        self.execute("return window.__index766_loaded === true") == json!(true)
+    }
+
+    pub fn click(&self, selector: &str) {
+        let clicked = self.execute(&format!("const e = document.querySelector({selector:?}); if (e) e.click(); return !!e"));
+        assert_eq!(clicked, json!(true), "nothing to click at {selector}");
+    }
+
+    /// Saves a PNG of the window as a test artifact (tests/artifacts/, not committed).
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.command("GET", "screenshot", Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+        let path = repo_root().join(format!("tests/artifacts/{name}.png"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http_json(self.driver.addr, "DELETE", &format!("/session/{}", self.session), &Value::Null);
+    }
+}
+
+fn fixed(value: &Value) -> String {
+    format!("{:.2}", value.as_f64().unwrap())
+}
+
+/// What the page shows of the province: total, groups, ranking rows, alert units.
+const READ_PAGE: &str = r##"
+const text = (root, sel) => (root.querySelector(sel)?.textContent || "").trim();
+return JSON.stringify({
+  total: text(document, "#province-total"),
+  unit: document.querySelector("#province-total").dataset.unit || "",
+  groups: [...document.querySelectorAll(".group-gauge")].map(g => [g.dataset.group, text(g, ".group-points")]),
+  ranking: [...document.querySelectorAll("#ranking tbody tr")].map(r => [r.dataset.unit, text(r, ".rank"), text(r, ".total"), text(r, ".delta")]),
+  alerts: [...document.querySelectorAll("#alerts .alert")].map(a => a.dataset.unit),
+});
+"##;
+
+/// The province's figures as the page should show them, from `/sql`.
+fn expected_page(addr: SocketAddr, alert_unit: Option<&str>) -> Value {
+    let current = "is_current AND period_kind = 'month'";
+    let province = &sql(addr, &format!("SELECT unit_code, total FROM totals WHERE {current} AND depth = 0"))[0];
+    let groups = sql(addr, &format!("SELECT group_id, points FROM group_scores WHERE {current} AND depth = 0 ORDER BY group_id"));
+    let ranking = sql(addr, &format!("SELECT unit_code, rank, total, delta FROM totals WHERE {current} AND depth = 1 ORDER BY rank, unit_name"));
+    let delta = |d: &Value| d.as_f64().map_or("—".to_owned(), |d| format!("{}{d:.2}", if d >= 0.0 { "+" } else { "" }));
+    json!({
+        "total": fixed(&province["total"]),
+        "unit": province["unit_code"],
+        "groups": groups.iter().map(|g| json!([g["group_id"].to_string(), fixed(&g["points"])])).collect::<Vec<_>>(),
+        "ranking": ranking.iter().map(|r| json!([r["unit_code"], r["rank"].to_string(), fixed(&r["total"]), delta(&r["delta"])])).collect::<Vec<_>>(),
+        "alerts": alert_unit.into_iter().collect::<Vec<_>>(),
+    })
+}
+
+/// The page shows what `/sql` says (it may take a refresh or two to catch up); then a click on
+/// H44.01 drills down to its criteria and the dossiers that cost it points, and the breadcrumb
+/// leads back.
+pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Option<&str>) {
+    let expected = expected_page(addr, alert_unit);
+    let mut shown = Value::Null;
+    let matched = wait_for_quietly(Duration::from_secs(20), || {
+        shown = serde_json::from_str(browser.execute(READ_PAGE).as_str().unwrap()).unwrap();
+        shown == expected
+    })
+    .await;
+    assert!(matched, "the page shows\n{shown:#}\nbut /sql says\n{expected:#}");
+
+    browser.click("#ranking tbody tr[data-unit=\"H44.01\"]");
+    let criteria = sql(addr, "SELECT criterion, points FROM scores WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01' ORDER BY criterion");
+    let expected_points: Vec<(String, String)> =
+        criteria.iter().map(|c| (c["criterion"].as_str().unwrap().to_owned(), fixed(&c["points"]))).collect();
+    let late = sql(addr, "SELECT count(*) AS n FROM dossiers WHERE unit_code = 'H44.01' AND timeliness = 'late'")[0]["n"].as_u64().unwrap();
+    let drill_down = r##"
+      const rows = [...document.querySelectorAll("#criteria tbody tr")].map(r => [r.dataset.criterion, r.querySelector(".points").textContent.trim()]);
+      rows.sort((a, b) => a[0].localeCompare(b[0], undefined, {numeric: true}));
+      return JSON.stringify({
+        selected: document.querySelector("#selected-unit").dataset.unit || "",
+        criteria: rows,
+        dossiers: [...document.querySelectorAll("#dossiers tbody tr")].map(r => r.dataset.dossier),
+      });"##;
+    let mut page = Value::Null;
+    let shown_drill_down = wait_for_quietly(Duration::from_secs(20), || {
+        page = serde_json::from_str(browser.execute(drill_down).as_str().unwrap()).unwrap();
+        page["selected"] == "H44.01" && !page["criteria"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert!(shown_drill_down, "drill-down to H44.01: {page:#}");
+    let mut shown_points: Vec<(String, String)> = serde_json::from_value(page["criteria"].clone()).unwrap();
+    let mut expected_sorted = expected_points;
+    let numeric = |c: &str| c.split('.').map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>();
+    shown_points.sort_by_key(|(c, _)| numeric(c));
+    expected_sorted.sort_by_key(|(c, _)| numeric(c));
+    assert_eq!(shown_points, expected_sorted, "H44.01's criteria");
+    let dossiers: Vec<String> = serde_json::from_value(page["dossiers"].clone()).unwrap();
+    assert!(!dossiers.is_empty() && dossiers.len() <= 50, "{dossiers:?}");
+    // Late dossiers come first among those that cost points.
+    let late_shown = dossiers.iter().take(late as usize).filter(|d| d.starts_with("late-")).count() as u64;
+    assert_eq!(late_shown, late.min(50), "the late dossiers lead the list: {dossiers:?}");
+    browser.click("#breadcrumb a[data-unit=\"H44\"]");
+    let back = wait_for_quietly(Duration::from_secs(20), || {
+        browser.execute("return document.querySelector('#selected-unit').dataset.unit") == json!("H44")
+    })
+    .await;
+    assert!(back, "the breadcrumb leads back to the province");
+}
+
+/// Polls `check` for up to `deadline`; whether it ever held.
+async fn wait_for_quietly(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + deadline;
+    while std::time::Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}

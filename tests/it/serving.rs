@@ -1,0 +1,281 @@
+//! The users' surfaces, end to end on a real broker (tansu over TCP): the real `psql` over the
+//! PostgreSQL protocol, `/metrics`, a scripted score drop that fires exactly one alert on each
+//! channel (Kafka topic, a real Alertmanager, `/api/alerts`, the `alerts` SQL table) and clears
+//! with hysteresis, and the IOC page in a real headless Chromium (driven through ChromeDriver);
+//! and the shipped Prometheus rules under the real `promtool`.
+//!
+//! The drop, judged as of 2026-11-24 12:00 (UTC+7), one rule: the month total falling 5 points
+//! or more against October fires, under 2 clears. Sở Tư pháp (H44.01) has 20 dossiers on time in
+//! October and 20 in November: no change. Then 20 late ones in November: 2.1 falls from 20 to 10
+//! points → fires. Then 50 on time (2.1 at 70/90: a 4.4-point loss, inside the band) → holds.
+//! Then 200 on time (270/290: 1.4) → clears. Sở Xây dựng (H44.02) has 200 on time each month,
+//! so the province's total moves too little to alert.
+
+use std::path::Path;
+use std::time::Duration;
+
+use index766::event::WireEvent;
+use index766::produce::{ensure_topics, EventProducer};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::scenario::{event, received, AS_OF};
+use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_for, Broker, Server};
+
+const RULE: &str = "total_drop";
+
+fn config(bootstrap: &str, prefix: &str, alertmanager: std::net::SocketAddr, dir: &Path) -> index766::Config {
+    index766::Config::from_toml(&format!(
+        "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"{prefix}\"\n\
+         [topics]\nevents = \"{prefix}.events\"\npetitions = \"\"\ncatalog = \"\"\nunits = \"\"\ndead_letter = \"{prefix}.dead-letter\"\n\
+         [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n\
+         [scoring]\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[sql]\npostgres_listen = \"127.0.0.1:0\"\nviews_dir = {:?}\n\
+         [snapshot]\ndir = {:?}\ninterval_secs = 3600\n\
+         [alerts]\ntopic = \"{prefix}.alerts\"\nwebhook_url = \"http://{alertmanager}/api/v2/alerts\"\nresend_secs = 3600\n\
+         [[alerts.rules]]\nname = \"{RULE}\"\nwhen = \"drop_vs_previous_period\"\nmeasure = \"total\"\nperiod = \"month\"\n\
+         fire_at = 5.0\nclear_at = 2.0\nmin_dossiers = 10\ncooldown_mins = 0\nmax_depth = 1\n",
+        repo_root().join("schemas/examples/units.jsonl"),
+        repo_root().join("schemas/examples/procedures.jsonl"),
+        repo_root().join("sql/views"),
+        dir.join("snapshots"),
+    ))
+    .unwrap()
+}
+
+/// `n` dossiers of `unit` received on `day` (YYYY-MM-DD), due 5 days later, completed after
+/// `days_taken` days: on time under 5, late over.
+fn dossiers(tag: &str, unit: &str, day: &str, n: usize, days_taken: u32) -> Vec<WireEvent> {
+    let at = |offset: u32| {
+        let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap() + chrono::Duration::days(offset.into());
+        format!("{date}T09:00:00+07:00")
+    };
+    (0..n)
+        .flat_map(|i| {
+            let id = format!("{tag}-{unit}-{i}");
+            [received(&id, &at(0), &at(5), unit), event(&id, 2, 9, &at(days_taken), unit)]
+        })
+        .collect()
+}
+
+/// How far H44.01's month total is below October's, from `/sql`.
+fn drop_of_h44_01(addr: std::net::SocketAddr) -> f64 {
+    let rows = sql(addr, "SELECT previous_total - total AS lost FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'");
+    rows[0]["lost"].as_f64().unwrap()
+}
+
+fn alerts_api(addr: std::net::SocketAddr, state: &str) -> Vec<Value> {
+    let (status, body) = http(addr, "GET", &format!("/api/alerts?state={state}"), "");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["alerts"].as_array().unwrap().clone()
+}
+
+/// Alerts Alertmanager holds as active.
+fn alertmanager_active(alertmanager: std::net::SocketAddr) -> Vec<Value> {
+    let (status, body) = http_json(alertmanager, "GET", "/api/v2/alerts?active=true", &Value::Null);
+    assert_eq!(status, 200, "Alertmanager: {body}");
+    body.as_array().unwrap().clone()
+}
+
+fn psql(port: u16, query: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst", "-d", "index766", "-X", "-A", "-t", "-F", "|"])
+        .args(["-c", query])
+        .output()
+        .expect("psql runs (tests/run.sh installs postgresql-client)")
+}
+
+struct Producer {
+    inner: EventProducer,
+    sent: u64,
+}
+
+impl Producer {
+    fn send(&mut self, events: &[WireEvent]) {
+        for e in events {
+            self.inner.send(e).unwrap();
+        }
+        self.inner.finish().unwrap();
+        self.sent += events.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let prefix = "serving";
+    let alerts_topic = format!("{prefix}.alerts");
+    ensure_topics(&broker.bootstrap, &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter"), &alerts_topic], 2)
+        .await
+        .unwrap();
+    let am_dir = dir.path().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    std::fs::write(am_dir.join("am.yml"), "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n").unwrap();
+    let alertmanager = Server::start("prometheus-alertmanager", |port| {
+        vec![
+            format!("--config.file={}", am_dir.join("am.yml").display()),
+            format!("--storage.path={}", am_dir.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".into(),
+        ]
+    });
+
+    let mut producer =
+        Producer { inner: EventProducer::unbatched(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
+    let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
+    base.extend(dossiers("nov", "H44.01", "2026-11-02", 20, 2));
+    base.extend(dossiers("oct", "H44.02", "2026-10-06", 200, 1));
+    base.extend(dossiers("nov", "H44.02", "2026-11-03", 200, 1));
+    producer.send(&base);
+
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config(&broker.bootstrap, prefix, alertmanager.addr, dir.path()), shutdown.clone())
+        .await
+        .unwrap();
+    let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
+    let pg_port = pipeline.postgres_addr.expect("the PostgreSQL protocol is served").port();
+    let applied = |n: u64| {
+        let metrics = metrics.clone();
+        async move {
+            wait_for("every event applied", Duration::from_secs(60), || (metrics.events_applied.get() == n).then_some(())).await;
+            // The view that follows the last batch is published within publish_interval_ms; the
+            // alert engine judges it right after.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    };
+    applied(producer.sent).await;
+    assert!(drop_of_h44_01(addr).abs() < 1e-9, "October and November alike");
+    assert!(alerts_api(addr, "all").is_empty(), "no alert before the drop");
+
+    // psql queries the views over the PostgreSQL protocol, and gets what /sql gets.
+    let ranking = psql(pg_port, "SELECT unit_code, rank, round(total, 4) FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code");
+    assert!(ranking.status.success(), "psql: {}", String::from_utf8_lossy(&ranking.stderr));
+    let over_http = sql(addr, "SELECT unit_code, rank, round(total, 4) AS t FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code");
+    let expected: String = over_http
+        .iter()
+        .map(|r| format!("{}|{}|{}\n", r["unit_code"].as_str().unwrap(), r["rank"], r["t"]))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&ranking.stdout), expected);
+    assert_eq!(over_http.len(), 5, "the province and its four units");
+    let refused = psql(pg_port, "DROP TABLE totals");
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("read-only"), "{refused:?}");
+    let catalog = psql(pg_port, "\\d weekly_totals");
+    assert!(String::from_utf8_lossy(&catalog.stdout).contains("week_start"), "psql's \\d reads pg_catalog: {catalog:?}");
+
+    // The drop: exactly one alert, on every channel.
+    producer.send(&dossiers("late", "H44.01", "2026-11-09", 20, 9));
+    applied(producer.sent).await;
+    let lost = drop_of_h44_01(addr);
+    assert!(lost >= 5.0, "the late dossiers cost {lost} points");
+    let firing = wait_for("the alert in /api/alerts", Duration::from_secs(10), || {
+        let alerts = alerts_api(addr, "firing");
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    let alert = &firing[0];
+    assert_eq!((alert["unit_code"].as_str(), alert["rule"].as_str()), (Some("H44.01"), Some(RULE)));
+    assert!((alert["before"].as_f64().unwrap() - alert["after"].as_f64().unwrap() - lost).abs() < 1e-9, "{alert}");
+    assert_eq!(alert["causes"][0]["criterion"], "2.1", "the late dossiers lost 2.1's points: {alert}");
+    let in_sql = sql(addr, "SELECT unit_code, rule, state, causes FROM alerts");
+    assert_eq!(in_sql.len(), 1, "{in_sql:?}");
+    assert_eq!(in_sql[0]["state"], "firing");
+    let on_topic = read_topic(&broker.bootstrap, &alerts_topic, 1);
+    let told: Value = serde_json::from_slice(rdkafka::Message::payload(&on_topic[0]).unwrap()).unwrap();
+    assert_eq!((told["unit_code"].as_str(), told["state"].as_str()), (Some("H44.01"), Some("firing")));
+    let in_alertmanager = wait_for("the alert in Alertmanager", Duration::from_secs(10), || {
+        let active = alertmanager_active(alertmanager.addr);
+        (!active.is_empty()).then_some(active)
+    })
+    .await;
+    assert_eq!(in_alertmanager.len(), 1, "{in_alertmanager:?}");
+    assert_eq!(in_alertmanager[0]["labels"]["alertname"], RULE);
+    assert_eq!(in_alertmanager[0]["labels"]["unit"], "H44.01");
+
+    // /metrics: the gauges the wall and Prometheus rules read.
+    let exposition = http(addr, "GET", "/metrics", "").1;
+    let total_now = sql(addr, "SELECT total, previous_total FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'");
+    let labels = [("unit", "H44.01"), ("period", "month")];
+    assert_eq!(metric(&exposition, "index766_total_points", &labels), total_now[0]["total"].as_f64());
+    assert_eq!(metric(&exposition, "index766_previous_period_total_points", &labels), total_now[0]["previous_total"].as_f64());
+    assert_eq!(metric(&exposition, "index766_period_dossiers", &labels), Some(40.0), "20 on time and 20 late");
+    assert_eq!(metric(&exposition, "index766_alerts_firing", &[("rule", RULE)]), Some(1.0));
+    assert!(metric(&exposition, "index766_snapshot_age_seconds", &[]).is_some());
+    assert!(metric(&exposition, "index766_sql_queries_total", &[("interface", "postgres"), ("outcome", "ok")]).unwrap() >= 1.0);
+
+    // The IOC page, in a real browser, shows what /sql says, and the alert.
+    let browser = crate::browser::Browser::open(addr).await;
+    crate::browser::check_dashboard(&browser, addr, Some("H44.01")).await;
+    let shot = browser.screenshot("ioc-dashboard");
+
+    // Back inside the band: the alert holds, nothing new is sent.
+    producer.send(&dossiers("better", "H44.01", "2026-11-16", 50, 2));
+    applied(producer.sent).await;
+    let lost = drop_of_h44_01(addr);
+    assert!((2.0..5.0).contains(&lost), "inside the hysteresis band: {lost}");
+    assert_eq!(alerts_api(addr, "all").len(), 1);
+    assert_eq!(alerts_api(addr, "firing").len(), 1, "still firing at {lost} points lost");
+    read_topic(&broker.bootstrap, &alerts_topic, 1);
+
+    // Past the clearing threshold: resolved, once, everywhere; the page follows without reloading.
+    let refreshes = browser.refreshes();
+    producer.send(&dossiers("recovered", "H44.01", "2026-11-18", 200, 2));
+    applied(producer.sent).await;
+    assert!(drop_of_h44_01(addr) < 2.0);
+    let resolved = wait_for("the alert resolved", Duration::from_secs(10), || {
+        let alerts = alerts_api(addr, "resolved");
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(resolved.len(), 1);
+    assert!(alerts_api(addr, "firing").is_empty());
+    assert!(resolved[0]["resolved_at"].is_string());
+    assert_eq!(sql(addr, "SELECT state FROM alerts")[0]["state"], "resolved");
+    let on_topic = read_topic(&broker.bootstrap, &alerts_topic, 2);
+    let told: Value = serde_json::from_slice(rdkafka::Message::payload(&on_topic[1]).unwrap()).unwrap();
+    assert_eq!((told["id"].clone(), told["state"].as_str()), (alert["id"].clone(), Some("resolved")));
+    wait_for("Alertmanager to see it resolved", Duration::from_secs(10), || {
+        alertmanager_active(alertmanager.addr).is_empty().then_some(())
+    })
+    .await;
+    wait_for("the page to refresh by itself", Duration::from_secs(20), || (browser.refreshes() > refreshes).then_some(())).await;
+    crate::browser::check_dashboard(&browser, addr, None).await;
+    assert!(browser.same_document(), "updated live, without a reload");
+    println!("dashboard screenshot: {}", shot.display());
+
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+}
+
+/// The shipped rules file is what `index766 prometheus-rules` makes of the default rules, and it
+/// passes `promtool check rules` and the unit tests beside it (fire, hold in the band, clear,
+/// volume guard) under the real `promtool test rules`.
+#[test]
+fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
+    let root = repo_root();
+    let shipped_path = root.join("helm/prometheus/index766-alerts.rules.yml");
+    let rules = index766::Config::from_toml("").unwrap().alert_rules().unwrap();
+    let generated = index766::prometheus_rules::render(&rules);
+    let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
+    assert_eq!(
+        shipped, generated,
+        "{} is stale: cargo run -p index766 -- prometheus-rules > helm/prometheus/index766-alerts.rules.yml",
+        shipped_path.display()
+    );
+    for args in [vec!["check", "rules"], vec!["test", "rules"]] {
+        let file = if args[0] == "check" { shipped_path.clone() } else { root.join("helm/prometheus/index766-alerts.test.yml") };
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .arg(&file)
+            .output()
+            .expect("promtool runs (tests/run.sh installs Debian's prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} {}:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
