@@ -156,7 +156,8 @@ impl Rule {
         if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
             return Err(at("name it with letters, digits and _ (it becomes the alertname)"));
         }
-        let measure = Measure::parse(&c.measure).ok_or_else(|| at("measure must be \"total\" or \"group 1\" … \"group 6\""))?;
+        let measure =
+            Measure::parse(&c.measure).ok_or_else(|| at("measure must be \"total\" or \"group 1\" … \"group 6\""))?;
         let period = PeriodKind::ALL
             .into_iter()
             .find(|k| k.as_str() == c.period)
@@ -188,9 +189,7 @@ impl Rule {
     /// The compared quantity: points (or places) lost against the baseline, or the value itself.
     fn gauge(&self, now: &Figures, before: &Figures) -> f64 {
         match self.when {
-            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek => {
-                self.value(before) - self.value(now)
-            }
+            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek => self.value(before) - self.value(now),
             Condition::BelowTarget => self.value(now),
             Condition::RankLoss => now.rank as f64 - before.rank as f64,
         }
@@ -343,7 +342,8 @@ impl AlertEngine {
                 }
                 let Some(before) = baselines.get(*key) else { continue };
                 let gauge = rule.gauge(figures, before);
-                let active = self.log.iter().position(|a| a.state == AlertState::Firing && a.key() == (&rule.name, &key.0));
+                let active =
+                    self.log.iter().position(|a| a.state == AlertState::Firing && a.key() == (&rule.name, &key.0));
                 match active {
                     Some(i) if rule.clears(gauge) => {
                         let alert = &mut self.log[i];
@@ -352,7 +352,10 @@ impl AlertEngine {
                         changes.push(Transition::Resolved(alert.clone()));
                     }
                     Some(_) => {}
-                    None if rule.fires(gauge) && figures.dossiers >= rule.min_dossiers && !self.cooling(rule, &key.0, now) => {
+                    None if rule.fires(gauge)
+                        && figures.dossiers >= rule.min_dossiers
+                        && !self.cooling(rule, &key.0, now) =>
+                    {
                         let alert = fire(rule, &key.0, figures, before, now);
                         changes.push(Transition::Fired(alert.clone()));
                         self.log.push(alert);
@@ -369,16 +372,20 @@ impl AlertEngine {
 
     /// Whether the rule fired for this unit less than its cooldown ago.
     fn cooling(&self, rule: &Rule, unit: &str, now: Instant) -> bool {
-        self.log.iter().filter(|a| a.key() == (&rule.name, unit)).any(|a| {
-            crate::time::parse_time(&a.fired_at).is_ok_and(|fired| now - fired < rule.cooldown_secs)
-        })
+        self.log
+            .iter()
+            .filter(|a| a.key() == (&rule.name, unit))
+            .any(|a| crate::time::parse_time(&a.fired_at).is_ok_and(|fired| now - fired < rule.cooldown_secs))
     }
 
     /// Firing first, then the newest resolved, at most `keep_resolved` of them.
     fn tidy(&mut self) {
         self.log.sort_by(|a, b| {
-            (a.state == AlertState::Resolved, std::cmp::Reverse(&a.fired_at), &a.id)
-                .cmp(&(b.state == AlertState::Resolved, std::cmp::Reverse(&b.fired_at), &b.id))
+            (a.state == AlertState::Resolved, std::cmp::Reverse(&a.fired_at), &a.id).cmp(&(
+                b.state == AlertState::Resolved,
+                std::cmp::Reverse(&b.fired_at),
+                &b.id,
+            ))
         });
         let firing = self.log.iter().filter(|a| a.state == AlertState::Firing).count();
         self.log.truncate(firing + self.keep_resolved);
@@ -462,7 +469,10 @@ pub fn figures(
             .collect()
     };
     let key = |b: &RecordBatch, i: usize| {
-        (column::<StringArray>(b, "unit_code").value(i).to_owned(), column::<StringArray>(b, "period_kind").value(i).to_owned())
+        (
+            column::<StringArray>(b, "unit_code").value(i).to_owned(),
+            column::<StringArray>(b, "period_kind").value(i).to_owned(),
+        )
     };
     for (b, i) in rows(totals) {
         let f = map.entry(key(&b, i)).or_default();
@@ -522,12 +532,12 @@ pub fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) 
 
 /// The alert log as the `alerts` SQL table.
 pub fn table(log: &[Alert]) -> RecordBatch {
-    let text = |f: &dyn Fn(&Alert) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(log.iter().map(f))) };
+    let text =
+        |f: &dyn Fn(&Alert) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(log.iter().map(f))) };
     let float = |f: &dyn Fn(&Alert) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(log.iter().map(f))) };
     let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-    let causes = |a: &Alert| {
-        a.causes.iter().map(|c| format!("{} {:+.2}", c.criterion, c.change)).collect::<Vec<_>>().join(", ")
-    };
+    let causes =
+        |a: &Alert| a.causes.iter().map(|c| format!("{} {:+.2}", c.criterion, c.change)).collect::<Vec<_>>().join(", ");
     let schema = Schema::new(vec![
         field("id", DataType::Utf8, false),
         field("rule", DataType::Utf8, false),
@@ -570,13 +580,15 @@ pub fn table(log: &[Alert]) -> RecordBatch {
 }
 
 /// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
-/// future (they are re-sent before that), resolved ones at their resolution.
+/// future (they are re-sent before that), resolved ones now. `now` is the wall clock, which
+/// Alertmanager runs on, even when scores are judged at a fixed instant.
 pub fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
-    let ends = match &alert.resolved_at {
-        Some(at) => at.clone(),
-        None => format_time(now + 4 * resend.as_secs() as i64),
+    let ends = match alert.state {
+        AlertState::Resolved => format_time(now),
+        AlertState::Firing => format_time(now + 4 * resend.as_secs() as i64),
     };
-    let causes = alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
+    let causes =
+        alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
     serde_json::json!({
         "labels": {
             "alertname": alert.rule,
@@ -618,11 +630,12 @@ impl Notifier {
     }
 
     /// Posts alerts to Alertmanager, trying three times.
-    async fn to_webhook(&self, alerts: &[&Alert], now: Instant, metrics: &Metrics) {
+    async fn to_webhook(&self, alerts: &[&Alert], metrics: &Metrics) {
         let Some((client, url)) = &self.webhook else { return };
         if alerts.is_empty() {
             return;
         }
+        let now = chrono::Utc::now().timestamp();
         let body = serde_json::Value::Array(alerts.iter().map(|a| alertmanager_json(a, self.resend, now)).collect());
         for attempt in 1..=3 {
             let request = client
@@ -681,9 +694,8 @@ impl AlertTask {
                     self.evaluate().await;
                 }
                 _ = resend.tick() => {
-                    let view_time = self.views.borrow().as_of;
                     let firing: Vec<&Alert> = self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
-                    self.notifier.to_webhook(&firing, view_time, &self.metrics).await;
+                    self.notifier.to_webhook(&firing, &self.metrics).await;
                 }
             }
         }
@@ -719,10 +731,13 @@ impl AlertTask {
             self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
             self.notifier.to_topic(alert, &self.metrics).await;
         }
-        let told: Vec<&Alert> = changes.iter().map(|c| match c {
-            Transition::Fired(a) | Transition::Resolved(a) => a,
-        }).collect();
-        self.notifier.to_webhook(&told, view.as_of, &self.metrics).await;
+        let told: Vec<&Alert> = changes
+            .iter()
+            .map(|c| match c {
+                Transition::Fired(a) | Transition::Resolved(a) => a,
+            })
+            .collect();
+        self.notifier.to_webhook(&told, &self.metrics).await;
     }
 
     fn publish(&self) {
@@ -759,8 +774,19 @@ mod tests {
     }
 
     fn unit(total: f64, dossiers: i64) -> FigureMap {
-        let criteria = vec![("2.1".to_owned(), "On time".to_owned(), total / 5.0), ("6.1".to_owned(), "Satisfaction".to_owned(), 8.0)];
-        let f = Figures { unit_name: "Sở Tư pháp".into(), period: "2026-11".into(), total, rank: 1, criteria, dossiers, ..Default::default() };
+        let criteria = vec![
+            ("2.1".to_owned(), "On time".to_owned(), total / 5.0),
+            ("6.1".to_owned(), "Satisfaction".to_owned(), 8.0),
+        ];
+        let f = Figures {
+            unit_name: "Sở Tư pháp".into(),
+            period: "2026-11".into(),
+            total,
+            rank: 1,
+            criteria,
+            dossiers,
+            ..Default::default()
+        };
         FigureMap::from([(("H99.03".to_owned(), "month".to_owned()), f)])
     }
 
@@ -775,7 +801,10 @@ mod tests {
         assert_eq!((alert.before, alert.after, alert.change), (80.0, 74.0, -6.0));
         assert_eq!(alert.causes.len(), 1, "only 2.1 lost points: {:?}", alert.causes);
         assert_eq!(alert.causes[0].criterion, "2.1");
-        assert!(engine.evaluate(at(2), &unit(73.0, 100), &before, &FigureMap::new()).is_empty(), "still firing: not again");
+        assert!(
+            engine.evaluate(at(2), &unit(73.0, 100), &before, &FigureMap::new()).is_empty(),
+            "still firing: not again"
+        );
         let cleared = engine.evaluate(at(3), &unit(78.5, 100), &before, &FigureMap::new());
         assert!(matches!(cleared.as_slice(), [Transition::Resolved(_)]), "1.5 lost is under clear_at: {cleared:?}");
     }
@@ -786,7 +815,10 @@ mod tests {
         let before = unit(80.0, 100);
         let none = FigureMap::new();
         let at = |minutes: i64| 1_800_000_000 + minutes * 60;
-        assert!(engine.evaluate(at(0), &unit(70.0, 19), &before, &none).is_empty(), "19 dossiers: under the volume guard");
+        assert!(
+            engine.evaluate(at(0), &unit(70.0, 19), &before, &none).is_empty(),
+            "19 dossiers: under the volume guard"
+        );
         assert_eq!(engine.evaluate(at(1), &unit(70.0, 20), &before, &none).len(), 1);
         assert!(engine.evaluate(at(2), &unit(77.5, 20), &before, &none).is_empty(), "2.5 lost: inside the band, holds");
         let cleared = engine.evaluate(at(3), &unit(78.5, 20), &before, &none);

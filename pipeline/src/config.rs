@@ -206,7 +206,10 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Invalid)?;
         if let Some(twice) = rules.iter().find(|r| rules.iter().filter(|o| o.name == r.name).count() > 1) {
-            return Err(ConfigError::Invalid(format!("[[alerts.rules]]: two rules are named {:?}; rename one", twice.name)));
+            return Err(ConfigError::Invalid(format!(
+                "[[alerts.rules]]: two rules are named {:?}; rename one",
+                twice.name
+            )));
         }
         Ok(rules)
     }
@@ -218,7 +221,9 @@ impl Config {
             return Ok(None);
         }
         text.parse().map(Some).map_err(|_| {
-            ConfigError::Invalid(format!("[sql] postgres_listen = {text:?} is not an address like 127.0.0.1:5766 (or \"\" to turn it off)"))
+            ConfigError::Invalid(format!(
+                "[sql] postgres_listen = {text:?} is not an address like 127.0.0.1:5766 (or \"\" to turn it off)"
+            ))
         })
     }
 

@@ -31,7 +31,9 @@ impl Cadence {
     /// (SQL table, the view table it keeps).
     pub fn tables(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Cadence::Daily => &[("daily_scores", "scores"), ("daily_group_scores", "group_scores"), ("daily_totals", "totals")],
+            Cadence::Daily => {
+                &[("daily_scores", "scores"), ("daily_group_scores", "group_scores"), ("daily_totals", "totals")]
+            }
             Cadence::Weekly => &[("weekly_scores", "scores"), ("weekly_totals", "totals")],
         }
     }
@@ -227,7 +229,10 @@ mod tests {
         let mut daily = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap();
         daily.record(&view.tables, state.now()).await.unwrap();
         let days = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap().tables();
-        assert_eq!(days.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["daily_scores", "daily_group_scores", "daily_totals"]);
+        assert_eq!(
+            days.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["daily_scores", "daily_group_scores", "daily_totals"]
+        );
         let day = days[2].1[0].column_by_name("day").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
         assert_eq!(day.value_as_date(0).unwrap().to_string(), "2026-11-24");
     }

@@ -46,11 +46,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+use crate::alerts::{AlertEngine, AlertTask, Notifier};
 use crate::catalog::Catalog;
 use crate::dead_letter::DeadLetters;
 use crate::engine::Engine;
 use crate::health::Health;
-use crate::alerts::{AlertEngine, AlertTask, Notifier};
 use crate::history::{Cadence, History, HistoryTables};
 use crate::ingest::{IngestError, Offsets, Source};
 use crate::metrics::Metrics;
@@ -178,7 +178,8 @@ impl Pipeline {
         let history = vec![daily, weekly];
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let alert_engine = AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, alerts::load_log(&store).await);
+        let alert_engine =
+            AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, alerts::load_log(&store).await);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let sources =
             query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };

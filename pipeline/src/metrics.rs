@@ -339,7 +339,12 @@ impl Metrics {
     /// Messages not yet read, over every partition.
     pub fn total_lag(&self) -> i64 {
         use prometheus::core::Collector;
-        self.consumer_lag.collect().iter().flat_map(|family| family.get_metric()).map(|m| m.get_gauge().value() as i64).sum()
+        self.consumer_lag
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_gauge().value() as i64)
+            .sum()
     }
 
     /// Counts one SQL query, with its duration to the last row.

@@ -61,8 +61,12 @@ pub async fn serve(listener: TcpListener, sql: &SqlService, metrics: Arc<Metrics
 }
 
 fn session_service(context: Arc<SessionContext>) -> DfSessionService {
-    let hooks: Vec<Arc<dyn QueryHook>> =
-        vec![Arc::new(ReadOnly), Arc::new(CursorStatementHook), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
     DfSessionService::new_with_hooks(context, hooks)
 }
 
@@ -218,30 +222,27 @@ impl Bounded {
         started: std::time::Instant,
     ) -> QueryResponse {
         let (metrics, timed_out) = (self.metrics.clone(), self.timeout_error());
-        let rows = futures::stream::unfold(
-            Some((query.data_rows, permit, Some(timed_out))),
-            move |running| {
-                let metrics = metrics.clone();
-                async move {
-                    let (mut rows, permit, mut timed_out) = running?;
-                    match tokio::time::timeout_at(deadline, rows.next()).await {
-                        Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, permit, timed_out)))),
-                        Ok(Some(Err(error))) => {
-                            metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                            Some((Err(error), None))
-                        }
-                        Ok(None) => {
-                            metrics.observe_query("postgres", true, started.elapsed().as_secs_f64());
-                            None
-                        }
-                        Err(_) => {
-                            metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                            Some((Err(timed_out.take().expect("one timeout")), None))
-                        }
+        let rows = futures::stream::unfold(Some((query.data_rows, permit, Some(timed_out))), move |running| {
+            let metrics = metrics.clone();
+            async move {
+                let (mut rows, permit, mut timed_out) = running?;
+                match tokio::time::timeout_at(deadline, rows.next()).await {
+                    Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, permit, timed_out)))),
+                    Ok(Some(Err(error))) => {
+                        metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                        Some((Err(error), None))
+                    }
+                    Ok(None) => {
+                        metrics.observe_query("postgres", true, started.elapsed().as_secs_f64());
+                        None
+                    }
+                    Err(_) => {
+                        metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+                        Some((Err(timed_out.take().expect("one timeout")), None))
                     }
                 }
-            },
-        );
+            }
+        });
         let mut bounded = QueryResponse::new(query.row_schema, rows);
         bounded.set_command_tag(&query.command_tag);
         bounded
@@ -270,14 +271,20 @@ impl ExtendedQueryHandler for Bounded {
         self.inner.query_parser()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let one = async { ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await.map(|r| vec![r]) };
+        let one =
+            async { ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await.map(|r| vec![r]) };
         let mut responses = self.bounded(one).await?;
         Ok(responses.pop().expect("one response"))
     }

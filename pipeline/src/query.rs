@@ -106,8 +106,10 @@ impl SqlService {
                 .await
                 .map_err(|e| QueryError::Invalid(format!("view {name} (sql/views/{name}.sql): {e}")))?;
         }
-        let limits =
-            QueryLimits { timeout: Duration::from_secs(config.timeout_secs), permits: Arc::new(Semaphore::new(config.max_concurrent)) };
+        let limits = QueryLimits {
+            timeout: Duration::from_secs(config.timeout_secs),
+            permits: Arc::new(Semaphore::new(config.max_concurrent)),
+        };
         Ok(SqlService { context: Arc::new(context), limits })
     }
 
@@ -132,7 +134,8 @@ impl SqlService {
             let first = stream.next().await.transpose().map_err(QueryError::from_datafusion)?;
             Ok::<_, QueryError>((stream, first))
         };
-        let (stream, first) = tokio::time::timeout_at(deadline, start).await.map_err(|_| QueryError::Timeout(timeout))??;
+        let (stream, first) =
+            tokio::time::timeout_at(deadline, start).await.map_err(|_| QueryError::Timeout(timeout))??;
         Ok(Rows { schema: stream.schema(), first, stream, deadline, timeout, _permit: permit })
     }
 
@@ -225,7 +228,8 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     }
     let receiver = sources.alerts.clone();
     let schema = crate::alerts::table(&[]).schema();
-    tables.push(("alerts", LiveTable { schema, read: Box::new(move || vec![crate::alerts::table(&receiver.borrow())]) }));
+    tables
+        .push(("alerts", LiveTable { schema, read: Box::new(move || vec![crate::alerts::table(&receiver.borrow())]) }));
     for (name, table) in tables {
         context.register_table(name, Arc::new(table)).map_err(QueryError::from_datafusion)?;
     }
@@ -327,9 +331,15 @@ fn arrow_failed(error: datafusion::arrow::error::ArrowError) -> QueryError {
 /// Writes a result set piece by piece, so a large answer streams instead of being held whole.
 pub enum Encoder {
     /// One JSON array of row objects across all batches.
-    Json { opened: bool, rows: bool },
+    Json {
+        opened: bool,
+        rows: bool,
+    },
     /// The header once, then rows.
-    Csv { schema: SchemaRef, header_written: bool },
+    Csv {
+        schema: SchemaRef,
+        header_written: bool,
+    },
     ArrowIpc(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
 }
 
@@ -437,7 +447,10 @@ mod tests {
         let csv = String::from_utf8(encode(Format::Csv, &empty)).unwrap();
         assert!(csv.starts_with("dossier_id,unit_code,"), "an empty CSV still has its header: {csv}");
         let rows = sql.collect("SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion").await.unwrap();
-        assert_eq!(String::from_utf8(encode(Format::Csv, &rows)).unwrap(), "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n");
+        assert_eq!(
+            String::from_utf8(encode(Format::Csv, &rows)).unwrap(),
+            "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n"
+        );
         let ipc = encode(Format::ArrowIpc, &rows);
         let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
         let read: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
@@ -449,8 +462,14 @@ mod tests {
     #[tokio::test]
     async fn json_and_csv_join_batches_into_one_answer() {
         let sql = service().await;
-        let one = sql.collect("SELECT unit_code, criterion FROM scores WHERE period = '2026-11' AND criterion = '2.1'").await.unwrap();
-        let twice = Results { schema: one.schema.clone(), batches: vec![one.batches[0].clone(), RecordBatch::new_empty(one.schema.clone()), one.batches[0].clone()] };
+        let one = sql
+            .collect("SELECT unit_code, criterion FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
+            .await
+            .unwrap();
+        let twice = Results {
+            schema: one.schema.clone(),
+            batches: vec![one.batches[0].clone(), RecordBatch::new_empty(one.schema.clone()), one.batches[0].clone()],
+        };
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &twice)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
         assert_eq!(String::from_utf8(encode(Format::Csv, &twice)).unwrap(), "unit_code,criterion\nU1,2.1\nU1,2.1\n");

@@ -38,7 +38,7 @@ impl Browser {
         .into_iter()
         .chain([format!("--user-data-dir={}", profile.path().display())])
         .collect::<Vec<_>>();
-        let capabilities = json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+        let capabilities = json!({"capabilities": {"alwaysMatch": {"pageLoadStrategy": "eager", "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
         let (status, answer) = http_json(driver.addr, "POST", "/session", &capabilities);
         assert_eq!(status, 200, "ChromeDriver could not start Chromium: {answer}");
         let session = answer["value"]["sessionId"].as_str().expect("a session id").to_owned();
@@ -75,7 +75,8 @@ impl Browser {
     }
 
     pub fn click(&self, selector: &str) {
-        let clicked = self.execute(&format!("const e = document.querySelector({selector:?}); if (e) e.click(); return !!e"));
+        let clicked =
+            self.execute(&format!("const e = document.querySelector({selector:?}); if (e) e.click(); return !!e"));
         assert_eq!(clicked, json!(true), "nothing to click at {selector}");
     }
 
@@ -117,9 +118,18 @@ return JSON.stringify({
 fn expected_page(addr: SocketAddr, alert_unit: Option<&str>) -> Value {
     let current = "is_current AND period_kind = 'month'";
     let province = &sql(addr, &format!("SELECT unit_code, total FROM totals WHERE {current} AND depth = 0"))[0];
-    let groups = sql(addr, &format!("SELECT group_id, points FROM group_scores WHERE {current} AND depth = 0 ORDER BY group_id"));
-    let ranking = sql(addr, &format!("SELECT unit_code, rank, total, delta FROM totals WHERE {current} AND depth = 1 ORDER BY rank, unit_name"));
-    let delta = |d: &Value| d.as_f64().map_or("—".to_owned(), |d| format!("{}{d:.2}", if d >= 0.0 { "+" } else { "" }));
+    let groups = sql(
+        addr,
+        &format!("SELECT group_id, points FROM group_scores WHERE {current} AND depth = 0 ORDER BY group_id"),
+    );
+    let ranking = sql(
+        addr,
+        &format!(
+            "SELECT unit_code, rank, total, delta FROM totals WHERE {current} AND depth = 1 ORDER BY rank, unit_name"
+        ),
+    );
+    let delta =
+        |d: &Value| d.as_f64().map_or("—".to_owned(), |d| format!("{}{d:.2}", if d >= 0.0 { "+" } else { "" }));
     json!({
         "total": fixed(&province["total"]),
         "unit": province["unit_code"],
@@ -146,7 +156,10 @@ pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Op
     let criteria = sql(addr, "SELECT criterion, points FROM scores WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01' ORDER BY criterion");
     let expected_points: Vec<(String, String)> =
         criteria.iter().map(|c| (c["criterion"].as_str().unwrap().to_owned(), fixed(&c["points"]))).collect();
-    let late = sql(addr, "SELECT count(*) AS n FROM dossiers WHERE unit_code = 'H44.01' AND timeliness = 'late'")[0]["n"].as_u64().unwrap();
+    let late = sql(addr, "SELECT count(*) AS n FROM dossiers WHERE unit_code = 'H44.01' AND timeliness = 'late'")[0]
+        ["n"]
+        .as_u64()
+        .unwrap();
     let drill_down = r##"
       const rows = [...document.querySelectorAll("#criteria tbody tr")].map(r => [r.dataset.criterion, r.querySelector(".points").textContent.trim()]);
       rows.sort((a, b) => a[0].localeCompare(b[0], undefined, {numeric: true}));

@@ -4,12 +4,14 @@
 //! with hysteresis, and the IOC page in a real headless Chromium (driven through ChromeDriver);
 //! and the shipped Prometheus rules under the real `promtool`.
 //!
-//! The drop, judged as of 2026-11-24 12:00 (UTC+7), one rule: the month total falling 5 points
-//! or more against October fires, under 2 clears. Sở Tư pháp (H44.01) has 20 dossiers on time in
+//! The drop, judged as of 2026-11-24 12:00 (UTC+7), one rule: a unit's month points for group 2
+//! (processing progress: criterion 2.1, dossiers on time) falling 5 points or more against
+//! October fires, under 2 clears. (Group 2, not the total: the example catalog already costs
+//! November 5 points of group 1 against October.) Sở Tư pháp (H44.01) has 20 dossiers on time in
 //! October and 20 in November: no change. Then 20 late ones in November: 2.1 falls from 20 to 10
 //! points → fires. Then 50 on time (2.1 at 70/90: a 4.4-point loss, inside the band) → holds.
 //! Then 200 on time (270/290: 1.4) → clears. Sở Xây dựng (H44.02) has 200 on time each month,
-//! so the province's total moves too little to alert.
+//! so the province's group 2 moves too little to alert.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,21 +24,22 @@ use tokio_util::sync::CancellationToken;
 use crate::scenario::{event, received, AS_OF};
 use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_for, Broker, Server};
 
-const RULE: &str = "total_drop";
+const RULE: &str = "processing_drop";
 
 fn config(bootstrap: &str, prefix: &str, alertmanager: std::net::SocketAddr, dir: &Path) -> index766::Config {
     index766::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"{prefix}\"\n\
          [topics]\nevents = \"{prefix}.events\"\npetitions = \"\"\ncatalog = \"\"\nunits = \"\"\ndead_letter = \"{prefix}.dead-letter\"\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n\
-         [scoring]\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
+         [scoring]\nspec_file = {:?}\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[sql]\npostgres_listen = \"127.0.0.1:0\"\nviews_dir = {:?}\n\
          [snapshot]\ndir = {:?}\ninterval_secs = 3600\n\
          [alerts]\ntopic = \"{prefix}.alerts\"\nwebhook_url = \"http://{alertmanager}/api/v2/alerts\"\nresend_secs = 3600\n\
-         [[alerts.rules]]\nname = \"{RULE}\"\nwhen = \"drop_vs_previous_period\"\nmeasure = \"total\"\nperiod = \"month\"\n\
+         [[alerts.rules]]\nname = \"{RULE}\"\nwhen = \"drop_vs_previous_period\"\nmeasure = \"group 2\"\nperiod = \"month\"\n\
          fire_at = 5.0\nclear_at = 2.0\nmin_dossiers = 10\ncooldown_mins = 0\nmax_depth = 1\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
+        repo_root().join("sql/scoring_spec.toml"),
         repo_root().join("sql/views"),
         dir.join("snapshots"),
     ))
@@ -58,9 +61,14 @@ fn dossiers(tag: &str, unit: &str, day: &str, n: usize, days_taken: u32) -> Vec<
         .collect()
 }
 
-/// How far H44.01's month total is below October's, from `/sql`.
+/// How far H44.01's group 2 points for November are below October's, from `/sql`.
 fn drop_of_h44_01(addr: std::net::SocketAddr) -> f64 {
-    let rows = sql(addr, "SELECT previous_total - total AS lost FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'");
+    let rows = sql(
+        addr,
+        "SELECT o.points - n.points AS lost FROM group_scores n JOIN group_scores o \
+         ON o.unit_code = n.unit_code AND o.group_id = n.group_id AND o.period = '2026-10' \
+         WHERE n.unit_code = 'H44.01' AND n.period = '2026-11' AND n.group_id = 2",
+    );
     rows[0]["lost"].as_f64().unwrap()
 }
 
@@ -79,7 +87,21 @@ fn alertmanager_active(alertmanager: std::net::SocketAddr) -> Vec<Value> {
 
 fn psql(port: u16, query: &str) -> std::process::Output {
     std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "analyst", "-d", "index766", "-X", "-A", "-t", "-F", "|"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "analyst",
+            "-d",
+            "index766",
+            "-X",
+            "-A",
+            "-t",
+            "-F",
+            "|",
+        ])
         .args(["-c", query])
         .output()
         .expect("psql runs (tests/run.sh installs postgresql-client)")
@@ -106,9 +128,13 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     let broker = Broker::start();
     let prefix = "serving";
     let alerts_topic = format!("{prefix}.alerts");
-    ensure_topics(&broker.bootstrap, &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter"), &alerts_topic], 2)
-        .await
-        .unwrap();
+    ensure_topics(
+        &broker.bootstrap,
+        &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter"), &alerts_topic],
+        2,
+    )
+    .await
+    .unwrap();
     let am_dir = dir.path().join("alertmanager");
     std::fs::create_dir_all(&am_dir).unwrap();
     std::fs::write(am_dir.join("am.yml"), "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n").unwrap();
@@ -130,15 +156,19 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     producer.send(&base);
 
     let shutdown = CancellationToken::new();
-    let pipeline = index766::Pipeline::start(config(&broker.bootstrap, prefix, alertmanager.addr, dir.path()), shutdown.clone())
-        .await
-        .unwrap();
+    let pipeline =
+        index766::Pipeline::start(config(&broker.bootstrap, prefix, alertmanager.addr, dir.path()), shutdown.clone())
+            .await
+            .unwrap();
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
     let pg_port = pipeline.postgres_addr.expect("the PostgreSQL protocol is served").port();
     let applied = |n: u64| {
         let metrics = metrics.clone();
         async move {
-            wait_for("every event applied", Duration::from_secs(60), || (metrics.events_applied.get() == n).then_some(())).await;
+            wait_for("every event applied", Duration::from_secs(60), || {
+                (metrics.events_applied.get() == n).then_some(())
+            })
+            .await;
             // The view that follows the last batch is published within publish_interval_ms; the
             // alert engine judges it right after.
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -149,19 +179,26 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     assert!(alerts_api(addr, "all").is_empty(), "no alert before the drop");
 
     // psql queries the views over the PostgreSQL protocol, and gets what /sql gets.
-    let ranking = psql(pg_port, "SELECT unit_code, rank, round(total, 4) FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code");
+    let ranking = psql(
+        pg_port,
+        "SELECT unit_code, rank, round(total, 4) FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code",
+    );
     assert!(ranking.status.success(), "psql: {}", String::from_utf8_lossy(&ranking.stderr));
-    let over_http = sql(addr, "SELECT unit_code, rank, round(total, 4) AS t FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code");
-    let expected: String = over_http
-        .iter()
-        .map(|r| format!("{}|{}|{}\n", r["unit_code"].as_str().unwrap(), r["rank"], r["t"]))
-        .collect();
+    let over_http = sql(
+        addr,
+        "SELECT unit_code, rank, round(total, 4) AS t FROM unit_ranking WHERE period = '2026-11' ORDER BY unit_code",
+    );
+    let expected: String =
+        over_http.iter().map(|r| format!("{}|{}|{}\n", r["unit_code"].as_str().unwrap(), r["rank"], r["t"])).collect();
     assert_eq!(String::from_utf8_lossy(&ranking.stdout), expected);
     assert_eq!(over_http.len(), 5, "the province and its four units");
     let refused = psql(pg_port, "DROP TABLE totals");
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("read-only"), "{refused:?}");
     let catalog = psql(pg_port, "\\d weekly_totals");
-    assert!(String::from_utf8_lossy(&catalog.stdout).contains("week_start"), "psql's \\d reads pg_catalog: {catalog:?}");
+    assert!(
+        String::from_utf8_lossy(&catalog.stdout).contains("week_start"),
+        "psql's \\d reads pg_catalog: {catalog:?}"
+    );
 
     // The drop: exactly one alert, on every channel.
     producer.send(&dossiers("late", "H44.01", "2026-11-09", 20, 9));
@@ -195,14 +232,23 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
 
     // /metrics: the gauges the wall and Prometheus rules read.
     let exposition = http(addr, "GET", "/metrics", "").1;
-    let total_now = sql(addr, "SELECT total, previous_total FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'");
+    let total_now = sql(
+        addr,
+        "SELECT total, previous_total FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'",
+    );
     let labels = [("unit", "H44.01"), ("period", "month")];
     assert_eq!(metric(&exposition, "index766_total_points", &labels), total_now[0]["total"].as_f64());
-    assert_eq!(metric(&exposition, "index766_previous_period_total_points", &labels), total_now[0]["previous_total"].as_f64());
+    assert_eq!(
+        metric(&exposition, "index766_previous_period_total_points", &labels),
+        total_now[0]["previous_total"].as_f64()
+    );
     assert_eq!(metric(&exposition, "index766_period_dossiers", &labels), Some(40.0), "20 on time and 20 late");
     assert_eq!(metric(&exposition, "index766_alerts_firing", &[("rule", RULE)]), Some(1.0));
     assert!(metric(&exposition, "index766_snapshot_age_seconds", &[]).is_some());
-    assert!(metric(&exposition, "index766_sql_queries_total", &[("interface", "postgres"), ("outcome", "ok")]).unwrap() >= 1.0);
+    assert!(
+        metric(&exposition, "index766_sql_queries_total", &[("interface", "postgres"), ("outcome", "ok")]).unwrap()
+            >= 1.0
+    );
 
     // The IOC page, in a real browser, shows what /sql says, and the alert.
     let browser = crate::browser::Browser::open(addr).await;
@@ -239,7 +285,10 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
         alertmanager_active(alertmanager.addr).is_empty().then_some(())
     })
     .await;
-    wait_for("the page to refresh by itself", Duration::from_secs(20), || (browser.refreshes() > refreshes).then_some(())).await;
+    wait_for("the page to refresh by itself", Duration::from_secs(20), || {
+        (browser.refreshes() > refreshes).then_some(())
+    })
+    .await;
     crate::browser::check_dashboard(&browser, addr, None).await;
     assert!(browser.same_document(), "updated live, without a reload");
     println!("dashboard screenshot: {}", shot.display());
@@ -259,12 +308,17 @@ fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
     let generated = index766::prometheus_rules::render(&rules);
     let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
     assert_eq!(
-        shipped, generated,
+        shipped,
+        generated,
         "{} is stale: cargo run -p index766 -- prometheus-rules > helm/prometheus/index766-alerts.rules.yml",
         shipped_path.display()
     );
     for args in [vec!["check", "rules"], vec!["test", "rules"]] {
-        let file = if args[0] == "check" { shipped_path.clone() } else { root.join("helm/prometheus/index766-alerts.test.yml") };
+        let file = if args[0] == "check" {
+            shipped_path.clone()
+        } else {
+            root.join("helm/prometheus/index766-alerts.test.yml")
+        };
         let out = std::process::Command::new("promtool")
             .args(&args)
             .arg(&file)

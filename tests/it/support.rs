@@ -127,13 +127,25 @@ pub fn http_accepting(addr: std::net::SocketAddr, method: &str, path: &str, body
 }
 
 /// One JSON request (WebDriver, Alertmanager's API); returns (status, parsed body or null).
-pub fn http_json(addr: std::net::SocketAddr, method: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub fn http_json(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let text = if body.is_null() { String::new() } else { body.to_string() };
     let (status, answer) = request(addr, method, path, "application/json", "application/json", &text);
     (status, serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null))
 }
 
-fn request(addr: std::net::SocketAddr, method: &str, path: &str, content_type: &str, accept: &str, body: &str) -> (u16, String) {
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    accept: &str,
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the server's HTTP port");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
@@ -142,8 +154,24 @@ fn request(addr: std::net::SocketAddr, method: &str, path: &str, content_type: &
         body.len()
     )
     .unwrap();
+    // Read by the framing, not to the end: ChromeDriver keeps the connection open.
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    let mut buf = [0u8; 8192];
+    let complete = |r: &[u8]| {
+        let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+        let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+        let body = &r[end + 4..];
+        if let Some(length) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+            return body.len() >= length.trim().parse::<usize>().unwrap();
+        }
+        head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")
+    };
+    while !complete(&response) {
+        match stream.read(&mut buf).unwrap_or_else(|e| panic!("{method} {path} on {addr}: no answer: {e}")) {
+            0 => break,
+            n => response.extend_from_slice(&buf[..n]),
+        }
+    }
     let response = String::from_utf8(response).expect("UTF-8 response");
     let (head, body) = response.split_once("\r\n\r\n").expect("a header block");
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
