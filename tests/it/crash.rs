@@ -67,7 +67,7 @@ fn config_text(bootstrap: &str, dir: &Path, snapshots: &Path, http_port: u16) ->
          [topics]\nevents = {EVENTS:?}\npetitions = {PETITIONS:?}\ncatalog = \"\"\nunits = \"\"\ndead_letter = {DEAD_LETTERS:?}\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n\
          [scoring]\nspec_file = {:?}\nas_of = {AS_OF:?}\n\
-         [sql]\nviews_dir = {:?}\n\
+         [sql]\nviews_dir = {:?}\npostgres_listen = \"\"\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
          [snapshot]\ndir = {snapshots:?}\ninterval_secs = 1\nkeep = 3\n",
         dir.join("units.jsonl"),
@@ -207,7 +207,7 @@ async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
     let (got_rows, expected_rows) = (snapshot_rows(&crashed), snapshot_rows(&reference));
     assert_eq!(
         got_rows.keys().collect::<Vec<_>>(),
-        ["dossiers.parquet", "petitions.parquet", "scores.parquet", "totals.parquet"]
+        ["dossiers.parquet", "group_scores.parquet", "petitions.parquet", "scores.parquet", "totals.parquet"]
     );
     for (table, rows) in &expected_rows {
         assert!(!rows.is_empty(), "{table} is empty");

@@ -19,7 +19,7 @@ fn config(bootstrap: &str, prefix: &str, snapshots: &std::path::Path, units_topi
          [topics]\nevents = \"{prefix}.dossier-events\"\npetitions = \"\"\ncatalog = \"\"\nunits = {units:?}\ndead_letter = \"{prefix}.dead-letter\"\n\
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n\
          [scoring]\nspec_file = {:?}\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
-         [sql]\nviews_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [sql]\nviews_dir = {:?}\npostgres_listen = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [snapshot]\ndir = {snapshots:?}\ninterval_secs = 1\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
