@@ -317,9 +317,9 @@ impl Format {
         Ok(match self {
             Format::Json => Encoder::Json { opened: false, rows: false },
             Format::Csv => Encoder::Csv { schema: schema.clone(), header_written: false },
-            Format::ArrowIpc => Encoder::ArrowIpc(
+            Format::ArrowIpc => Encoder::ArrowIpc(Box::new(
                 datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(arrow_failed)?,
-            ),
+            )),
         })
     }
 }
@@ -340,7 +340,7 @@ pub enum Encoder {
         schema: SchemaRef,
         header_written: bool,
     },
-    ArrowIpc(datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>),
+    ArrowIpc(Box<datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>>),
 }
 
 impl Encoder {
