@@ -340,17 +340,19 @@ impl AlertEngine {
                 if figures.depth > rule.max_depth {
                     continue;
                 }
-                let Some(before) = baselines.get(*key) else { continue };
+                let before = match (baselines.get(*key), rule.when) {
+                    // Last week's figure of another period (the month rolled over) is no baseline.
+                    (Some(b), Condition::DropVsLastWeek) if b.period != figures.period => continue,
+                    (Some(b), _) => b,
+                    // A target needs no baseline; the figure itself stands in for "before".
+                    (None, Condition::BelowTarget) => figures,
+                    (None, _) => continue,
+                };
                 let gauge = rule.gauge(figures, before);
                 let active =
                     self.log.iter().position(|a| a.state == AlertState::Firing && a.key() == (&rule.name, &key.0));
                 match active {
-                    Some(i) if rule.clears(gauge) => {
-                        let alert = &mut self.log[i];
-                        alert.state = AlertState::Resolved;
-                        alert.resolved_at = Some(format_time(now));
-                        changes.push(Transition::Resolved(alert.clone()));
-                    }
+                    Some(i) if rule.clears(gauge) => changes.push(Transition::Resolved(resolve(&mut self.log[i], now))),
                     Some(_) => {}
                     None if rule.fires(gauge)
                         && figures.dossiers >= rule.min_dossiers
@@ -362,6 +364,19 @@ impl AlertEngine {
                     }
                     None => {}
                 }
+            }
+        }
+        // A firing alert whose rule is gone from the config, or whose unit is no longer in the
+        // rule's reach (removed from the registry, below a lowered max_depth), can never clear
+        // by its rule: it is resolved rather than left firing for ever.
+        for alert in self.log.iter_mut().filter(|a| a.state == AlertState::Firing) {
+            let in_reach = self.rules.iter().find(|r| r.name == alert.rule).is_some_and(|rule| {
+                current
+                    .get(&(alert.unit_code.clone(), alert.period_kind.clone()))
+                    .is_some_and(|f| f.depth <= rule.max_depth)
+            });
+            if !in_reach {
+                changes.push(Transition::Resolved(resolve(alert, now)));
             }
         }
         if !changes.is_empty() {
@@ -390,6 +405,12 @@ impl AlertEngine {
         let firing = self.log.iter().filter(|a| a.state == AlertState::Firing).count();
         self.log.truncate(firing + self.keep_resolved);
     }
+}
+
+fn resolve(alert: &mut Alert, now: Instant) -> Alert {
+    alert.state = AlertState::Resolved;
+    alert.resolved_at = Some(format_time(now));
+    alert.clone()
 }
 
 fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: Instant) -> Alert {
@@ -449,7 +470,8 @@ fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: I
 }
 
 /// Reads figures out of score tables (the view's, or a day of history): rows of `totals`,
-/// `group_scores` and `scores` that `keep` selects, for units down to `max_depth`.
+/// `group_scores` and `scores` that `keep` selects, for units down to `max_depth`. A batch
+/// without the expected columns (history kept under an older layout) is left out.
 pub fn figures(
     totals: &[RecordBatch],
     groups: &[RecordBatch],
@@ -458,63 +480,79 @@ pub fn figures(
     keep: &dyn Fn(&RecordBatch, usize) -> bool,
 ) -> FigureMap {
     let mut map = FigureMap::new();
-    let rows = |batches: &'_ [RecordBatch]| -> Vec<(RecordBatch, usize)> {
-        batches
-            .iter()
-            .flat_map(|b| {
-                let depth = column::<UInt32Array>(b, "depth");
-                (0..b.num_rows()).filter(move |&i| depth.value(i) <= max_depth).map(move |i| (b.clone(), i))
-            })
-            .filter(|(b, i)| keep(b, *i))
-            .collect()
+    let rows = |batches: &[RecordBatch]| -> Vec<(RecordBatch, usize)> {
+        let mut rows = Vec::new();
+        for b in batches {
+            let (Some(depth), Some(_), Some(_)) = (
+                column::<UInt32Array>(b, "depth"),
+                column::<StringArray>(b, "unit_code"),
+                column::<StringArray>(b, "period_kind"),
+            ) else {
+                continue;
+            };
+            rows.extend(
+                (0..b.num_rows()).filter(|&i| depth.value(i) <= max_depth && keep(b, i)).map(|i| (b.clone(), i)),
+            );
+        }
+        rows
     };
     let key = |b: &RecordBatch, i: usize| {
-        (
-            column::<StringArray>(b, "unit_code").value(i).to_owned(),
-            column::<StringArray>(b, "period_kind").value(i).to_owned(),
-        )
+        let text = |name| column::<StringArray>(b, name).map_or(String::new(), |c| c.value(i).to_owned());
+        (text("unit_code"), text("period_kind"))
     };
     for (b, i) in rows(totals) {
+        let (Some(name), Some(depth), Some(period), Some(total), Some(rank)) = (
+            column::<StringArray>(&b, "unit_name"),
+            column::<UInt32Array>(&b, "depth"),
+            column::<StringArray>(&b, "period"),
+            column::<Float64Array>(&b, "total"),
+            column::<UInt32Array>(&b, "rank"),
+        ) else {
+            continue;
+        };
         let f = map.entry(key(&b, i)).or_default();
-        f.unit_name = column::<StringArray>(&b, "unit_name").value(i).to_owned();
-        f.depth = column::<UInt32Array>(&b, "depth").value(i);
-        f.period = column::<StringArray>(&b, "period").value(i).to_owned();
-        f.total = column::<Float64Array>(&b, "total").value(i);
-        f.rank = column::<UInt32Array>(&b, "rank").value(i);
+        (f.unit_name, f.depth, f.period) = (name.value(i).to_owned(), depth.value(i), period.value(i).to_owned());
+        (f.total, f.rank) = (total.value(i), rank.value(i));
     }
     for (b, i) in rows(groups) {
+        let (Some(group), Some(points)) = (column::<UInt8Array>(&b, "group_id"), column::<Float64Array>(&b, "points"))
+        else {
+            continue;
+        };
         if let Some(f) = map.get_mut(&key(&b, i)) {
-            let group = column::<UInt8Array>(&b, "group_id").value(i) as usize;
-            f.groups[group - 1] = column::<Float64Array>(&b, "points").value(i);
+            f.groups[(group.value(i) as usize).clamp(1, 6) - 1] = points.value(i);
         }
     }
     for (b, i) in rows(scores) {
+        let (Some(criterion), Some(name), Some(points), Some(denominator)) = (
+            column::<StringArray>(&b, "criterion"),
+            column::<StringArray>(&b, "criterion_name_en"),
+            column::<Float64Array>(&b, "points"),
+            column::<Int64Array>(&b, "denominator"),
+        ) else {
+            continue;
+        };
         if let Some(f) = map.get_mut(&key(&b, i)) {
-            f.criteria.push((
-                column::<StringArray>(&b, "criterion").value(i).to_owned(),
-                column::<StringArray>(&b, "criterion_name_en").value(i).to_owned(),
-                column::<Float64Array>(&b, "points").value(i),
-            ));
-            f.dossiers = f.dossiers.max(column::<Int64Array>(&b, "denominator").value(i));
+            f.criteria.push((criterion.value(i).to_owned(), name.value(i).to_owned(), points.value(i)));
+            f.dossiers = f.dossiers.max(denominator.value(i));
         }
     }
     map
 }
 
-fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
-    batch
-        .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .unwrap_or_else(|| panic!("score tables have a column {name}"))
+fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>())
 }
 
 /// The figures of a view: its current periods, and the periods just before them.
 pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
     let tables = |name| std::slice::from_ref(view.table(name));
-    let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").value(i);
+    let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
     let previous: Vec<String> =
         PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();
-    let before = |b: &RecordBatch, i: usize| previous.iter().any(|p| p == column::<StringArray>(b, "period").value(i));
+    let before = |b: &RecordBatch, i: usize| {
+        column::<StringArray>(b, "period").is_some_and(|c| previous.iter().any(|p| p == c.value(i)))
+    };
     (
         figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &current),
         figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &before),
@@ -526,7 +564,8 @@ pub fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) 
     let day = local_date(now) - chrono::Duration::days(7);
     let days_since_epoch = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     let table = |name: &str| history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
-    let on_day = |b: &RecordBatch, i: usize| column::<Date32Array>(b, "day").value(i) == days_since_epoch;
+    let on_day =
+        |b: &RecordBatch, i: usize| column::<Date32Array>(b, "day").is_some_and(|c| c.value(i) == days_since_epoch);
     figures(table("daily_totals"), table("daily_group_scores"), table("daily_scores"), max_depth, &on_day)
 }
 
@@ -655,14 +694,15 @@ impl Notifier {
     }
 }
 
-/// Reads the alert log kept in the store (empty when none).
-pub async fn load_log(store: &Store) -> Vec<Alert> {
+/// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
+/// cannot be read stops the start: going on would forget the firing alerts and send them again.
+pub async fn load_log(store: &Store) -> Result<Vec<Alert>, String> {
     match store.get(LOG_PATH).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
-            tracing::error!(%error, path = LOG_PATH, "alert log unreadable; starting with none");
-            Vec::new()
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!("the alert log {LOG_PATH} in {} is not readable JSON: {e} (fix or remove it)", store.describe())
         }),
-        Err(_) => Vec::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read the alert log {LOG_PATH} in {}: {e}", store.describe())),
     }
 }
 
@@ -703,7 +743,8 @@ impl AlertTask {
 
     async fn evaluate(&mut self) {
         let view = self.views.borrow_and_update().clone();
-        if self.metrics.total_lag() > self.max_lag {
+        // Until ingest has measured its lag, it is not known to be caught up.
+        if self.metrics.total_lag().is_none_or(|lag| lag > self.max_lag) {
             return;
         }
         let depth = self.engine.max_depth();
@@ -722,22 +763,20 @@ impl AlertTask {
             tracing::error!(%error, "alert log not kept; a restart may send these alerts again");
         }
         self.publish();
-        for change in &changes {
-            let (alert, outcome) = match change {
-                Transition::Fired(a) => (a, "fired"),
-                Transition::Resolved(a) => (a, "resolved"),
-            };
-            tracing::warn!(alert = alert.id, summary = alert.summary, outcome, "alert");
-            self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
-            self.notifier.to_topic(alert, &self.metrics).await;
-        }
         let told: Vec<&Alert> = changes
             .iter()
             .map(|c| match c {
                 Transition::Fired(a) | Transition::Resolved(a) => a,
             })
             .collect();
-        self.notifier.to_webhook(&told, &self.metrics).await;
+        for (change, alert) in changes.iter().zip(&told) {
+            let outcome = if matches!(change, Transition::Fired(_)) { "fired" } else { "resolved" };
+            tracing::warn!(alert = alert.id, summary = alert.summary, outcome, "alert");
+            self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
+        }
+        // Both channels at once: a slow broker does not hold Alertmanager back.
+        let to_topic = futures::future::join_all(told.iter().map(|a| self.notifier.to_topic(a, &self.metrics)));
+        futures::join!(to_topic, self.notifier.to_webhook(&told, &self.metrics));
     }
 
     fn publish(&self) {
@@ -841,6 +880,34 @@ mod tests {
         now_figures.values_mut().for_each(|f| f.rank = 5);
         let fired = rank.evaluate(now, &now_figures, &unit(80.0, 50), &FigureMap::new());
         assert!(matches!(fired.as_slice(), [Transition::Fired(a)] if a.before == 1.0 && a.after == 5.0), "{fired:?}");
+    }
+
+    #[test]
+    fn an_alert_out_of_its_rules_reach_is_resolved_and_targets_need_no_baseline() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let now = 1_800_000_000;
+        assert_eq!(engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        // The unit left the registry: nothing to judge it by any more.
+        let gone = engine.evaluate(now + 60, &FigureMap::new(), &FigureMap::new(), &FigureMap::new());
+        assert!(matches!(gone.as_slice(), [Transition::Resolved(_)]), "{gone:?}");
+        // The rule was removed from the config.
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new());
+        let mut restarted = AlertEngine::new(Vec::new(), 10, engine.log().to_vec());
+        assert_eq!(restarted.evaluate(now + 60, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert!(restarted.log().iter().all(|a| a.state == AlertState::Resolved));
+        // Below target in a unit's first period: no previous period, still judged.
+        let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
+        assert_eq!(below.evaluate(now, &unit(60.0, 50), &FigureMap::new(), &FigureMap::new()).len(), 1);
+    }
+
+    #[test]
+    fn last_week_of_another_month_is_no_baseline() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsLastWeek, 5.0, 2.0)], 10, Vec::new());
+        let mut last_week = unit(90.0, 50);
+        last_week.values_mut().for_each(|f| f.period = "2026-10".into());
+        assert!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &last_week).is_empty());
+        assert_eq!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &unit(80.0, 50)).len(), 1);
     }
 
     #[test]

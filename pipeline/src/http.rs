@@ -145,6 +145,7 @@ async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> R
             app.metrics.observe_query("http", false, started.elapsed().as_secs_f64());
             let status = match e {
                 QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
             };
             return error(status, e.to_string());

@@ -178,8 +178,8 @@ impl Pipeline {
         let history = vec![daily, weekly];
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let alert_engine =
-            AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, alerts::load_log(&store).await);
+        let log = alerts::load_log(&store).await.map_err(config::ConfigError::Invalid)?;
+        let alert_engine = AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, log);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let sources =
             query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };
@@ -318,8 +318,11 @@ impl Pipeline {
             }
             Err(_) => return Err(RunError::ShutdownDeadline(self.shutdown_deadline.as_secs())),
         }
-        if let Err(error) = self.http.await.expect("http task does not panic") {
-            tracing::warn!(%error, "http server stopped with an error");
+        // Connections still streaming (a client that stopped reading) are not waited for long.
+        match tokio::time::timeout(Duration::from_secs(5), self.http).await {
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "http server stopped with an error"),
+            Err(_) => tracing::warn!("http connections still open 5 s after shutdown; closed"),
+            _ => {}
         }
         ingest?;
         Ok(())

@@ -336,15 +336,13 @@ impl Metrics {
         self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
-    /// Messages not yet read, over every partition.
-    pub fn total_lag(&self) -> i64 {
+    /// Messages not yet read, over every partition; None before ingest has measured any.
+    pub fn total_lag(&self) -> Option<i64> {
         use prometheus::core::Collector;
-        self.consumer_lag
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .map(|m| m.get_gauge().value() as i64)
-            .sum()
+        let families = self.consumer_lag.collect();
+        let partitions: Vec<i64> =
+            families.iter().flat_map(|family| family.get_metric()).map(|m| m.get_gauge().value() as i64).collect();
+        (!partitions.is_empty()).then(|| partitions.iter().sum())
     }
 
     /// Counts one SQL query, with its duration to the last row.

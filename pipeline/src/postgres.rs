@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::query::{QueryLimits, SqlService, READ_ONLY_HINT};
+use crate::query::{QueryError, QueryLimits, Slot, SqlService, READ_ONLY_HINT};
 
 /// Accepts connections until `shutdown`.
 pub async fn serve(listener: TcpListener, sql: &SqlService, metrics: Arc<Metrics>, shutdown: CancellationToken) {
@@ -95,45 +95,70 @@ struct Startup;
 
 impl NoopStartupHandler for Startup {}
 
-/// Refuses, before planning, every statement that is not a read: the message names the fence.
+/// Refuses every statement that is not a read, by what DataFusion would run (its plan), not by
+/// its outer shape: `SELECT … INTO`, `EXPLAIN ANALYZE COPY …` and a cursor over either are writes
+/// too. The message names the fence.
 struct ReadOnly;
 
+/// Client session variables datafusion-postgres keeps per connection; every other `SET` (engine
+/// settings, the time zone) would change the context all users share.
+const SESSION_VARIABLES: [&str; 7] = [
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
+
 impl ReadOnly {
-    fn check(statement: &Statement) -> PgWireResult<()> {
-        let allowed = match statement {
-            Statement::Query(_)
-            | Statement::Explain { .. }
-            | Statement::ExplainTable { .. }
-            | Statement::ShowVariable { .. }
+    async fn check(statement: &Statement, context: &SessionContext) -> PgWireResult<()> {
+        let queries: Vec<Statement> = match statement {
+            // Handled per connection by the library's hooks, touching nothing shared.
+            Statement::ShowVariable { .. }
             | Statement::ShowVariables { .. }
             | Statement::ShowStatus { .. }
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowSchemas { .. }
-            | Statement::ShowCatalogs { .. }
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
-            | Statement::Declare { .. }
             | Statement::Fetch { .. }
-            | Statement::Close { .. } => true,
-            // Client session variables (application_name, extra_float_digits, statement_timeout…)
-            // stay per connection; the engine's settings and time zone are shared, so fixed.
+            | Statement::Close { .. } => Vec::new(),
             Statement::Set(Set::SingleAssignment { variable, .. }) => {
-                !variable.to_string().to_lowercase().starts_with("datafusion")
+                let name = variable.to_string().trim_matches('"').to_lowercase();
+                if SESSION_VARIABLES.contains(&name.as_str()) {
+                    Vec::new()
+                } else {
+                    return Err(refusal(statement));
+                }
             }
-            _ => false,
+            Statement::Declare { stmts } => {
+                stmts.iter().filter_map(|d| d.for_query.clone()).map(Statement::Query).collect()
+            }
+            Statement::Set(_) => return Err(refusal(statement)),
+            other => vec![other.clone()],
         };
-        if allowed {
-            return Ok(());
+        for query in queries {
+            // Planned from its text by DataFusion's own parser, as the library runs it (so COPY
+            // inside EXPLAIN ANALYZE is seen); what does not plan fails there the same way.
+            let planned = context.state().create_logical_plan(&query.to_string()).await;
+            if let Ok(plan) = planned {
+                if crate::query::read_only().verify_plan(&plan).is_err() {
+                    return Err(refusal(statement));
+                }
+            }
         }
-        let verb = statement.to_string().split_whitespace().next().unwrap_or("").to_uppercase();
-        Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "25006".into(), // read_only_sql_transaction
-            format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"),
-        ))))
+        Ok(())
     }
+}
+
+fn refusal(statement: &Statement) -> PgWireError {
+    let verb = statement.to_string().split_whitespace().next().unwrap_or("").to_uppercase();
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "25006".into(), // read_only_sql_transaction
+        format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"),
+    )))
 }
 
 #[async_trait]
@@ -141,19 +166,19 @@ impl QueryHook for ReadOnly {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _context: &SessionContext,
+        context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Self::check(statement).err().map(Err)
+        Self::check(statement, context).await.err().map(Err)
     }
 
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
-        _context: &SessionContext,
+        context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        Self::check(statement).err().map(Err)
+        Self::check(statement, context).await.err().map(Err)
     }
 
     async fn handle_extended_query(
@@ -161,15 +186,16 @@ impl QueryHook for ReadOnly {
         statement: &Statement,
         _plan: &LogicalPlan,
         _params: &ParamValues,
-        _context: &SessionContext,
+        context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        Self::check(statement).err().map(Err)
+        Self::check(statement, context).await.err().map(Err)
     }
 }
 
 /// datafusion-postgres's handlers, inside index766's limits: a query slot is held and the time
-/// limit runs until the last row has been streamed, not just until planning.
+/// limit runs until the last row has been streamed, not just until planning. (Rows of the
+/// extended protocol are gathered by pgwire before they are sent; the simple protocol streams.)
 struct Bounded {
     inner: DfSessionService,
     limits: QueryLimits,
@@ -181,7 +207,7 @@ impl Bounded {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
             "57014".into(), // query_canceled
-            crate::query::QueryError::Timeout(self.limits.timeout.as_secs()).to_string(),
+            QueryError::Timeout(self.limits.timeout.as_secs()).to_string(),
         )))
     }
 
@@ -192,8 +218,11 @@ impl Bounded {
         F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
     {
         let started = std::time::Instant::now();
-        let permit = Arc::new(self.limits.admit().await);
-        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let (slot, deadline) = self.limits.admit().await.map_err(|busy| {
+            self.metrics.observe_query("postgres", false, 0.0);
+            PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "53300".into(), busy.to_string())))
+        })?;
+        let slot = Arc::new(slot);
         let responses = match tokio::time::timeout_at(deadline, work).await {
             Ok(Ok(responses)) => responses,
             Ok(Err(error)) => {
@@ -208,7 +237,7 @@ impl Bounded {
         Ok(responses
             .into_iter()
             .map(|response| match response {
-                Response::Query(query) => Response::Query(self.stream_within(query, permit.clone(), deadline, started)),
+                Response::Query(query) => Response::Query(self.stream_within(query, slot.clone(), deadline, started)),
                 other => other,
             })
             .collect())
@@ -217,17 +246,17 @@ impl Bounded {
     fn stream_within(
         &self,
         query: QueryResponse,
-        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+        slot: Arc<Slot>,
         deadline: tokio::time::Instant,
         started: std::time::Instant,
     ) -> QueryResponse {
         let (metrics, timed_out) = (self.metrics.clone(), self.timeout_error());
-        let rows = futures::stream::unfold(Some((query.data_rows, permit, Some(timed_out))), move |running| {
+        let rows = futures::stream::unfold(Some((query.data_rows, slot, Some(timed_out))), move |running| {
             let metrics = metrics.clone();
             async move {
-                let (mut rows, permit, mut timed_out) = running?;
+                let (mut rows, slot, mut timed_out) = running?;
                 match tokio::time::timeout_at(deadline, rows.next()).await {
-                    Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, permit, timed_out)))),
+                    Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, slot, timed_out)))),
                     Ok(Some(Err(error))) => {
                         metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
                         Some((Err(error), None))

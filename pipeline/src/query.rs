@@ -16,7 +16,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::SqlConfig;
 use crate::history::HistoryTables;
@@ -28,6 +28,8 @@ pub enum QueryError {
     Invalid(String),
     #[error("the query ran longer than the {0} s limit ([sql] timeout_secs); narrow it with WHERE or LIMIT")]
     Timeout(u64),
+    #[error("every query slot stayed busy for the {0} s limit ([sql] max_concurrent queries at once); try again")]
+    Busy(u64),
 }
 
 impl QueryError {
@@ -72,10 +74,30 @@ pub struct QueryLimits {
 }
 
 impl QueryLimits {
-    /// Waits for a free query slot ([sql] max_concurrent).
-    pub async fn admit(&self) -> OwnedSemaphorePermit {
-        self.permits.clone().acquire_owned().await.expect("semaphore is never closed")
+    /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
+    /// The slot frees itself at the deadline even if its holder is never dropped: a client that
+    /// stops reading, or a portal left suspended, cannot keep it.
+    pub async fn admit(&self) -> Result<(Slot, tokio::time::Instant), QueryError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| QueryError::Busy(self.timeout.as_secs()))?
+            .expect("semaphore is never closed");
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                _ = released => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        });
+        Ok((Slot { _release: release }, deadline))
     }
+}
+
+/// A query's slot: released when dropped, or at the query's deadline.
+pub struct Slot {
+    _release: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Statements that only read. Everything else (DDL, DML, COPY, SET, external tables) is refused.
@@ -125,8 +147,7 @@ impl SqlService {
     /// time limit counted from now. The first batch is computed here, so most failures are
     /// reported before any row is sent.
     pub async fn query(&self, sql: &str) -> Result<Rows, QueryError> {
-        let permit = self.limits.admit().await;
-        let deadline = tokio::time::Instant::now() + self.limits.timeout;
+        let (slot, deadline) = self.limits.admit().await?;
         let timeout = self.limits.timeout.as_secs();
         let start = async {
             let frame = self.context.sql_with_options(sql, read_only()).await.map_err(QueryError::from_datafusion)?;
@@ -136,7 +157,8 @@ impl SqlService {
         };
         let (stream, first) =
             tokio::time::timeout_at(deadline, start).await.map_err(|_| QueryError::Timeout(timeout))??;
-        Ok(Rows { schema: stream.schema(), first, stream, deadline, timeout, _permit: permit })
+        let done = first.is_none();
+        Ok(Rows { schema: stream.schema(), first, stream, done, deadline, timeout, _slot: slot })
     }
 
     /// Runs a query to the end.
@@ -156,9 +178,11 @@ pub struct Rows {
     pub schema: SchemaRef,
     first: Option<RecordBatch>,
     stream: SendableRecordBatchStream,
+    /// The stream has ended: it is not polled again.
+    done: bool,
     deadline: tokio::time::Instant,
     timeout: u64,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Rows {
@@ -166,10 +190,15 @@ impl Rows {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
         }
-        match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
+        if self.done {
+            return None;
+        }
+        let next = match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
             Ok(next) => next.map(|batch| batch.map_err(QueryError::from_datafusion)),
             Err(_) => Some(Err(QueryError::Timeout(self.timeout))),
-        }
+        };
+        self.done = !matches!(next, Some(Ok(_)));
+        next
     }
 }
 

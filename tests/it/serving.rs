@@ -192,8 +192,23 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
         over_http.iter().map(|r| format!("{}|{}|{}\n", r["unit_code"].as_str().unwrap(), r["rank"], r["t"])).collect();
     assert_eq!(String::from_utf8_lossy(&ranking.stdout), expected);
     assert_eq!(over_http.len(), 5, "the province and its four units");
-    let refused = psql(pg_port, "DROP TABLE totals");
-    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("read-only"), "{refused:?}");
+    // Writes are refused by what they would run, however they are dressed.
+    let copied_to = dir.path().join("copied.csv");
+    for write in [
+        "DROP TABLE totals".to_owned(),
+        "SELECT unit_code INTO mine FROM totals".to_owned(),
+        format!("EXPLAIN ANALYZE COPY (SELECT 1) TO '{}'", copied_to.display()),
+        "SET timezone = 'UTC'".to_owned(),
+        "SET \"datafusion.execution.batch_size\" = 1".to_owned(),
+    ] {
+        let refused = psql(pg_port, &write);
+        assert!(
+            !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("read-only"),
+            "{write}: {refused:?}"
+        );
+    }
+    assert!(!copied_to.exists(), "nothing written by COPY");
+    assert!(psql(pg_port, "SET application_name = 'dbeaver'").status.success(), "client session variables are fine");
     let catalog = psql(pg_port, "\\d weekly_totals");
     assert!(
         String::from_utf8_lossy(&catalog.stdout).contains("week_start"),
