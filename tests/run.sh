@@ -29,6 +29,16 @@ if ! PYTHONPATH="$MOTO_PYTHONPATH" python3 -c "import moto.server" 2>/dev/null; 
     || python3 -m pip install --quiet --break-system-packages --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION"
 fi
 
+# A PostgreSQL client that speaks the extended protocol (bound parameters, prepared statements),
+# as JDBC (DBeaver) and Grafana do: psycopg 3, pinned, from PyPI.
+PSYCOPG_VERSION=3.2.12
+export PSYCOPG_PYTHONPATH="$TOOLS/psycopg-$PSYCOPG_VERSION"
+if ! PYTHONPATH="$PSYCOPG_PYTHONPATH" python3 -c "import psycopg" 2>/dev/null; then
+  echo "tests/run.sh: installing psycopg $PSYCOPG_VERSION, the extended-protocol test client (once)"
+  python3 -m pip install --quiet --target "$PSYCOPG_PYTHONPATH" "psycopg[binary]==$PSYCOPG_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$PSYCOPG_PYTHONPATH" "psycopg[binary]==$PSYCOPG_VERSION"
+fi
+
 # The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
 # with ChromeDriver (Debian's packages).
 missing=()

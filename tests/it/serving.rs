@@ -107,6 +107,40 @@ fn psql(port: u16, query: &str) -> std::process::Output {
         .expect("psql runs (tests/run.sh installs postgresql-client)")
 }
 
+/// Queries over the extended protocol with psycopg 3 (server-side parameters, a prepared
+/// statement); tests/run.sh installs it.
+fn extended_protocol(port: u16) -> Value {
+    let script = format!(
+        r#"
+import json, psycopg
+with psycopg.connect("host=127.0.0.1 port={port} user=grafana dbname=index766") as conn:
+    cur = conn.cursor()
+    cur.execute("SELECT unit_code, rank FROM totals WHERE is_current AND period_kind = %s AND depth = %s ORDER BY unit_code", ("month", 1), prepare=True)
+    ranks = [list(r) for r in cur.fetchall()]
+    try:
+        cur.execute("CREATE TABLE x AS SELECT %s AS one", (1,))
+        refused = ""
+    except psycopg.Error as e:
+        refused = str(e)
+print(json.dumps({{"ranks": ranks, "refused": refused}}))
+"#
+    );
+    let home = std::env::var("HOME").unwrap_or_default();
+    let path =
+        std::env::var("PSYCOPG_PYTHONPATH").unwrap_or_else(|_| format!("{home}/.cache/index766/tools/psycopg-3.2.12"));
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .env("PYTHONPATH", &path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "psycopg (from {path}; tests/run.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 struct Producer {
     inner: EventProducer,
     sent: u64,
@@ -209,6 +243,12 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     }
     assert!(!copied_to.exists(), "nothing written by COPY");
     assert!(psql(pg_port, "SET application_name = 'dbeaver'").status.success(), "client session variables are fine");
+    // The extended protocol (bound parameters, a prepared statement), as JDBC and Grafana use it.
+    let extended = extended_protocol(pg_port);
+    let ranks = sql(addr, "SELECT unit_code, rank FROM totals WHERE is_current AND period_kind = 'month' AND depth = 1 ORDER BY unit_code");
+    let expected: Vec<Value> = ranks.iter().map(|r| serde_json::json!([r["unit_code"], r["rank"]])).collect();
+    assert_eq!(extended["ranks"], Value::Array(expected), "{extended}");
+    assert!(extended["refused"].as_str().unwrap().contains("read-only"), "{extended}");
     let catalog = psql(pg_port, "\\d weekly_totals");
     assert!(
         String::from_utf8_lossy(&catalog.stdout).contains("week_start"),
