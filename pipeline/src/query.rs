@@ -248,10 +248,13 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     for (cadence, &(name, source)) in history_tables {
         // Before the first day is kept: empty, with the columns it will have.
         let schema = cadence.schema_for(view.table(source));
-        let receiver = sources.history.clone();
+        let (receiver, columns) = (sources.history.clone(), schema.clone());
+        // Days kept under another layout (before an upgrade that changed the tables) are left
+        // out until this layout's first day is kept, rather than failing every query.
         let read = Box::new(move || {
             let history = receiver.borrow();
-            history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.clone()).unwrap_or_default()
+            let kept = history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or_default();
+            kept.iter().filter(|b| b.schema() == columns).cloned().collect()
         });
         tables.push((name, LiveTable { schema, read }));
     }
@@ -502,6 +505,24 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &twice)).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
         assert_eq!(String::from_utf8(encode(Format::Csv, &twice)).unwrap(), "unit_code,criterion\nU1,2.1\nU1,2.1\n");
+    }
+
+    #[tokio::test]
+    async fn history_of_another_layout_is_left_out_not_an_error() {
+        let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
+        let config = crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap();
+        let old_layout = RecordBatch::try_from_iter([(
+            "week_start",
+            Arc::new(datafusion::arrow::array::Int32Array::from(vec![1])) as datafusion::arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut sources = LiveSources::fixed(view());
+        sources.history = watch::channel(Arc::new(vec![("weekly_totals", vec![old_layout])])).1;
+        let sql = SqlService::start(&config.sql, sources).await.unwrap();
+        let rows = sql.collect("SELECT count(*) AS n FROM weekly_totals").await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &rows)).unwrap();
+        assert_eq!(json, serde_json::json!([{"n": 0}]));
+        sql.collect("SELECT * FROM week_over_week").await.expect("the view over it still plans and runs");
     }
 
     #[tokio::test]
