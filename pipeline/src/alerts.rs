@@ -480,64 +480,69 @@ pub fn figures(
     keep: &dyn Fn(&RecordBatch, usize) -> bool,
 ) -> FigureMap {
     let mut map = FigureMap::new();
-    let rows = |batches: &[RecordBatch]| -> Vec<(RecordBatch, usize)> {
-        let mut rows = Vec::new();
-        for b in batches {
-            let (Some(depth), Some(_), Some(_)) = (
-                column::<UInt32Array>(b, "depth"),
-                column::<StringArray>(b, "unit_code"),
-                column::<StringArray>(b, "period_kind"),
-            ) else {
-                continue;
-            };
-            rows.extend(
-                (0..b.num_rows()).filter(|&i| depth.value(i) <= max_depth && keep(b, i)).map(|i| (b.clone(), i)),
-            );
-        }
-        rows
-    };
     let key = |b: &RecordBatch, i: usize| {
         let text = |name| column::<StringArray>(b, name).map_or(String::new(), |c| c.value(i).to_owned());
         (text("unit_code"), text("period_kind"))
     };
-    for (b, i) in rows(totals) {
+    for (b, i) in selected_rows(totals, max_depth, keep) {
         let (Some(name), Some(depth), Some(period), Some(total), Some(rank)) = (
-            column::<StringArray>(&b, "unit_name"),
-            column::<UInt32Array>(&b, "depth"),
-            column::<StringArray>(&b, "period"),
-            column::<Float64Array>(&b, "total"),
-            column::<UInt32Array>(&b, "rank"),
+            column::<StringArray>(b, "unit_name"),
+            column::<UInt32Array>(b, "depth"),
+            column::<StringArray>(b, "period"),
+            column::<Float64Array>(b, "total"),
+            column::<UInt32Array>(b, "rank"),
         ) else {
             continue;
         };
-        let f = map.entry(key(&b, i)).or_default();
+        let f = map.entry(key(b, i)).or_default();
         (f.unit_name, f.depth, f.period) = (name.value(i).to_owned(), depth.value(i), period.value(i).to_owned());
         (f.total, f.rank) = (total.value(i), rank.value(i));
     }
-    for (b, i) in rows(groups) {
-        let (Some(group), Some(points)) = (column::<UInt8Array>(&b, "group_id"), column::<Float64Array>(&b, "points"))
+    for (b, i) in selected_rows(groups, max_depth, keep) {
+        let (Some(group), Some(points)) = (column::<UInt8Array>(b, "group_id"), column::<Float64Array>(b, "points"))
         else {
             continue;
         };
-        if let Some(f) = map.get_mut(&key(&b, i)) {
+        if let Some(f) = map.get_mut(&key(b, i)) {
             f.groups[(group.value(i) as usize).clamp(1, 6) - 1] = points.value(i);
         }
     }
-    for (b, i) in rows(scores) {
+    for (b, i) in selected_rows(scores, max_depth, keep) {
         let (Some(criterion), Some(name), Some(points), Some(denominator)) = (
-            column::<StringArray>(&b, "criterion"),
-            column::<StringArray>(&b, "criterion_name_en"),
-            column::<Float64Array>(&b, "points"),
-            column::<Int64Array>(&b, "denominator"),
+            column::<StringArray>(b, "criterion"),
+            column::<StringArray>(b, "criterion_name_en"),
+            column::<Float64Array>(b, "points"),
+            column::<Int64Array>(b, "denominator"),
         ) else {
             continue;
         };
-        if let Some(f) = map.get_mut(&key(&b, i)) {
+        if let Some(f) = map.get_mut(&key(b, i)) {
             f.criteria.push((criterion.value(i).to_owned(), name.value(i).to_owned(), points.value(i)));
             f.dossiers = f.dossiers.max(denominator.value(i));
         }
     }
     map
+}
+
+/// The rows of `batches` down to `max_depth` that `keep` selects; batches without the key
+/// columns are left out.
+fn selected_rows<'a>(
+    batches: &'a [RecordBatch],
+    max_depth: u32,
+    keep: &dyn Fn(&RecordBatch, usize) -> bool,
+) -> Vec<(&'a RecordBatch, usize)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let (Some(depth), Some(_), Some(_)) = (
+            column::<UInt32Array>(b, "depth"),
+            column::<StringArray>(b, "unit_code"),
+            column::<StringArray>(b, "period_kind"),
+        ) else {
+            continue;
+        };
+        rows.extend((0..b.num_rows()).filter(|&i| depth.value(i) <= max_depth && keep(b, i)).map(|i| (b, i)));
+    }
+    rows
 }
 
 fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
@@ -732,6 +737,9 @@ impl AlertTask {
                         return;
                     }
                     self.evaluate().await;
+                    // At most once a second: views come every publish interval, and a rule
+                    // needs no finer grain (the newest view is judged next; none is queued).
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 _ = resend.tick() => {
                     let firing: Vec<&Alert> = self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();

@@ -204,8 +204,8 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
             })
             .await;
             // The view that follows the last batch is published within publish_interval_ms; the
-            // alert engine judges it right after.
-            tokio::time::sleep(Duration::from_millis(700)).await;
+            // alert engine judges it within a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
     };
     applied(producer.sent).await;
