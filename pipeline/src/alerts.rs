@@ -127,7 +127,8 @@ impl Measure {
         }
     }
 
-    fn label(self) -> String {
+    /// "total" or "group N", as rules, alerts and labels name it.
+    pub fn label(self) -> String {
         match self {
             Measure::Total => "total".into(),
             Measure::Group(g) => format!("group {g}"),

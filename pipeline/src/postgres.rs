@@ -202,15 +202,16 @@ struct Bounded {
     metrics: Arc<Metrics>,
 }
 
-impl Bounded {
-    fn timeout_error(&self) -> PgWireError {
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "57014".into(), // query_canceled
-            QueryError::Timeout(self.limits.timeout.as_secs()).to_string(),
-        )))
-    }
+/// The query ran past `[sql] timeout_secs`: SQLSTATE 57014 (query_canceled).
+fn timeout_error(secs: u64) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "57014".into(),
+        QueryError::Timeout(secs).to_string(),
+    )))
+}
 
+impl Bounded {
     /// Runs `work` (which plans and starts the query) under a query slot and the deadline, and
     /// makes its rows stream under them too.
     async fn bounded<F>(&self, work: F) -> PgWireResult<Vec<Response>>
@@ -222,18 +223,13 @@ impl Bounded {
             self.metrics.observe_query("postgres", false, 0.0);
             PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "53300".into(), busy.to_string())))
         })?;
+        let timeout = self.limits.timeout.as_secs();
+        let started_work =
+            tokio::time::timeout_at(deadline, work).await.unwrap_or_else(|_| Err(timeout_error(timeout)));
+        let responses = started_work.inspect_err(|_| {
+            self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
+        })?;
         let slot = Arc::new(slot);
-        let responses = match tokio::time::timeout_at(deadline, work).await {
-            Ok(Ok(responses)) => responses,
-            Ok(Err(error)) => {
-                self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                return Err(error);
-            }
-            Err(_) => {
-                self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                return Err(self.timeout_error());
-            }
-        };
         Ok(responses
             .into_iter()
             .map(|response| match response {
@@ -250,24 +246,23 @@ impl Bounded {
         deadline: tokio::time::Instant,
         started: std::time::Instant,
     ) -> QueryResponse {
-        let (metrics, timed_out) = (self.metrics.clone(), self.timeout_error());
-        let rows = futures::stream::unfold(Some((query.data_rows, slot, Some(timed_out))), move |running| {
+        let (metrics, timeout) = (self.metrics.clone(), self.limits.timeout.as_secs());
+        let rows = futures::stream::unfold(Some((query.data_rows, slot)), move |running| {
             let metrics = metrics.clone();
             async move {
-                let (mut rows, slot, mut timed_out) = running?;
-                match tokio::time::timeout_at(deadline, rows.next()).await {
-                    Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, slot, timed_out)))),
-                    Ok(Some(Err(error))) => {
+                let (mut rows, slot) = running?;
+                let next = tokio::time::timeout_at(deadline, rows.next())
+                    .await
+                    .unwrap_or_else(|_| Some(Err(timeout_error(timeout))));
+                match next {
+                    Some(Ok(row)) => Some((Ok(row), Some((rows, slot)))),
+                    Some(Err(error)) => {
                         metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
                         Some((Err(error), None))
                     }
-                    Ok(None) => {
+                    None => {
                         metrics.observe_query("postgres", true, started.elapsed().as_secs_f64());
                         None
-                    }
-                    Err(_) => {
-                        metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                        Some((Err(timed_out.take().expect("one timeout")), None))
                     }
                 }
             }

@@ -53,10 +53,7 @@ fn render_rule(rule: &Rule) -> String {
         Condition::RankLoss => "lost {{ $value }} rank places against the previous period",
         Condition::BelowTarget => "is {{ $value | printf \"%.2f\" }}, below the target",
     };
-    let measure = match rule.measure {
-        Measure::Total => "total".to_owned(),
-        Measure::Group(g) => format!("group {g}"),
-    };
+    let measure = rule.measure.label();
     format!(
         "      - alert: {name}\n        expr: |\n          (\n            {gauge} {fires}\n              and on(unit, period) index766_period_dossiers{{period=\"{period}\"}} >= {min}\n          )\n          or\n          (\n            {gauge} {holds}\n              and on(unit, period) ALERTS{{alertname=\"{name}\", alertstate=\"firing\"}}\n          )\n        labels:\n          severity: warning\n          source: index766\n          measure: {measure}\n        annotations:\n          summary: '{{{{ $labels.unit }}}} {measure} {summary}'\n",
         min = rule.min_dossiers,

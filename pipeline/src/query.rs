@@ -450,9 +450,13 @@ mod tests {
     }
 
     async fn service() -> SqlService {
+        service_over(LiveSources::fixed(view())).await
+    }
+
+    async fn service_over(sources: LiveSources) -> SqlService {
         let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
         let config = crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap();
-        SqlService::start(&config.sql, LiveSources::fixed(view())).await.unwrap()
+        SqlService::start(&config.sql, sources).await.unwrap()
     }
 
     fn encode(format: Format, results: &Results) -> Vec<u8> {
@@ -509,8 +513,6 @@ mod tests {
 
     #[tokio::test]
     async fn history_of_another_layout_is_left_out_not_an_error() {
-        let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
-        let config = crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap();
         let old_layout = RecordBatch::try_from_iter([(
             "week_start",
             Arc::new(datafusion::arrow::array::Int32Array::from(vec![1])) as datafusion::arrow::array::ArrayRef,
@@ -518,7 +520,7 @@ mod tests {
         .unwrap();
         let mut sources = LiveSources::fixed(view());
         sources.history = watch::channel(Arc::new(vec![("weekly_totals", vec![old_layout])])).1;
-        let sql = SqlService::start(&config.sql, sources).await.unwrap();
+        let sql = service_over(sources).await;
         let rows = sql.collect("SELECT count(*) AS n FROM weekly_totals").await.unwrap();
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &rows)).unwrap();
         assert_eq!(json, serde_json::json!([{"n": 0}]));
