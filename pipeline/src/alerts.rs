@@ -342,12 +342,18 @@ impl AlertEngine {
                     continue;
                 }
                 let before = match (baselines.get(*key), rule.when) {
-                    // Last week's figure of another period (the month rolled over) is no baseline.
-                    (Some(b), Condition::DropVsLastWeek) if b.period != figures.period => continue,
-                    (Some(b), _) => b,
-                    // A target needs no baseline; the figure itself stands in for "before".
-                    (None, Condition::BelowTarget) => figures,
-                    (None, _) => continue,
+                    // A target needs no baseline: "before" is only shown, the figure itself if none.
+                    (baseline, Condition::BelowTarget) => baseline.unwrap_or(figures),
+                    // A baseline is a figure too: behind fewer than min_dossiers dossiers (a
+                    // period without data, where every unit ties first) it proves nothing; and
+                    // last week's of another period (the month rolled over) is no baseline.
+                    (Some(b), when)
+                        if b.dossiers >= rule.min_dossiers
+                            && (when != Condition::DropVsLastWeek || b.period == figures.period) =>
+                    {
+                        b
+                    }
+                    _ => continue,
                 };
                 let gauge = rule.gauge(figures, before);
                 let active =
@@ -731,21 +737,31 @@ impl AlertTask {
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resend.tick().await;
         loop {
-            tokio::select! {
+            let resend_due = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                changed = self.views.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
+                changed = self.views.changed() => match changed {
+                    Ok(()) => false,
+                    Err(_) => return,
+                },
+                _ = resend.tick() => true,
+            };
+            // The work itself gives way to shutdown too: a channel that does not answer (a
+            // topic that does not exist) cannot keep the task alive after the pipeline stops.
+            let work = async {
+                if resend_due {
+                    let firing: Vec<&Alert> =
+                        self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
+                    self.notifier.to_webhook(&firing, &self.metrics).await;
+                } else {
                     self.evaluate().await;
                     // At most once a second: views come every publish interval, and a rule
                     // needs no finer grain (the newest view is judged next; none is queued).
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                _ = resend.tick() => {
-                    let firing: Vec<&Alert> = self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
-                    self.notifier.to_webhook(&firing, &self.metrics).await;
-                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = work => {}
             }
         }
     }
@@ -908,6 +924,15 @@ mod tests {
         // Below target in a unit's first period: no previous period, still judged.
         let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
         assert_eq!(below.evaluate(now, &unit(60.0, 50), &FigureMap::new(), &FigureMap::new()).len(), 1);
+    }
+
+    #[test]
+    fn a_previous_period_without_data_is_no_baseline() {
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
+        let mut now_figures = unit(70.0, 50);
+        now_figures.values_mut().for_each(|f| f.rank = 40);
+        // October had no dossiers: every unit tied first.
+        assert!(rank.evaluate(1_800_000_000, &now_figures, &unit(0.0, 0), &FigureMap::new()).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One HTTP port: the IOC dashboard (`/`), `/metrics` (Prometheus), `POST /sql` (DataFusion;
 //! JSON, CSV or Arrow IPC, streamed), `/healthz`, and for the dashboard and unit heads
-//! `/api/alerts` and `/api/updates` (server-sent events, one per published view).
+//! `/api/alerts` and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -55,7 +55,8 @@ async fn index() -> &'static str {
                         weekly_* history and the views; body: the query text, or {\"sql\": \"...\"};\n\
                         Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream\n\
      GET  /api/alerts   active drop alerts (?state=resolved or ?state=all for the log)\n\
-     GET  /api/updates  server-sent events: `view` with {\"as_of\"} each time new scores are published\n\
+     GET  /api/updates  server-sent events: `view` when new scores are published, `alerts` when an alert\n\
+                        fires or clears, each with {\"as_of\"}\n\
      GET  /healthz      200 while the events topic is being read, 503 with the fault otherwise\n\
      PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U any)\n"
 }
@@ -79,16 +80,22 @@ async fn alerts(State(app): State<AppState>, Query(filter): Query<AlertFilter>) 
     json_response(StatusCode::OK, serde_json::json!({ "alerts": shown }))
 }
 
-/// One `view` event now, then one each time the engine publishes new scores.
+/// One `view` event now, then one each time the engine publishes new scores (`view`) or an alert
+/// fires or clears (`alerts`), each with the scores' `as_of`.
 async fn updates(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let views = app.view.clone();
-    let events = futures::stream::unfold((views, true), |(mut views, first)| async move {
-        if !first && views.changed().await.is_err() {
-            return None;
-        }
+    let watched = (app.view.clone(), app.alerts.clone(), true);
+    let events = futures::stream::unfold(watched, |(mut views, mut alerts, first)| async move {
+        let name = match first {
+            true => "view",
+            false => tokio::select! {
+                changed = views.changed() => changed.ok().map(|()| "view")?,
+                changed = alerts.changed() => changed.ok().map(|()| "alerts")?,
+            },
+        };
+        alerts.borrow_and_update();
         let as_of = crate::time::format_time(views.borrow_and_update().as_of);
-        let event = Event::default().event("view").data(serde_json::json!({ "as_of": as_of }).to_string());
-        Some((Ok(event), (views, false)))
+        let event = Event::default().event(name).data(serde_json::json!({ "as_of": as_of }).to_string());
+        Some((Ok(event), (views, alerts, false)))
     });
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -223,7 +223,15 @@ impl Pipeline {
             log: alerts_tx,
             store,
             notifier: Notifier {
-                producer: (!config.alerts.topic.is_empty()).then(|| (producer.clone(), config.alerts.topic.clone())),
+                // A producer of its own: alerts waiting on their topic never hold back the
+                // dead letters, which ingest waits for.
+                producer: match config.alerts.topic.is_empty() {
+                    true => None,
+                    false => Some((
+                        ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?,
+                        config.alerts.topic.clone(),
+                    )),
+                },
                 webhook: (!config.alerts.webhook_url.is_empty())
                     .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
                 resend: Duration::from_secs(config.alerts.resend_secs),

@@ -241,8 +241,7 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     config.kafka.insert("group.id".into(), "restart-reference".into());
     let pipeline = index766::Pipeline::start(config, shutdown.clone()).await.unwrap();
     let metrics = pipeline.metrics.clone();
-    // Generous: on a loaded 2-core machine tansu's SQLite store has been seen this slow.
-    wait_for("the reference run", Duration::from_secs(600), || {
+    wait_for("the reference run", Duration::from_secs(180), || {
         (settled(&metrics) == events.len() as u64).then_some(())
     })
     .await;
