@@ -169,13 +169,14 @@ impl Pipeline {
         let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)
             .map_err(config::ConfigError::Invalid)?;
         let (snapshots, resumed) = resume(&config, store.clone(), clock.now(), catalog.clone(), &metrics).await?;
-        let daily = History::load(Cadence::Daily, store.clone()).await?;
-        let weekly = History::load(Cadence::Weekly, store.clone()).await?;
         let target_total = config.scoring.target_total;
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
-        let history = vec![daily, weekly];
+        let history = vec![
+            History::load(Cadence::Daily, store.clone()).await?,
+            History::load(Cadence::Weekly, store.clone()).await?,
+        ];
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let log = alerts::load_log(&store).await.map_err(config::ConfigError::Invalid)?;
@@ -213,8 +214,6 @@ impl Pipeline {
             async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
         });
 
-        let producer: FutureProducer =
-            ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?;
         let alert_task = AlertTask {
             engine: alert_engine,
             max_lag: config.alerts.max_lag_messages,
@@ -227,10 +226,7 @@ impl Pipeline {
                 // dead letters, which ingest waits for.
                 producer: match config.alerts.topic.is_empty() {
                     true => None,
-                    false => Some((
-                        ingest::client_config(&config).remove("group.id").create().map_err(IngestError::Client)?,
-                        config.alerts.topic.clone(),
-                    )),
+                    false => Some((producer(&config)?, config.alerts.topic.clone())),
                 },
                 webhook: (!config.alerts.webhook_url.is_empty())
                     .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
@@ -239,7 +235,7 @@ impl Pipeline {
             metrics: metrics.clone(),
         };
         tokio::spawn(alert_task.run(shutdown.clone()));
-        let dead_letters = Arc::new(DeadLetters::new(producer, config.topics.dead_letter.clone()));
+        let dead_letters = Arc::new(DeadLetters::new(producer(&config)?, config.topics.dead_letter.clone()));
         let (durable_tx, durable) = watch::channel(resumed.offsets.clone());
         let source = Source {
             config: config.clone(),
@@ -335,6 +331,11 @@ impl Pipeline {
         ingest?;
         Ok(())
     }
+}
+
+/// A Kafka producer with the pipeline's client settings.
+fn producer(config: &Config) -> Result<FutureProducer, IngestError> {
+    ingest::client_config(config).remove("group.id").create().map_err(IngestError::Client)
 }
 
 /// Every history table, daily and weekly, for SQL and the alerts.
