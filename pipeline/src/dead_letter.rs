@@ -3,11 +3,15 @@
 //! (`index766.source` = topic/partition/offset) and what became of it (`index766.disposition`:
 //! `dropped`, or `kept` for events held until their unit or procedure is known).
 
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Rejection;
@@ -34,52 +38,120 @@ pub struct DeadLetter {
     pub rejection: Rejection,
 }
 
+/// Where dead letters go: the dead-letter topic, or (for a replay of files) a JSON-lines file.
 pub struct DeadLetters {
-    producer: FutureProducer,
-    topic: String,
+    sink: Sink,
+}
+
+enum Sink {
+    Topic { producer: FutureProducer, topic: String },
+    File { path: PathBuf, out: Mutex<BufWriter<File>> },
+}
+
+/// A dead letter as a line of the dead-letter file: the headers of the topic form, then the
+/// message itself.
+#[derive(Serialize)]
+struct FileLetter<'a> {
+    source: String,
+    reason: &'static str,
+    detail: &'a str,
+    disposition: &'static str,
+    key: Option<std::borrow::Cow<'a, str>>,
+    payload: std::borrow::Cow<'a, str>,
 }
 
 impl DeadLetters {
-    pub fn new(producer: FutureProducer, topic: String) -> DeadLetters {
-        DeadLetters { producer, topic }
+    pub fn topic(producer: FutureProducer, topic: String) -> DeadLetters {
+        DeadLetters { sink: Sink::Topic { producer, topic } }
+    }
+
+    /// Appends to `path` (created if missing).
+    pub fn file(path: &Path) -> std::io::Result<DeadLetters> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(DeadLetters { sink: Sink::File { path: path.to_owned(), out: Mutex::new(BufWriter::new(file)) } })
     }
 
     /// Delivers every letter, each retried until the broker acknowledges it: a reject is never
     /// dropped. Gives up only on shutdown; returns whether all were delivered (if not, the caller
     /// must not let their offsets reach a snapshot, so they are read again after the restart).
     pub async fn deliver(&self, letters: &[DeadLetter], shutdown: &CancellationToken) -> bool {
+        if letters.is_empty() {
+            return true;
+        }
+        let (producer, topic) = match &self.sink {
+            Sink::Topic { producer, topic } => (producer, topic),
+            Sink::File { path, out } => return write_file(path, out, letters),
+        };
         let undelivered =
-            futures::future::join_all(letters.iter().map(|letter| self.deliver_one(letter, shutdown))).await;
+            futures::future::join_all(letters.iter().map(|letter| deliver_one(producer, topic, letter, shutdown)))
+                .await;
         let undelivered = undelivered.into_iter().filter(|delivered| !delivered).count();
         if undelivered > 0 {
-            tracing::error!(undelivered, topic = self.topic, "shutting down with dead letters not delivered");
+            tracing::error!(undelivered, topic, "shutting down with dead letters not delivered");
         }
         undelivered == 0
     }
+}
 
-    async fn deliver_one(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
-        let (origin, rejection) = (&letter.origin, &letter.rejection);
-        let source = origin.source();
-        let disposition = if rejection.reason.is_kept() { "kept" } else { "dropped" };
-        tracing::debug!(source, reason = rejection.reason.as_str(), detail = %rejection.detail, disposition, "dead letter");
-        loop {
-            let headers = OwnedHeaders::new()
-                .insert(Header { key: "index766.reason", value: Some(rejection.reason.as_str()) })
-                .insert(Header { key: "index766.detail", value: Some(rejection.detail.as_str()) })
-                .insert(Header { key: "index766.source", value: Some(source.as_str()) })
-                .insert(Header { key: "index766.disposition", value: Some(disposition) });
-            let mut record = FutureRecord::to(&self.topic).payload(origin.payload.as_slice()).headers(headers);
-            if let Some(key) = &origin.key {
-                record = record.key(key.as_slice());
-            }
-            match self.producer.send(record, Duration::from_secs(10)).await {
-                Ok(_) => return true,
-                Err((error, _)) => {
-                    tracing::warn!(%error, topic = self.topic, "dead-letter delivery failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
+fn disposition(rejection: &Rejection) -> &'static str {
+    if rejection.reason.is_kept() {
+        "kept"
+    } else {
+        "dropped"
+    }
+}
+
+/// Appends the letters and flushes them, so they are on disk before their offsets move on.
+fn write_file(path: &Path, out: &Mutex<BufWriter<File>>, letters: &[DeadLetter]) -> bool {
+    let mut out = out.lock().expect("dead-letter file lock");
+    let written = letters.iter().try_for_each(|DeadLetter { origin, rejection }| {
+        let line = FileLetter {
+            source: origin.source(),
+            reason: rejection.reason.as_str(),
+            detail: &rejection.detail,
+            disposition: disposition(rejection),
+            key: origin.key.as_deref().map(String::from_utf8_lossy),
+            payload: String::from_utf8_lossy(&origin.payload),
+        };
+        serde_json::to_writer(&mut *out, &line)?;
+        out.write_all(b"\n")
+    });
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot write the dead-letter file");
+            false
+        }
+    }
+}
+
+async fn deliver_one(
+    producer: &FutureProducer,
+    topic: &str,
+    letter: &DeadLetter,
+    shutdown: &CancellationToken,
+) -> bool {
+    let (origin, rejection) = (&letter.origin, &letter.rejection);
+    let source = origin.source();
+    let disposition = disposition(rejection);
+    tracing::debug!(source, reason = rejection.reason.as_str(), detail = %rejection.detail, disposition, "dead letter");
+    loop {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "index766.reason", value: Some(rejection.reason.as_str()) })
+            .insert(Header { key: "index766.detail", value: Some(rejection.detail.as_str()) })
+            .insert(Header { key: "index766.source", value: Some(source.as_str()) })
+            .insert(Header { key: "index766.disposition", value: Some(disposition) });
+        let mut record = FutureRecord::to(topic).payload(origin.payload.as_slice()).headers(headers);
+        if let Some(key) = &origin.key {
+            record = record.key(key.as_slice());
+        }
+        match producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => return true,
+            Err((error, _)) => {
+                tracing::warn!(%error, topic, "dead-letter delivery failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }

@@ -9,7 +9,7 @@ use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
 use crate::produce::{EventProducer, ProduceError};
-use crate::simulate::{Province, Simulator};
+use crate::simulate::{Nation, Province, Simulator};
 
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
@@ -95,18 +95,108 @@ pub fn generate(
     Ok(stream(&mut sim, &mut producer, &mut petitions, options, stop)?)
 }
 
+/// What `generate-history` makes: about `dossiers` dossiers received over the `days` days before
+/// now, in `provinces` provinces.
+#[derive(Debug, Clone)]
+pub struct HistoryOptions {
+    pub provinces: usize,
+    pub dossiers: u64,
+    pub days: i64,
+    pub seed: u64,
+    /// The judging instant the history ends at (the wall clock if None).
+    pub now: Option<crate::time::Instant>,
+}
+
+/// Where a generated history goes.
+#[derive(Debug, Clone)]
+pub enum HistoryOut {
+    /// JSON lines, or Parquet if the name ends in `.parquet`.
+    File(PathBuf),
+    Topic {
+        brokers: String,
+        topic: String,
+    },
+}
+
+/// Writes a national history (see `Nation::history`), and the registry and catalog as
+/// `units.jsonl` and `procedures.jsonl` into `files_out`. Blocking; returns the events written.
+pub fn generate_history(
+    out: &HistoryOut,
+    files_out: Option<&std::path::Path>,
+    options: &HistoryOptions,
+) -> Result<u64, DemoError> {
+    let now = options.now.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let mut nation = Nation::new(options.provinces, options.seed);
+    if let Some(dir) = files_out {
+        write_files(dir, &[("units.jsonl", nation.registry_jsonl()), ("procedures.jsonl", nation.catalog_jsonl(now))])?;
+    }
+    let (days, dossiers) = (options.days, options.dossiers);
+    match out {
+        HistoryOut::Topic { brokers, topic } => {
+            let mut producer = EventProducer::new(brokers, topic)?;
+            let sent =
+                nation.history(now, days, dossiers, |events| events.iter().try_for_each(|e| producer.send(e)))?;
+            producer.finish()?;
+            Ok(sent)
+        }
+        HistoryOut::File(path) => {
+            let failed = |e: String| DemoError::Write { path: path.clone(), source: std::io::Error::other(e) };
+            let mut lines = Vec::new();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                let mut parquet = crate::replay::ParquetEvents::create(path).map_err(failed)?;
+                let written = nation
+                    .history(now, days, dossiers, |events| parquet.write_json_lines(json_lines(&events, &mut lines)));
+                let written = written.map_err(failed)?;
+                parquet.finish().map_err(failed)?;
+                Ok(written)
+            } else {
+                let io = |source| DemoError::Write { path: path.clone(), source };
+                let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+                let written = nation.history(now, days, dossiers, |events| {
+                    std::io::Write::write_all(&mut file, json_lines(&events, &mut lines))
+                });
+                let written = written.map_err(io)?;
+                std::io::Write::flush(&mut file).map_err(io)?;
+                Ok(written)
+            }
+        }
+    }
+}
+
+/// The events as JSON lines, written over `buffer`.
+fn json_lines<'a>(events: &[crate::event::WireEvent], buffer: &'a mut Vec<u8>) -> &'a [u8] {
+    buffer.clear();
+    for e in events {
+        serde_json::to_writer(&mut *buffer, e).expect("an event serialises");
+        buffer.push(b'\n');
+    }
+    buffer
+}
+
+/// Writes (name, text) files into `dir`, creating it; returns their paths.
+fn write_files(dir: &std::path::Path, files: &[(&str, String)]) -> Result<Vec<PathBuf>, DemoError> {
+    std::fs::create_dir_all(dir).map_err(|source| DemoError::Write { path: dir.to_owned(), source })?;
+    files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| DemoError::Write { path: path.clone(), source })?;
+            Ok(path)
+        })
+        .collect()
+}
+
 /// The simulated province's registry and catalog, as files the pipeline loads; returns their paths.
 fn write_province_files(sim: &Simulator, dir: &std::path::Path) -> Result<(PathBuf, PathBuf), DemoError> {
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(&path, text))
-            .map(|_| path.clone())
-            .map_err(|source| DemoError::Write { path, source })
-    };
-    let units = write("units.jsonl", sim.province().registry_jsonl())?;
-    let procedures = write("procedures.jsonl", sim.province().catalog_jsonl(chrono::Utc::now().timestamp()))?;
-    Ok((units, procedures))
+    let province = sim.province();
+    let paths = write_files(
+        dir,
+        &[
+            ("units.jsonl", province.registry_jsonl()),
+            ("procedures.jsonl", province.catalog_jsonl(chrono::Utc::now().timestamp())),
+        ],
+    )?;
+    Ok((paths[0].clone(), paths[1].clone()))
 }
 
 /// The in-process broker lives on its own thread (librdkafka's mock cluster must stay on the

@@ -47,6 +47,8 @@ pub enum IngestError {
     LostPosition,
     #[error("reading the table topic {topic}: {source}")]
     Table { topic: String, source: KafkaError },
+    #[error("replay of {}: {reason}", path.display())]
+    File { path: std::path::PathBuf, reason: String },
 }
 
 /// Next offset to read, per (topic, partition).
@@ -159,7 +161,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
 
 /// Turns messages into a batch: decodes, counts, collects dead letters.
 #[derive(Clone)]
-struct Reader {
+pub(crate) struct Reader {
     /// Per topic: its contract, and its name shared by every message's origin.
     contracts: HashMap<String, (Contract, Arc<str>)>,
     max_bytes: usize,
@@ -171,23 +173,50 @@ struct Reader {
 
 /// A batch being filled, with the dead letters its messages produced.
 #[derive(Default)]
-struct Pending {
-    batch: Batch,
-    letters: Vec<DeadLetter>,
+pub(crate) struct Pending {
+    pub batch: Batch,
+    pub letters: Vec<DeadLetter>,
+}
+
+/// One message as read: from a topic, or a line or row of a replayed file (its "topic" is the
+/// file's path, partition 0, offset the line or row number).
+pub(crate) struct Raw<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
 }
 
 impl Reader {
+    /// A reader of dossier events only, from the given sources (a replay's files).
+    pub(crate) fn events(sources: &[String], max_bytes: usize, metrics: Arc<Metrics>) -> Reader {
+        let contracts = sources.iter().map(|s| (s.clone(), (Contract::Dossiers, Arc::from(s.as_str())))).collect();
+        Reader { contracts, max_bytes, resumed: Offsets::new(), metrics }
+    }
+
     fn take(&self, pending: &mut Pending, message: &BorrowedMessage<'_>) {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let raw = Raw {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            payload: message.payload(),
+        };
+        self.take_raw(pending, &raw);
+    }
+
+    pub(crate) fn take_raw(&self, pending: &mut Pending, message: &Raw<'_>) {
+        let (topic, partition, offset) = (message.topic, message.partition, message.offset);
         let (contract, topic_name) = &self.contracts[topic];
-        let position = (topic.to_owned(), partition);
-        let counted_before = self.resumed.get(&position).is_some_and(|&next| offset < next);
-        pending.batch.next_offsets.insert(position, offset + 1);
+        let counted_before = self.resumed.get(&(topic.to_owned(), partition)).is_some_and(|&next| offset < next);
+        pending.batch.next_offsets.insert((topic.to_owned(), partition), offset + 1);
+        let payload = message.payload.unwrap_or_default();
         if !counted_before {
             pending.batch.ledger.consumed += 1;
-            self.metrics.bytes_consumed.inc_by(message.payload_len() as u64);
+            self.metrics.bytes_consumed.inc_by(payload.len() as u64);
         }
-        let decoded = decode(*contract, message.payload(), message.key(), self.max_bytes);
+        let decoded = decode(*contract, message.payload, message.key, self.max_bytes);
         if decoded.is_err() && counted_before {
             return;
         }
@@ -195,8 +224,8 @@ impl Reader {
             topic: topic_name.clone(),
             partition,
             offset,
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
+            key: message.key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
         };
         match decoded {
             Ok(input) => pending.batch.inputs.push(Sourced { input, origin, first_read: !counted_before }),

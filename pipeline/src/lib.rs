@@ -25,6 +25,7 @@ pub mod postgres;
 pub mod produce;
 pub mod prometheus_rules;
 pub mod query;
+pub mod replay;
 pub mod scoring;
 pub mod simulate;
 pub mod snapshot;
@@ -39,6 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -88,6 +90,15 @@ pub enum RunError {
 /// Runs the pipeline until `shutdown` is cancelled; writes a last snapshot on the way out.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     Pipeline::start(config, shutdown).await?.wait().await
+}
+
+/// Where the pipeline's input comes from.
+#[derive(Debug, Clone)]
+pub enum Feed {
+    /// The config's topics, followed until shutdown.
+    Topics,
+    /// Event-log files, read once (see `replay`).
+    Files(replay::Files),
 }
 
 /// A started pipeline (its parts run as tasks); tests use it to learn the HTTP address.
@@ -153,6 +164,13 @@ async fn resume(
 
 impl Pipeline {
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Pipeline, RunError> {
+        Pipeline::start_with(config, Feed::Topics, shutdown).await
+    }
+
+    pub async fn start_with(config: Config, feed: Feed, shutdown: CancellationToken) -> Result<Pipeline, RunError> {
+        if let Feed::Files(files) = &feed {
+            replay::FileSource::check(files)?;
+        }
         let config = Arc::new(config);
         let clock = Arc::new(match config.as_of()? {
             Some(t) => Clock::fixed(t),
@@ -224,7 +242,7 @@ impl Pipeline {
             notifier: Notifier {
                 // A producer of its own: alerts waiting on their topic never hold back the
                 // dead letters, which ingest waits for.
-                producer: match config.alerts.topic.is_empty() {
+                producer: match config.alerts.topic.is_empty() || matches!(feed, Feed::Files(_)) {
                     true => None,
                     false => Some((producer(&config)?, config.alerts.topic.clone())),
                 },
@@ -235,21 +253,44 @@ impl Pipeline {
             metrics: metrics.clone(),
         };
         tokio::spawn(alert_task.run(shutdown.clone()));
-        let dead_letters = Arc::new(DeadLetters::new(producer(&config)?, config.topics.dead_letter.clone()));
+        let dead_letters = Arc::new(match &feed {
+            Feed::Topics => DeadLetters::topic(producer(&config)?, config.topics.dead_letter.clone()),
+            Feed::Files(files) => DeadLetters::file(&files.dead_letters).map_err(|e| IngestError::File {
+                path: files.dead_letters.clone(),
+                reason: format!("cannot open the dead-letter file: {e}"),
+            })?,
+        });
         let (durable_tx, durable) = watch::channel(resumed.offsets.clone());
-        let source = Source {
-            config: config.clone(),
-            metrics: metrics.clone(),
-            health,
-            dead_letters: dead_letters.clone(),
-            resume: resumed.offsets.clone(),
-            durable: durable.clone(),
-        };
         let (batch_tx, batch_rx) = mpsc::channel(8);
+        let reading = match feed {
+            Feed::Topics => {
+                let source = Source {
+                    config: config.clone(),
+                    metrics: metrics.clone(),
+                    health,
+                    dead_letters: dead_letters.clone(),
+                    resume: resumed.offsets.clone(),
+                    durable: durable.clone(),
+                };
+                source.run(batch_tx, shutdown.clone()).boxed()
+            }
+            Feed::Files(files) => {
+                health.connected();
+                let source = replay::FileSource {
+                    files,
+                    batch_max_events: config.ingest.batch_max_events,
+                    max_message_bytes: config.ingest.max_event_bytes,
+                    resume: resumed.offsets.clone(),
+                    metrics: metrics.clone(),
+                    dead_letters: dead_letters.clone(),
+                };
+                source.run(batch_tx, shutdown.clone()).boxed()
+            }
+        };
         let ingest = tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                let result = source.run(batch_tx, shutdown.clone()).await;
+                let result = reading.await;
                 if let Err(error) = &result {
                     // A source that cannot go on stops the pipeline, with its message.
                     tracing::error!(%error, "ingest stopped");

@@ -38,6 +38,53 @@ enum Command {
         #[command(flatten)]
         stream: StreamArgs,
     },
+    /// Feed the pipeline from event-log files instead of Kafka (a backfill, a rescore after a
+    /// formula change), write the final snapshot, and print what was counted.
+    Replay {
+        /// Event-log files, read in order: JSON lines (one event of the contract a line), or
+        /// Parquet (*.parquet) with the contract's fields as columns.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// TOML file layered over the defaults (pipeline/config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events refused or held, one JSON line each with why (appended to).
+        #[arg(long, default_value = "dead-letters.jsonl")]
+        dead_letters: PathBuf,
+        /// Keep serving SQL, /metrics and the dashboard on the config's addresses after the
+        /// files are read, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Write a simulated national history (up to 34 provinces, millions of dossiers) to a file
+    /// or a broker topic, for replays, load and benchmarks; the same seed gives the same history.
+    GenerateHistory {
+        /// JSON lines, or Parquet if the name ends in .parquet.
+        #[arg(long, required_unless_present = "brokers", conflicts_with = "brokers")]
+        out: Option<PathBuf>,
+        /// Kafka bootstrap servers, host:port[,host:port…], instead of --out.
+        #[arg(long)]
+        brokers: Option<String>,
+        #[arg(long, default_value = "index766.dossier-events")]
+        topic: String,
+        /// Provinces (1-34).
+        #[arg(long, default_value_t = 34)]
+        provinces: usize,
+        /// Dossiers received in all over the days, split between provinces by size.
+        #[arg(long, default_value_t = 1_000_000)]
+        dossiers: u64,
+        /// Days of history before now.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// The instant the history ends at (RFC 3339); now if not given.
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, default_value_t = 766)]
+        seed: u64,
+        /// Also write the units.jsonl and procedures.jsonl the pipeline needs into this folder.
+        #[arg(long)]
+        files_out: Option<PathBuf>,
+    },
     /// Print the [[alerts.rules]] of the config as a Prometheus alerting-rules file.
     PrometheusRules {
         /// TOML file layered over the defaults (pipeline/config/default.toml).
@@ -105,6 +152,68 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Replays the files; prints what was counted and how fast.
+async fn replay(mut config: Config, files: index766::replay::Files) -> Result<(), index766::RunError> {
+    if !files.keep_serving {
+        // Nothing is served after the replay: any free port, no PostgreSQL listener.
+        config.http.listen = "127.0.0.1:0".parse().expect("an address");
+        config.sql.postgres_listen = String::new();
+    }
+    let dead_letters = files.dead_letters.clone();
+    let snapshots = config.snapshot.dir.clone();
+    let started = std::time::Instant::now();
+    let pipeline = index766::Pipeline::start_with(config, index766::Feed::Files(files), shutdown_on_signal()).await?;
+    let metrics = pipeline.metrics.clone();
+    pipeline.wait().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rejected: Vec<String> = index766::event::RejectReason::ALL
+        .iter()
+        .map(|r| (r.as_str(), metrics.events_rejected.with_label_values(&[r.as_str()]).get()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let read = metrics.events_consumed.get();
+    println!(
+        "replayed {read} events in {seconds:.1} s ({:.0} events/s): {} applied; dead letters ({}): {}; snapshot in {}",
+        read as f64 / seconds,
+        metrics.events_applied.get(),
+        dead_letters.display(),
+        if rejected.is_empty() { "none".to_owned() } else { rejected.join(", ") },
+        snapshots.display(),
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn generate_history(
+    out: Option<PathBuf>,
+    brokers: Option<String>,
+    topic: String,
+    files_out: Option<PathBuf>,
+    provinces: usize,
+    dossiers: u64,
+    days: i64,
+    as_of: Option<String>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let now = as_of.map(|t| index766::time::parse_time(&t)).transpose().map_err(|e| anyhow::anyhow!("--as-of: {e}"))?;
+    let options = demo::HistoryOptions { provinces, dossiers, days, seed, now };
+    let out = match (out, brokers) {
+        (Some(path), _) => demo::HistoryOut::File(path),
+        (None, Some(brokers)) => {
+            index766::produce::ensure_topics(&brokers, &[&topic], 4).await?;
+            demo::HistoryOut::Topic { brokers, topic }
+        }
+        (None, None) => unreachable!("clap requires --out or --brokers"),
+    };
+    let started = std::time::Instant::now();
+    let written = tokio::task::spawn_blocking(move || demo::generate_history(&out, files_out.as_deref(), &options))
+        .await
+        .expect("generator does not panic")?;
+    println!("{written} events written in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -124,6 +233,15 @@ async fn main() -> ExitCode {
             demo::demo(demo::Addresses { http, postgres }, data_dir, stream.into(), shutdown_on_signal())
                 .await
                 .map_err(Into::into)
+        }
+        Command::Replay { files, config, dead_letters, serve } => match Config::load(config.as_deref()) {
+            Ok(config) => replay(config, index766::replay::Files { paths: files, dead_letters, keep_serving: serve })
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
+        Command::GenerateHistory { out, brokers, topic, provinces, dossiers, days, as_of, seed, files_out } => {
+            generate_history(out, brokers, topic, files_out, provinces, dossiers, days, as_of, seed).await
         }
         Command::PrometheusRules { config } => Config::load(config.as_deref())
             .and_then(|config| config.alert_rules())

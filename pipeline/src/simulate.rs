@@ -68,6 +68,12 @@ pub struct Province {
 impl Province {
     /// A province of 20 departments and 100 communes/wards, with the procedures they handle.
     pub fn new(code: &str, name: &str, seed: u64) -> Province {
+        Province::sized(code, name, seed, 100)
+    }
+
+    /// A province of 20 departments and `communes` communes/wards. The procedures depend on the
+    /// seed only: provinces made with one seed share one national catalog.
+    pub fn sized(code: &str, name: &str, seed: u64, communes: usize) -> Province {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut units = vec![Unit {
             code: code.into(),
@@ -85,7 +91,7 @@ impl Province {
                 certified_copies: false,
             });
         }
-        for i in 0..100 {
+        for i in 0..communes {
             let (a, b) = (PLACE_WORDS[i % 24], PLACE_WORDS[(i / 24 * 7 + i * 5 + 3) % 24]);
             let kind = if i % 4 == 0 { "Phường" } else { "Xã" };
             units.push(Unit {
@@ -176,6 +182,116 @@ impl Province {
     }
 }
 
+/// The local midnights of the `days` days before `now`, and of today.
+fn history_days(now: Instant, days: i64) -> impl Iterator<Item = Instant> {
+    let local_midnight = now - (now + crate::time::VIETNAM_OFFSET_SECS as i64).rem_euclid(DAY);
+    (0..=days).map(move |d| local_midnight - (days - d) * DAY)
+}
+
+fn is_weekend(day: Instant) -> bool {
+    let weekday = ((day + crate::time::VIETNAM_OFFSET_SECS as i64) / DAY + 4).rem_euclid(7); // 0 = Sunday
+    weekday == 0 || weekday == 6
+}
+
+/// The 34 provinces and centrally run cities since mid-2025: name, a weight for their share of
+/// the nation's dossiers (about their population, in hundred thousands) and about how many
+/// communes and wards they have.
+const PROVINCES: [(&str, u32, usize); 34] = [
+    ("Thành phố Hà Nội", 86, 126),
+    ("Thành phố Hồ Chí Minh", 140, 168),
+    ("Thành phố Hải Phòng", 47, 114),
+    ("Thành phố Đà Nẵng", 30, 94),
+    ("Thành phố Cần Thơ", 42, 103),
+    ("Thành phố Huế", 12, 40),
+    ("Tỉnh Lai Châu", 5, 38),
+    ("Tỉnh Điện Biên", 6, 45),
+    ("Tỉnh Sơn La", 13, 75),
+    ("Tỉnh Lạng Sơn", 8, 65),
+    ("Tỉnh Quảng Ninh", 14, 54),
+    ("Tỉnh Thanh Hóa", 38, 166),
+    ("Tỉnh Nghệ An", 35, 130),
+    ("Tỉnh Hà Tĩnh", 13, 69),
+    ("Tỉnh Cao Bằng", 5, 56),
+    ("Tỉnh Tuyên Quang", 19, 124),
+    ("Tỉnh Lào Cai", 17, 99),
+    ("Tỉnh Thái Nguyên", 18, 92),
+    ("Tỉnh Phú Thọ", 40, 148),
+    ("Tỉnh Bắc Ninh", 38, 99),
+    ("Tỉnh Hưng Yên", 35, 104),
+    ("Tỉnh Ninh Bình", 41, 129),
+    ("Tỉnh Quảng Trị", 19, 78),
+    ("Tỉnh Quảng Ngãi", 21, 96),
+    ("Tỉnh Gia Lai", 34, 135),
+    ("Tỉnh Khánh Hòa", 24, 65),
+    ("Tỉnh Lâm Đồng", 39, 124),
+    ("Tỉnh Đắk Lắk", 32, 102),
+    ("Tỉnh Đồng Nai", 45, 95),
+    ("Tỉnh Tây Ninh", 30, 96),
+    ("Tỉnh Vĩnh Long", 43, 124),
+    ("Tỉnh Đồng Tháp", 42, 102),
+    ("Tỉnh Cà Mau", 26, 64),
+    ("Tỉnh An Giang", 49, 102),
+];
+
+/// A simulated nation: up to 34 provinces (codes `H01`…), each with its own unit tree and
+/// dossiers, sharing one national procedure catalog; reproducible from a seed.
+pub struct Nation {
+    provinces: Vec<(Simulator, u32)>,
+}
+
+impl Nation {
+    pub fn new(provinces: usize, seed: u64) -> Nation {
+        let provinces = PROVINCES
+            .iter()
+            .take(provinces.clamp(1, PROVINCES.len()))
+            .enumerate()
+            .map(|(i, &(name, weight, communes))| {
+                let province = Province::sized(&format!("H{:02}", i + 1), name, seed, communes);
+                (Simulator::new(province, seed.wrapping_add(1 + i as u64)), weight)
+            })
+            .collect();
+        Nation { provinces }
+    }
+
+    /// Every province's units, as one registry (one root per province).
+    pub fn registry_jsonl(&self) -> String {
+        self.provinces.iter().map(|(sim, _)| sim.province().registry_jsonl()).collect()
+    }
+
+    /// The national catalog (every province handles the same procedures).
+    pub fn catalog_jsonl(&self, now: Instant) -> String {
+        self.provinces[0].0.province().catalog_jsonl(now)
+    }
+
+    /// About `dossiers` dossiers received over the `days` days before `now`, split between the
+    /// provinces by weight, streamed a day at a time: `emit` gets, day after day, every event that
+    /// has happened by the end of that day (or by `now`), shuffled locally with a few duplicates.
+    /// Memory stays bounded by the dossiers still open, not by the whole history. Returns how many
+    /// events were emitted.
+    pub fn history<E>(
+        &mut self,
+        now: Instant,
+        days: i64,
+        dossiers: u64,
+        mut emit: impl FnMut(Vec<WireEvent>) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let working_days: f64 = history_days(now, days).map(|d| if is_weekend(d) { 0.2 } else { 1.0 }).sum();
+        let total_weight: u32 = self.provinces.iter().map(|(_, w)| w).sum();
+        let mut emitted = 0;
+        for day in history_days(now, days) {
+            let mut events = Vec::new();
+            for (sim, weight) in &mut self.provinces {
+                let per_day = (dossiers as f64 * *weight as f64 / total_weight as f64 / working_days).round() as u32;
+                sim.receive_day(day, per_day, now);
+                events.extend(sim.due_events((day + DAY - 1).min(now)));
+            }
+            emitted += events.len() as u64;
+            emit(events)?;
+        }
+        Ok(emitted)
+    }
+}
+
 /// Generates dossiers and their events; events later than "now" wait until their time comes.
 pub struct Simulator {
     province: Province,
@@ -230,20 +346,22 @@ impl Simulator {
     /// weekends); returns the events that have already happened, roughly in time order but shuffled
     /// locally and with a few duplicates. Later events are kept for [`Simulator::due_events`].
     pub fn history(&mut self, now: Instant, days: i64, per_day: u32) -> Vec<WireEvent> {
-        let local_midnight = |t: Instant| t - (t + crate::time::VIETNAM_OFFSET_SECS as i64).rem_euclid(DAY);
-        let first_day = local_midnight(now) - days * DAY;
-        for d in 0..=days {
-            let day = first_day + d * DAY;
-            let weekday = ((day + crate::time::VIETNAM_OFFSET_SECS as i64) / DAY + 4).rem_euclid(7); // 0 = Sunday
-            let count = if weekday == 0 || weekday == 6 { per_day / 5 } else { per_day };
-            for _ in 0..count {
-                let received = day + 7 * HOUR + 30 * 60 + self.rng.random_range(0..(9 * HOUR + 30 * 60));
-                if received <= now {
-                    self.dossier(received);
-                }
-            }
+        for day in history_days(now, days) {
+            self.receive_day(day, per_day, now);
         }
         self.due_events(now)
+    }
+
+    /// The dossiers received on the local day starting at `day` (midnight), up to `now`: `per_day`
+    /// on a working day, a fifth of that at weekends, in office hours.
+    fn receive_day(&mut self, day: Instant, per_day: u32, now: Instant) {
+        let count = if is_weekend(day) { per_day / 5 } else { per_day };
+        for _ in 0..count {
+            let received = day + 7 * HOUR + 30 * 60 + self.rng.random_range(0..(9 * HOUR + 30 * 60));
+            if received <= now {
+                self.dossier(received);
+            }
+        }
     }
 
     /// Petitions over the `days` days before `now` (about one per 150 dossiers), every event that
@@ -342,7 +460,10 @@ impl Simulator {
         let communal = rng.random_bool(0.6);
         let units = &self.province.units;
         let (unit, candidates): (&Unit, Vec<&Procedure>) = if communal {
-            (&units[21 + rng.random_range(0..100)], self.province.procedures.iter().filter(|p| p.communal).collect())
+            (
+                &units[21 + rng.random_range(0..units.len() - 21)],
+                self.province.procedures.iter().filter(|p| p.communal).collect(),
+            )
         } else {
             let dept = 1 + rng.random_range(0..20);
             (&units[dept], self.province.department_procedures(dept))
