@@ -190,7 +190,15 @@ impl Pipeline {
         let target_total = config.scoring.target_total;
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
-        let first_view = View::build(registry.clone(), &spec, target_total, &resumed.state, &petition_tallies);
+        let (dossier_requests, dossier_queue) = mpsc::channel(16);
+        let first_view = View::build_with(
+            registry.clone(),
+            &spec,
+            target_total,
+            &resumed.state,
+            &petition_tallies,
+            view::DossierRows::OnRequest(dossier_requests.clone()),
+        );
         let history = vec![
             History::load(Cadence::Daily, store.clone()).await?,
             History::load(Cadence::Weekly, store.clone()).await?,
@@ -320,6 +328,7 @@ impl Pipeline {
             checkpoints: checkpoint_tx,
             snapshot_every: Duration::from_secs(config.snapshot.interval_secs),
             shutdown: shutdown.clone(),
+            dossier_requests: (dossier_requests, dossier_queue),
         };
         let engine = tokio::spawn(engine.run(batch_rx));
         let writer = SnapshotWriter {

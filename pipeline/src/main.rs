@@ -164,19 +164,26 @@ async fn replay(mut config: Config, files: index766::replay::Files) -> Result<()
     let started = std::time::Instant::now();
     let pipeline = index766::Pipeline::start_with(config, index766::Feed::Files(files), shutdown_on_signal()).await?;
     let metrics = pipeline.metrics.clone();
+    // Counters resume from the snapshot's: this replay's share is what they gain.
+    let reasons = index766::event::RejectReason::ALL.map(|r| r.as_str());
+    let counts = || {
+        let rejected = reasons.map(|r| metrics.events_rejected.with_label_values(&[r]).get());
+        (metrics.events_consumed.get(), metrics.events_applied.get(), rejected)
+    };
+    let before = counts();
     pipeline.wait().await?;
     let seconds = started.elapsed().as_secs_f64();
-    let rejected: Vec<String> = index766::event::RejectReason::ALL
-        .iter()
-        .map(|r| (r.as_str(), metrics.events_rejected.with_label_values(&[r.as_str()]).get()))
+    let after = counts();
+    let rejected: Vec<String> = (0..reasons.len())
+        .map(|i| (reasons[i], after.2[i] - before.2[i]))
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| format!("{r} {n}"))
         .collect();
-    let read = metrics.events_consumed.get();
+    let read = after.0 - before.0;
     println!(
         "replayed {read} events in {seconds:.1} s ({:.0} events/s): {} applied; dead letters ({}): {}; snapshot in {}",
         read as f64 / seconds,
-        metrics.events_applied.get(),
+        after.1 - before.1,
         dead_letters.display(),
         if rejected.is_empty() { "none".to_owned() } else { rejected.join(", ") },
         snapshots.display(),

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub snapshot_last_success: Gauge,
     pub snapshot_duration: Histogram,
     pub checkpoint_copy_duration: Histogram,
+    pub checkpoint_copy_longest: Gauge,
     pub snapshot_failures: IntCounter,
     pub snapshot_generation: IntGauge,
     pub snapshot_bytes: IntGauge,
@@ -198,6 +199,14 @@ impl Metrics {
                     "index766_checkpoint_copy_duration_seconds",
                     "Time ingest waits while the state is copied for a snapshot.",
                 ))
+                .unwrap(),
+            ),
+            checkpoint_copy_longest: register(
+                &r,
+                Gauge::new(
+                    "index766_checkpoint_copy_longest_seconds",
+                    "Longest time ingest has waited for a state copy for a snapshot since the start.",
+                )
                 .unwrap(),
             ),
             snapshot_failures: counter("index766_snapshot_failures_total", "Snapshots that could not be written."),

@@ -84,7 +84,7 @@ impl EventProducer {
         Self::with(ClientConfig::new().set("batch.num.messages", "1").set("linger.ms", "0"), brokers, topic)
     }
 
-    fn with(config: &mut ClientConfig, brokers: &str, topic: &str) -> Result<EventProducer, ProduceError> {
+    pub fn with(config: &mut ClientConfig, brokers: &str, topic: &str) -> Result<EventProducer, ProduceError> {
         let context = CountingContext::default();
         let producer = config
             .set("bootstrap.servers", brokers)

@@ -15,7 +15,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::SqlConfig;
@@ -205,7 +206,14 @@ impl Rows {
 /// A table whose rows are whatever `read` returns when a query scans it.
 struct LiveTable {
     schema: SchemaRef,
-    read: Box<dyn Fn() -> Vec<RecordBatch> + Send + Sync>,
+    read: Box<dyn Fn() -> BoxFuture<'static, datafusion::error::Result<Vec<RecordBatch>>> + Send + Sync>,
+}
+
+impl LiveTable {
+    /// A table whose newest batches are at hand.
+    fn at_hand(schema: SchemaRef, read: impl Fn() -> Vec<RecordBatch> + Send + Sync + 'static) -> LiveTable {
+        LiveTable { schema, read: Box::new(move || futures::future::ready(Ok(read())).boxed()) }
+    }
 }
 
 impl std::fmt::Debug for LiveTable {
@@ -231,7 +239,9 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        MemTable::try_new(self.schema.clone(), vec![(self.read)()])?.scan(state, projection, filters, limit).await
+        MemTable::try_new(self.schema.clone(), vec![(self.read)().await?])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 
@@ -241,9 +251,22 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     let view = sources.view.borrow().clone();
     for (name, batch) in &view.tables {
         let (name, receiver) = (*name, sources.view.clone());
-        let read = Box::new(move || vec![receiver.borrow().table(name).clone()]);
-        tables.push((name, LiveTable { schema: batch.schema(), read }));
+        tables.push((name, LiveTable::at_hand(batch.schema(), move || vec![receiver.borrow().table(name).clone()])));
     }
+    let receiver = sources.view.clone();
+    let read = move || {
+        let view = receiver.borrow().clone();
+        async move {
+            let batch = view.dossiers().await.ok_or_else(|| {
+                datafusion::error::DataFusionError::Execution(
+                    "the pipeline is stopping: dossiers are no longer served".into(),
+                )
+            })?;
+            Ok(vec![batch])
+        }
+        .boxed()
+    };
+    tables.push(("dossiers", LiveTable { schema: crate::view::dossiers_schema(), read: Box::new(read) }));
     let history_tables = crate::history::CADENCES.iter().flat_map(|c| c.tables().iter().map(move |t| (c, t)));
     for (cadence, &(name, source)) in history_tables {
         // Before the first day is kept: empty, with the columns it will have.
@@ -251,17 +274,16 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
         let (receiver, columns) = (sources.history.clone(), schema.clone());
         // Days kept under another layout (before an upgrade that changed the tables) are left
         // out until this layout's first day is kept, rather than failing every query.
-        let read = Box::new(move || {
+        let read = move || {
             let history = receiver.borrow();
             let kept = history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or_default();
             kept.iter().filter(|b| b.schema() == columns).cloned().collect()
-        });
-        tables.push((name, LiveTable { schema, read }));
+        };
+        tables.push((name, LiveTable::at_hand(schema, read)));
     }
     let receiver = sources.alerts.clone();
     let schema = crate::alerts::table(&[]).schema();
-    tables
-        .push(("alerts", LiveTable { schema, read: Box::new(move || vec![crate::alerts::table(&receiver.borrow())]) }));
+    tables.push(("alerts", LiveTable::at_hand(schema, move || vec![crate::alerts::table(&receiver.borrow())])));
     for (name, table) in tables {
         context.register_table(name, Arc::new(table)).map_err(QueryError::from_datafusion)?;
     }

@@ -8,7 +8,8 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray, UInt32Array,
     UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::event::flag;
 use crate::judge::{self, DOSSIER_CRITERIA};
@@ -28,15 +29,42 @@ pub struct View {
     pub registry: Arc<Registry>,
     pub scoreboard: Arc<Scoreboard>,
     pub tables: Vec<(&'static str, RecordBatch)>,
+    /// The `dossiers` table: one row per dossier, so too large to build at every publish.
+    pub dossiers: DossierRows,
+}
+
+/// Asks the engine for the `dossiers` table of its current state.
+pub type DossierRequests = mpsc::Sender<oneshot::Sender<RecordBatch>>;
+
+#[derive(Debug, Clone)]
+pub enum DossierRows {
+    /// Built with the view (a fixed view: tests, golden files).
+    Built(RecordBatch),
+    /// Built by the engine when a query reads it, from the state as it is then (the
+    /// engine, once stopped, answers no more).
+    OnRequest(DossierRequests),
 }
 
 impl View {
+    /// A view with its `dossiers` table built now.
     pub fn build(
         registry: Arc<Registry>,
         spec: &Spec,
         target_total: f64,
         state: &State,
         petitions: &crate::scoring::PetitionTallies,
+    ) -> View {
+        let rows = DossierRows::Built(dossiers_batch(state));
+        View::build_with(registry, spec, target_total, state, petitions, rows)
+    }
+
+    pub fn build_with(
+        registry: Arc<Registry>,
+        spec: &Spec,
+        target_total: f64,
+        state: &State,
+        petitions: &crate::scoring::PetitionTallies,
+        dossiers: DossierRows,
     ) -> View {
         let board = crate::scoring::score(&registry, state, petitions, spec, target_total);
         let tables = vec![
@@ -45,9 +73,20 @@ impl View {
             ("group_scores", groups_batch(&registry, spec, &board)),
             ("totals", totals_batch(&registry, &board)),
             ("gaps", gaps_batch(&registry, spec, &board)),
-            ("dossiers", dossiers_batch(state)),
         ];
-        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables }
+        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
+    }
+
+    /// The `dossiers` table; None once the engine has stopped.
+    pub async fn dossiers(&self) -> Option<RecordBatch> {
+        match &self.dossiers {
+            DossierRows::Built(batch) => Some(batch.clone()),
+            DossierRows::OnRequest(requests) => {
+                let (reply, answer) = oneshot::channel();
+                requests.send(reply).await.ok()?;
+                answer.await.ok()
+            }
+        }
     }
 
     pub fn table(&self, name: &str) -> &RecordBatch {
@@ -318,14 +357,8 @@ pub fn mark_column(id: &str) -> String {
     format!("c{}", id.replace('.', "_"))
 }
 
-fn dossiers_batch(state: &State) -> RecordBatch {
-    let ds = state.dossiers();
-    let now = state.now();
-    let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(state.procedure_of(d))).collect();
-    // Marks judged now: true good, false lost, null not counted.
-    let marks: Vec<judge::Marks> =
-        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), state.procedure_of(d))).collect();
-    let has = |bit: u16| bools(ds.iter().map(move |d| d.flags & bit != 0));
+/// The columns of the `dossiers` table.
+pub fn dossiers_schema() -> SchemaRef {
     let mut fields = vec![
         field("dossier_id", DataType::Utf8, false),
         field("unit_code", DataType::Utf8, false),
@@ -344,6 +377,21 @@ fn dossiers_batch(state: &State) -> RecordBatch {
         field("digitised", DataType::Boolean, false),
         field("disliked_or_complained", DataType::Boolean, false),
     ];
+    for (_, id) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
+        fields.push(field(&mark_column(id), DataType::Boolean, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// One row per dossier, judged at the state's instant.
+pub fn dossiers_batch(state: &State) -> RecordBatch {
+    let ds = state.dossiers();
+    let now = state.now();
+    let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(state.procedure_of(d))).collect();
+    // Marks judged now: true good, false lost, null not counted.
+    let marks: Vec<judge::Marks> =
+        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), state.procedure_of(d))).collect();
+    let has = |bit: u16| bools(ds.iter().map(move |d| d.flags & bit != 0));
     let mut columns = vec![
         strings(ds.iter().map(|d| &*d.id)),
         strings(ds.iter().map(|d| state.units.name(d.unit))),
@@ -362,11 +410,10 @@ fn dossiers_batch(state: &State) -> RecordBatch {
         has(flag::DIGITISED),
         bools(ds.iter().map(|d| d.flags & (flag::DISLIKED | flag::COMPLAINED) != 0)),
     ];
-    for (k, id) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
-        fields.push(field(&mark_column(id), DataType::Boolean, true));
+    for (k, _) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
         columns.push(Arc::new(BooleanArray::from(
             ds.iter().zip(&marks).map(|(d, m)| d.received_at.and(m[k])).collect::<Vec<_>>(),
         )));
     }
-    batch(fields, columns)
+    RecordBatch::try_new(dossiers_schema(), columns).expect("columns match their schema")
 }

@@ -19,6 +19,7 @@ mod golden;
 mod mock_consumer;
 mod real_broker;
 mod reference;
+mod replay;
 mod s3;
 mod scenario;
 mod serving;

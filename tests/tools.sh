@@ -1,0 +1,49 @@
+# What the tests and benchmarks need on a fresh machine, installed once: sourced by tests/run.sh
+# and benches/run.sh (from the repository root).
+
+# One persistent build folder outside the clone: DataFusion and librdkafka build once, not per clone.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/index766/target}"
+
+# The real Kafka-compatible broker the end-to-end tests start (pinned; built from crates.io once).
+TOOLS="$HOME/.cache/index766/tools"
+TANSU_VERSION=0.6.0
+if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
+  echo "tests/run.sh: installing tansu $TANSU_VERSION, the test broker (about 10 minutes on 2 cores, once)"
+  CARGO_TARGET_DIR="$TOOLS/build" cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore,libsql --root "$TOOLS"
+fi
+export TANSU_BIN="$TOOLS/bin/tansu"
+
+# The S3-compatible object store the snapshot-store tests start (moto's server, pinned, from PyPI).
+MOTO_VERSION=5.2.5
+export MOTO_PYTHONPATH="$TOOLS/moto-$MOTO_VERSION"
+if ! PYTHONPATH="$MOTO_PYTHONPATH" python3 -c "import moto.server" 2>/dev/null; then
+  echo "tests/run.sh: installing moto $MOTO_VERSION, the S3-compatible test server (once)"
+  command -v python3 >/dev/null || { apt-get update && apt-get install -y python3; }
+  python3 -m pip --version >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-pip; }
+  python3 -m pip install --quiet --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$MOTO_PYTHONPATH" "moto[server]==$MOTO_VERSION"
+fi
+
+# A PostgreSQL client that speaks the extended protocol (bound parameters, prepared statements),
+# as JDBC (DBeaver) and Grafana do: psycopg 3, pinned, from PyPI.
+PSYCOPG_VERSION=3.2.12
+export PSYCOPG_PYTHONPATH="$TOOLS/psycopg-$PSYCOPG_VERSION"
+if ! PYTHONPATH="$PSYCOPG_PYTHONPATH" python3 -c "import psycopg" 2>/dev/null; then
+  echo "tests/run.sh: installing psycopg $PSYCOPG_VERSION, the extended-protocol test client (once)"
+  python3 -m pip install --quiet --target "$PSYCOPG_PYTHONPATH" "psycopg[binary]==$PSYCOPG_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$PSYCOPG_PYTHONPATH" "psycopg[binary]==$PSYCOPG_VERSION"
+fi
+
+# The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
+# with ChromeDriver (Debian's packages).
+missing=()
+for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+    chromium:chromium chromedriver:chromium-driver; do
+  command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
+done
+if ((${#missing[@]})); then
+  echo "tests/run.sh: installing ${missing[*]} (Debian packages, once)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
