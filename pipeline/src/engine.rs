@@ -73,20 +73,17 @@ impl Engine {
         let mut dossiers: Option<RecordBatch> = None;
         loop {
             tokio::select! {
-                Some(reply) = self.dossier_requests.1.recv() => {
-                    let table = dossiers.get_or_insert_with(|| crate::view::dossiers_batch(&self.state));
-                    let _ = reply.send(table.clone()); // the query may have timed out meanwhile
-                }
+                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state, &mut dossiers),
                 batch = batches.recv() => match batch {
                     Some(batch) => {
                         let letters = self.apply(batch);
+                        dirty = true;
+                        dossiers = None;
                         // Delivered before the next batch: a snapshot never covers an undelivered reject.
-                        if !self.dead_letters.deliver(&letters, &self.shutdown).await {
+                        if !self.deliver(&letters, &mut dossiers).await {
                             undelivered = true;
                             break;
                         }
-                        dirty = true;
-                        dossiers = None;
                     }
                     None => break,
                 },
@@ -119,6 +116,20 @@ impl Engine {
         let view = self.publish();
         let last = (!undelivered).then(|| self.checkpoint(&view));
         (view, last)
+    }
+
+    /// Delivers dead letters, which waits as long as their topic is unreachable; meanwhile queries
+    /// of the `dossiers` table are still answered, from the state as it stands.
+    async fn deliver(&mut self, letters: &[DeadLetter], dossiers: &mut Option<RecordBatch>) -> bool {
+        let (dead_letters, shutdown) = (self.dead_letters.clone(), self.shutdown.clone());
+        let delivery = dead_letters.deliver(letters, &shutdown);
+        tokio::pin!(delivery);
+        loop {
+            tokio::select! {
+                delivered = &mut delivery => return delivered,
+                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state, dossiers),
+            }
+        }
     }
 
     /// A copy of everything a restart needs (the only time ingest waits on snapshots).
@@ -282,4 +293,10 @@ impl Engine {
         self.views.send_replace(view.clone());
         view
     }
+}
+
+/// Answers a query of the `dossiers` table, building it only if the state changed since the last.
+fn answer(reply: oneshot::Sender<RecordBatch>, state: &State, dossiers: &mut Option<RecordBatch>) {
+    let table = dossiers.get_or_insert_with(|| crate::view::dossiers_batch(state));
+    let _ = reply.send(table.clone()); // the query may have timed out meanwhile
 }
