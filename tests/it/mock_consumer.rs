@@ -49,10 +49,7 @@ async fn a_changed_spec_changes_the_scores_after_a_restart(bootstrap: &str) {
     let config = scenario::config_with_spec(bootstrap, dir.path(), &spec_path);
     let pipeline = scenario::start_and_settle(config, &shutdown).await;
     let addr = pipeline.http_addr;
-    wait_for("the view with every dossier", Duration::from_secs(10), || {
-        (sql(addr, "SELECT count(*) AS n FROM dossiers")[0]["n"] == json!(8)).then_some(())
-    })
-    .await;
+    scenario::wait_for_the_view(addr).await;
     let versions = sql(addr, "SELECT DISTINCT spec_version FROM scores UNION SELECT DISTINCT spec_version FROM totals");
     assert_eq!(versions, vec![json!({"spec_version": "written-2026.2"})]);
     // H44.01 in November: dossiers A (digitised) and B, C (not): 1/3 digitised.

@@ -1,15 +1,13 @@
 //! Snapshots and history in an S3-compatible object store (moto's server over HTTP), so
 //! replicas can share them: a pipeline writes there, a fresh one resumes from there.
 
-use std::time::Duration;
-
 use index766::store::Store;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::scenario::{self, TOPICS};
-use crate::support::{sql, wait_for, S3Server};
+use crate::support::{sql, S3Server};
 
 fn with_s3(mut config: index766::Config, endpoint: &str) -> index766::Config {
     config.snapshot.url = "s3://index766/province-h44".into();
@@ -52,10 +50,7 @@ async fn snapshots_and_history_live_in_an_object_store() {
     let pipeline = index766::Pipeline::start(config(), shutdown.clone()).await.unwrap();
     assert_eq!(pipeline.metrics.events_consumed.get(), sent, "the counters continue from the snapshot");
     let addr = pipeline.http_addr;
-    wait_for("the restored dossiers", Duration::from_secs(10), || {
-        (sql(addr, "SELECT count(*) AS n FROM dossiers")[0]["n"] == json!(8)).then_some(())
-    })
-    .await;
+    scenario::wait_for_the_view(addr).await;
     let weeks = sql(addr, "SELECT DISTINCT CAST(week_start AS VARCHAR) AS week FROM weekly_totals");
     assert_eq!(weeks, vec![json!({"week": "2026-11-23"})]);
     let province = sql(

@@ -178,6 +178,16 @@ pub fn settled(metrics: &index766::metrics::Metrics) -> u64 {
             .sum::<u64>()
 }
 
+/// Waits until the published view has scored the 7 dossiers H44 received in 2026. Views follow
+/// ingest by a publish interval or more, while the `dossiers` table is read from the state itself.
+pub async fn wait_for_the_view(addr: std::net::SocketAddr) {
+    let query = "SELECT denominator FROM scores WHERE unit_code = 'H44' AND period = '2026' AND criterion = '2.1'";
+    wait_for("the view with every dossier", Duration::from_secs(10), || {
+        (sql(addr, query).first().map(|row| &row["denominator"]) == Some(&json!(7))).then_some(())
+    })
+    .await;
+}
+
 /// Runs the pipeline on `bootstrap` (the scenario already produced) and checks every figure.
 pub async fn run_pipeline_and_check(bootstrap: &str) {
     let total = (events().len() + bad_messages().len() + other_messages().len()) as u64;
@@ -189,11 +199,8 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
     let points = |unit: &str, period: &str| -> Vec<serde_json::Value> {
         sql(addr, &format!("SELECT numerator, denominator, ratio, points FROM scores WHERE unit_code = '{unit}' AND period = '{period}' AND criterion = '2.1'"))
     };
-    wait_for("the view with every dossier", Duration::from_secs(10), || {
-        let rows = sql(addr, "SELECT count(*) AS n FROM dossiers");
-        (rows[0]["n"] == json!(8)).then_some(())
-    })
-    .await;
+    wait_for_the_view(addr).await;
+    assert_eq!(sql(addr, "SELECT count(*) AS n FROM dossiers")[0]["n"], json!(8));
 
     let row = |n: i64, d: i64, pts: f64| (n, d, pts);
     let expect = [
