@@ -1,5 +1,6 @@
 //! Snapshots and history in an S3-compatible object store (moto's server over HTTP), so
 //! replicas can share them: a pipeline writes there, a fresh one resumes from there.
+
 use index766::store::Store;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
