@@ -558,7 +558,7 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<
 
 /// The figures of a view: its current periods, and the periods just before them.
 pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
-    let tables = |name| std::slice::from_ref(view.table(name));
+    let tables = |name| view.table(name);
     let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
     let previous: Vec<String> =
         PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();

@@ -22,7 +22,7 @@ use crate::spec::Spec;
 use crate::state::{Applied, State};
 use crate::time::{format_time, Clock, Instant};
 use crate::units::{Registry, Unit};
-use crate::view::{DossierRequests, DossierRows, View};
+use crate::view::{DossierRequests, DossierRows, View, ViewBuilder};
 
 pub struct Engine {
     pub state: State,
@@ -51,6 +51,8 @@ pub struct Engine {
     pub shutdown: CancellationToken,
     /// Queries asking for the `dossiers` table (see `View::dossiers`), with the sender views carry.
     pub dossier_requests: (DossierRequests, mpsc::Receiver<oneshot::Sender<RecordBatch>>),
+    /// Keeps what the last view built, for the periods that have not changed since.
+    pub views_built: ViewBuilder,
 }
 
 impl Engine {
@@ -137,11 +139,11 @@ impl Engine {
         let started = std::time::Instant::now();
         let checkpoint = Checkpoint {
             tables: vec![
-                (checkpoint::DOSSIERS, checkpoint::dossiers_table(&self.state)),
-                (checkpoint::PETITIONS, checkpoint::petitions_table(&self.petitions)),
-                ("scores", view.table("scores").clone()),
-                ("group_scores", view.table("group_scores").clone()),
-                ("totals", view.table("totals").clone()),
+                (checkpoint::DOSSIERS, vec![checkpoint::dossiers_table(&self.state)]),
+                (checkpoint::PETITIONS, vec![checkpoint::petitions_table(&self.petitions)]),
+                ("scores", view.table("scores").to_vec()),
+                ("group_scores", view.table("group_scores").to_vec()),
+                ("totals", view.table("totals").to_vec()),
             ],
             offsets: self.offsets.clone(),
             ledger: self.ledger.clone(),
@@ -280,11 +282,13 @@ impl Engine {
         let timer = self.metrics.view_build_duration.start_timer();
         let petitions = self.petitions.tallies(&self.calendar, self.state.now());
         let rows = DossierRows::OnRequest(self.dossier_requests.0.clone());
-        let view = Arc::new(View::build_with(
+        let touched = self.state.take_touched();
+        let view = Arc::new(self.views_built.build(
             self.registry.clone(),
             &self.spec,
             self.target_total,
             &self.state,
+            &touched,
             &petitions,
             rows,
         ));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{Datelike, Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, RecordBatch, TimestampSecondArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::snapshot::{decode_parquet, encode_parquet, SnapshotError};
@@ -139,20 +139,26 @@ impl History {
     /// `judged_at` falls in.
     pub async fn record(
         &mut self,
-        tables: &[(&'static str, RecordBatch)],
+        tables: &[(&'static str, Vec<RecordBatch>)],
         judged_at: Instant,
     ) -> Result<(), SnapshotError> {
         let day = self.cadence.key(judged_at);
         let mut kept = Vec::new();
         for (_, source) in self.cadence.tables() {
-            let Some((_, batch)) = tables.iter().find(|(name, _)| name == source) else { return Ok(()) };
-            let current = batch
-                .column_by_name("is_current")
-                .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
-                .expect("score tables have is_current");
-            let rows = filter_record_batch(batch, current).expect("a mask of the batch's length");
+            let Some((_, batches)) = tables.iter().find(|(name, _)| name == source) else { return Ok(()) };
+            let current: Vec<RecordBatch> = batches
+                .iter()
+                .map(|batch| {
+                    let current = batch
+                        .column_by_name("is_current")
+                        .and_then(|c| c.as_any().downcast_ref::<BooleanArray>())
+                        .expect("score tables have is_current");
+                    filter_record_batch(batch, current).expect("a mask of the batch's length")
+                })
+                .collect();
+            let rows = concat_batches(&batches[0].schema(), &current).expect("batches of one table");
             let stamped = self.cadence.stamp(&rows, day, judged_at);
-            let bytes = encode_parquet(source, &stamped)?;
+            let bytes = encode_parquet(source, std::slice::from_ref(&stamped))?;
             self.store
                 .put(&format!("{}/{day}/{source}.parquet", self.cadence.folder()), bytes)
                 .await
@@ -225,7 +231,7 @@ mod tests {
         let week = totals.column_by_name("week_start").unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
         assert_eq!(week.value_as_date(0).unwrap().to_string(), "2026-11-23");
         assert_eq!(tables, history.tables());
-        assert_eq!(totals.schema(), Cadence::Weekly.schema_for(view.table("totals")));
+        assert_eq!(totals.schema(), Cadence::Weekly.schema_for(&view.table("totals")[0]));
         let mut daily = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap();
         daily.record(&view.tables, state.now()).await.unwrap();
         let days = History::load(Cadence::Daily, Store::Local(dir.path().to_owned())).await.unwrap().tables();

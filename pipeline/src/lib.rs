@@ -197,11 +197,13 @@ impl Pipeline {
         let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let (dossier_requests, dossier_queue) = mpsc::channel(16);
-        let first_view = View::build_with(
+        let mut views_built = view::ViewBuilder::default();
+        let first_view = views_built.build(
             registry.clone(),
             &spec,
             target_total,
             &resumed.state,
+            &Default::default(),
             &petition_tallies,
             view::DossierRows::OnRequest(dossier_requests.clone()),
         );
@@ -335,6 +337,7 @@ impl Pipeline {
             snapshot_every: Duration::from_secs(config.snapshot.interval_secs),
             shutdown: shutdown.clone(),
             dossier_requests: (dossier_requests, dossier_queue),
+            views_built,
         };
         let engine = tokio::spawn(engine.run(batch_rx));
         let writer = SnapshotWriter {

@@ -6,11 +6,11 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::config::MetricsConfig;
 use crate::event::RejectReason;
-use crate::scoring::TotalScore;
+use crate::scoring::PeriodScores;
 use crate::spec::CRITERIA;
 use crate::time::Period;
 use crate::view::View;
@@ -295,50 +295,49 @@ impl Metrics {
         let board = &view.scoreboard;
         let depth = |unit: usize| view.registry.depth_of(unit);
         let (score_depth, criterion_depth) = (self.limits.score_depth, self.limits.criterion_depth);
-        for score in board.criteria.iter().filter(|s| board.is_current(s.period) && depth(s.unit) <= criterion_depth) {
-            let labels = [units[score.unit].code.as_str(), score.period.kind.as_str(), CRITERIA[score.criterion]];
-            self.score_points.with_label_values(&labels).set(score.points);
-            match score.ratio {
-                Some(r) => self.score_ratio.with_label_values(&labels).set(r),
-                None => {
-                    let _ = self.score_ratio.remove_label_values(&labels);
+        let by_period: HashMap<Period, &PeriodScores> = board.periods.iter().map(|p| (p.period, &**p)).collect();
+        for current in board.current() {
+            let kind = current.period.kind.as_str();
+            let previous = by_period.get(&current.period.previous());
+            for score in current.criteria.iter().filter(|s| depth(s.unit) <= criterion_depth) {
+                let labels = [units[score.unit].code.as_str(), kind, CRITERIA[score.criterion]];
+                self.score_points.with_label_values(&labels).set(score.points);
+                match score.ratio {
+                    Some(r) => self.score_ratio.with_label_values(&labels).set(r),
+                    None => {
+                        let _ = self.score_ratio.remove_label_values(&labels);
+                    }
                 }
             }
-        }
-        for g in board.groups.iter().filter(|g| board.is_current(g.period) && depth(g.unit) <= score_depth) {
-            let group = g.group.to_string();
-            self.group_points
-                .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
-                .set(g.points);
-        }
-        let before: HashMap<(usize, Period), &TotalScore> =
-            board.totals.iter().map(|t| ((t.unit, t.period), t)).collect();
-        for t in board.totals.iter().filter(|t| board.is_current(t.period) && depth(t.unit) <= score_depth) {
-            let labels = [units[t.unit].code.as_str(), t.period.kind.as_str()];
-            self.total_points.with_label_values(&labels).set(t.total);
-            self.rank.with_label_values(&labels).set(t.rank as i64);
-            if let Some(previous) = before.get(&(t.unit, t.period.previous())) {
-                self.previous_total_points.with_label_values(&labels).set(previous.total);
-                self.previous_rank.with_label_values(&labels).set(previous.rank as i64);
+            let groups_before: HashMap<(usize, u8), f64> = previous
+                .iter()
+                .flat_map(|p| p.groups.iter().filter(|g| depth(g.unit) <= score_depth))
+                .map(|g| ((g.unit, g.group), g.points))
+                .collect();
+            for g in current.groups.iter().filter(|g| depth(g.unit) <= score_depth) {
+                let labels = [units[g.unit].code.as_str(), kind, &g.group.to_string()];
+                self.group_points.with_label_values(&labels).set(g.points);
+                if let Some(points) = groups_before.get(&(g.unit, g.group)) {
+                    self.previous_group_points.with_label_values(&labels).set(*points);
+                }
             }
-        }
-        let groups_before: HashMap<(usize, Period, u8), f64> =
-            board.groups.iter().map(|g| ((g.unit, g.period, g.group), g.points)).collect();
-        for g in board.groups.iter().filter(|g| board.is_current(g.period) && depth(g.unit) <= score_depth) {
-            if let Some(points) = groups_before.get(&(g.unit, g.period.previous(), g.group)) {
-                let group = g.group.to_string();
-                self.previous_group_points
-                    .with_label_values(&[units[g.unit].code.as_str(), g.period.kind.as_str(), &group])
-                    .set(*points);
+            for t in current.totals.iter().filter(|t| depth(t.unit) <= score_depth) {
+                let labels = [units[t.unit].code.as_str(), kind];
+                self.total_points.with_label_values(&labels).set(t.total);
+                self.rank.with_label_values(&labels).set(t.rank as i64);
+                if let Some(before) = previous.map(|p| &p.totals[t.unit]) {
+                    self.previous_total_points.with_label_values(&labels).set(before.total);
+                    self.previous_rank.with_label_values(&labels).set(before.rank as i64);
+                }
             }
-        }
-        let mut volume: HashMap<(usize, Period), i64> = HashMap::new();
-        for s in board.criteria.iter().filter(|s| board.is_current(s.period) && depth(s.unit) <= score_depth) {
-            let v = volume.entry((s.unit, s.period)).or_default();
-            *v = (*v).max(s.denominator);
-        }
-        for ((unit, period), n) in volume {
-            self.period_dossiers.with_label_values(&[units[unit].code.as_str(), period.kind.as_str()]).set(n);
+            let mut volume: BTreeMap<usize, i64> = BTreeMap::new();
+            for s in current.criteria.iter().filter(|s| depth(s.unit) <= score_depth) {
+                let v = volume.entry(s.unit).or_default();
+                *v = (*v).max(s.denominator);
+            }
+            for (unit, n) in volume {
+                self.period_dossiers.with_label_values(&[units[unit].code.as_str(), kind]).set(n);
+            }
         }
         self.dossiers_tracked.set(dossiers as i64);
         self.dossiers_unregistered_unit.set(board.unregistered_dossiers);

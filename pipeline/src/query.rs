@@ -249,9 +249,9 @@ impl TableProvider for LiveTable {
 fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Result<(), QueryError> {
     let mut tables: Vec<(&str, LiveTable)> = Vec::new();
     let view = sources.view.borrow().clone();
-    for (name, batch) in &view.tables {
+    for (name, batches) in &view.tables {
         let (name, receiver) = (*name, sources.view.clone());
-        tables.push((name, LiveTable::at_hand(batch.schema(), move || vec![receiver.borrow().table(name).clone()])));
+        tables.push((name, LiveTable::at_hand(batches[0].schema(), move || receiver.borrow().table(name).to_vec())));
     }
     let receiver = sources.view.clone();
     let read = move || {
@@ -270,7 +270,7 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     let history_tables = crate::history::CADENCES.iter().flat_map(|c| c.tables().iter().map(move |t| (c, t)));
     for (cadence, &(name, source)) in history_tables {
         // Before the first day is kept: empty, with the columns it will have.
-        let schema = cadence.schema_for(view.table(source));
+        let schema = cadence.schema_for(&view.table(source)[0]);
         let (receiver, columns) = (sources.history.clone(), schema.clone());
         // Days kept under another layout (before an upgrade that changed the tables) are left
         // out until this layout's first day is kept, rather than failing every query.

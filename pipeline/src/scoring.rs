@@ -4,7 +4,8 @@
 //! the scoring spec; groups and the total summed; ranks among siblings, deltas, and the gap to a
 //! target total.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::judge::{self, Facts, Ratio, Tally, DOSSIER_CRITERIA};
@@ -71,15 +72,31 @@ pub struct Gap {
     pub good_needed: Option<i64>,
 }
 
+/// The scores of one period, for every unit. Shared between views while the period's figures
+/// do not change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodScores {
+    pub period: Period,
+    /// Whether the period contains the judging instant (judged at it, rather than at its end).
+    pub current: bool,
+    pub criteria: Vec<CriterionScore>,
+    pub groups: Vec<GroupScore>,
+    /// One per unit, in registry order.
+    pub totals: Vec<TotalScore>,
+    /// Current periods only.
+    pub gaps: Vec<Gap>,
+    /// Per unit: whether it received a dossier or a petition in the period (else its total
+    /// compares with nothing).
+    with_data: Vec<bool>,
+}
+
 #[derive(Debug, Default)]
 pub struct Scoreboard {
     pub as_of: Instant,
     pub spec_version: String,
     pub target_total: f64,
-    pub criteria: Vec<CriterionScore>,
-    pub groups: Vec<GroupScore>,
-    pub totals: Vec<TotalScore>,
-    pub gaps: Vec<Gap>,
+    /// Every period scored, oldest first.
+    pub periods: Vec<Arc<PeriodScores>>,
     /// Dossiers received under a unit code the registry does not know: kept in the state (not
     /// lost), and scored as soon as the registry lists the unit.
     pub unregistered_dossiers: i64,
@@ -88,6 +105,27 @@ pub struct Scoreboard {
 impl Scoreboard {
     pub fn is_current(&self, period: Period) -> bool {
         period.start() <= self.as_of && self.as_of < period.end()
+    }
+
+    /// The periods that contain the judging instant.
+    pub fn current(&self) -> impl Iterator<Item = &PeriodScores> {
+        self.periods.iter().map(|p| &**p).filter(|p| p.current)
+    }
+
+    pub fn criteria(&self) -> impl Iterator<Item = &CriterionScore> {
+        self.periods.iter().flat_map(|p| &p.criteria)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &GroupScore> {
+        self.periods.iter().flat_map(|p| &p.groups)
+    }
+
+    pub fn totals(&self) -> impl Iterator<Item = &TotalScore> {
+        self.periods.iter().flat_map(|p| &p.totals)
+    }
+
+    pub fn gaps(&self) -> impl Iterator<Item = &Gap> {
+        self.periods.iter().flat_map(|p| &p.gaps)
     }
 }
 
@@ -226,7 +264,7 @@ fn pool_facts<'a>(registry: &Registry, mut own: Vec<HashMap<&'a str, Facts>>) ->
 }
 
 /// Sums petition tallies up the tree.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct PetitionSums([(i64, i64); 3]);
 
 impl std::ops::AddAssign for PetitionSums {
@@ -238,6 +276,7 @@ impl std::ops::AddAssign for PetitionSums {
     }
 }
 
+/// Scores every unit and period from scratch (see [`Scorer`] for scoring a stream of states).
 pub fn score(
     registry: &Registry,
     state: &State,
@@ -245,146 +284,287 @@ pub fn score(
     spec: &Spec,
     target_total: f64,
 ) -> Scoreboard {
-    let now = state.now();
-    let catalog = state.catalog();
-    let position: Vec<Option<usize>> =
-        (0..state.units.len() as u32).map(|u| registry.position(state.units.name(u))).collect();
-    let mut periods: BTreeSet<Period> = state.tallies().keys().map(|&(_, p)| p).collect();
-    periods.extend(petitions.keys().map(|&(_, p)| p));
-    let mut own_petitions: BTreeMap<Period, Vec<PetitionSums>> = BTreeMap::new();
-    for (&(code, period), &sums) in petitions {
-        if let Some(pos) = registry.position(code) {
-            own_petitions.entry(period).or_insert_with(|| vec![PetitionSums::default(); registry.len()])[pos] +=
-                PetitionSums(sums);
-        }
-    }
-    for p in Period::all_containing(now) {
-        periods.extend([p, p.previous()]);
-    }
-    let mut own_tallies: BTreeMap<Period, Vec<Tally>> = BTreeMap::new();
-    let mut unregistered_dossiers = 0;
-    for (&(unit, period), tally) in state.tallies() {
-        match position[unit as usize] {
-            Some(pos) => {
-                own_tallies.entry(period).or_insert_with(|| vec![Tally::default(); registry.len()])[pos] += *tally
-            }
-            // Each dossier is in exactly one month: count it there.
-            None if period.kind == PeriodKind::Month => unregistered_dossiers += tally.0[judge::ON_TIME].den,
-            None => {}
-        }
-    }
-    let mut own_facts: BTreeMap<Period, Vec<HashMap<&str, Facts>>> = BTreeMap::new();
-    for (&(unit, period), per_procedure) in state.procedure_facts() {
-        let Some(pos) = position[unit as usize] else { continue };
-        let slot = &mut own_facts.entry(period).or_insert_with(|| vec![HashMap::new(); registry.len()])[pos];
-        for (&procedure, facts) in per_procedure {
-            let pooled = slot.entry(state.procedures.name(procedure)).or_default();
-            for (a, b) in pooled.iter_mut().zip(facts) {
-                *a += b;
-            }
-        }
-    }
-    let levels = registry.subtree_levels();
-    let roots: Vec<usize> = (0..registry.len()).map(|i| registry.root_of(i)).collect();
-
-    let mut board = Scoreboard {
-        as_of: now,
-        spec_version: spec.version.clone(),
-        target_total,
-        unregistered_dossiers,
-        ..Scoreboard::default()
-    };
-    let mut totals: HashMap<(usize, Period), f64> = HashMap::new();
-    let mut with_data: HashSet<(usize, Period)> = HashSet::new();
-    for period in periods {
-        let in_force = spec.for_period(period);
-        let tallies =
-            registry.pool_up(&own_tallies.remove(&period).unwrap_or_else(|| vec![Tally::default(); registry.len()]));
-        let facts =
-            pool_facts(registry, own_facts.remove(&period).unwrap_or_else(|| vec![HashMap::new(); registry.len()]));
-        let petition_sums = registry
-            .pool_up(&own_petitions.remove(&period).unwrap_or_else(|| vec![PetitionSums::default(); registry.len()]));
-        let by_root: HashMap<usize, HashMap<&str, Ratio>> = roots
-            .iter()
-            .copied()
-            .collect::<BTreeSet<usize>>()
-            .into_iter()
-            .map(|r| (r, catalog_ratios(catalog, Authority { registry, unit: r, levels: levels[r] }, period, now)))
-            .collect();
-        let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
-            .map(|u| {
-                in_force
-                    .iter()
-                    .map(|c| {
-                        let authority = Authority { registry, unit: u, levels: levels[u] };
-                        let catalog_values = &by_root[&roots[u]];
-                        measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], catalog_values, catalog, authority)
-                    })
-                    .collect()
-            })
-            .collect();
-        for unit in 0..registry.len() {
-            if tallies[unit].0[judge::ON_TIME].den > 0 || petition_sums[unit].0[1].1 > 0 {
-                with_data.insert((unit, period));
-            }
-            let mut group_points: BTreeMap<u8, f64> = BTreeMap::new();
-            for (k, c) in in_force.iter().enumerate() {
-                let source = if c.applies == Applies::Root { roots[unit] } else { unit };
-                let (numerator, denominator, ratio) = measured[source][k];
-                let points = c.points(ratio);
-                *group_points.entry(c.group()).or_default() += points;
-                board.criteria.push(CriterionScore {
-                    unit,
-                    period,
-                    criterion: c.index,
-                    numerator,
-                    denominator,
-                    ratio,
-                    points,
-                    max_points: c.max_points,
-                });
-            }
-            for (&group, &points) in &group_points {
-                board.groups.push(GroupScore { unit, period, group, points, max_points: spec.group(group).max_points });
-            }
-            totals.insert((unit, period), group_points.values().sum());
-        }
-    }
-    board.totals = rank_totals(registry, spec, &totals, &with_data);
-    board.gaps = gaps(&board, spec);
-    board
+    Scorer::default().score_periods(registry, state, &BTreeSet::new(), petitions, spec, target_total)
 }
 
+/// Scores successive states, scoring again only the periods whose figures may have changed: those
+/// with a touched month, new petition or catalog figures, or a change of being current; and the
+/// period after each (its totals compare with them). A view then costs what changed, not the
+/// whole history.
+#[derive(Debug, Default)]
+pub struct Scorer {
+    basis: Option<Basis>,
+    periods: HashMap<Period, Scored>,
+}
+
+/// What every cached period was scored against: when any of it changes, all are scored again.
+#[derive(Debug)]
+struct Basis {
+    registry: Arc<Registry>,
+    catalog: Arc<Catalog>,
+    spec_version: String,
+    target_total: f64,
+}
+
+impl Basis {
+    fn same(&self, other: &Basis) -> bool {
+        Arc::ptr_eq(&self.registry, &other.registry)
+            && Arc::ptr_eq(&self.catalog, &other.catalog)
+            && self.spec_version == other.spec_version
+            && self.target_total == other.target_total
+    }
+}
+
+/// The inputs of a period's scores besides the state's tallies.
+#[derive(Debug, PartialEq)]
+struct Inputs {
+    current: bool,
+    /// Per unit, its own petitions.
+    petitions: Vec<PetitionSums>,
+    /// Per root, the catalog criteria (they move with the judging instant).
+    catalog: BTreeMap<usize, HashMap<&'static str, Ratio>>,
+}
+
+#[derive(Debug)]
+struct Scored {
+    inputs: Inputs,
+    scores: Arc<PeriodScores>,
+}
+
+impl Scorer {
+    /// Scores the state; `touched` holds the months whose tallies changed since the last call
+    /// (`State::take_touched`).
+    pub fn score(
+        &mut self,
+        registry: &Arc<Registry>,
+        state: &State,
+        touched: &BTreeSet<Period>,
+        petitions: &PetitionTallies,
+        spec: &Spec,
+        target_total: f64,
+    ) -> Scoreboard {
+        let basis = Basis {
+            registry: registry.clone(),
+            catalog: state.catalog().clone(),
+            spec_version: spec.version.clone(),
+            target_total,
+        };
+        if !self.basis.as_ref().is_some_and(|b| b.same(&basis)) {
+            self.periods.clear();
+            self.basis = Some(basis);
+        }
+        self.score_periods(registry, state, touched, petitions, spec, target_total)
+    }
+
+    fn score_periods(
+        &mut self,
+        registry: &Registry,
+        state: &State,
+        touched: &BTreeSet<Period>,
+        petitions: &PetitionTallies,
+        spec: &Spec,
+        target_total: f64,
+    ) -> Scoreboard {
+        let now = state.now();
+        let catalog = state.catalog();
+        let board =
+            Scoreboard { as_of: now, spec_version: spec.version.clone(), target_total, ..Scoreboard::default() };
+        let position: Vec<Option<usize>> =
+            (0..state.units.len() as u32).map(|u| registry.position(state.units.name(u))).collect();
+        let mut periods: BTreeSet<Period> = state.tallies().keys().map(|&(_, p)| p).collect();
+        periods.extend(petitions.keys().map(|&(_, p)| p));
+        for p in Period::all_containing(now) {
+            periods.extend([p, p.previous()]);
+        }
+        let mut own_petitions: BTreeMap<Period, Vec<PetitionSums>> = BTreeMap::new();
+        for (&(code, period), &sums) in petitions {
+            if let Some(pos) = registry.position(code) {
+                own_petitions.entry(period).or_insert_with(|| vec![PetitionSums::default(); registry.len()])[pos] +=
+                    PetitionSums(sums);
+            }
+        }
+        let levels = registry.subtree_levels();
+        let roots: Vec<usize> = (0..registry.len()).map(|i| registry.root_of(i)).collect();
+        let distinct_roots: BTreeSet<usize> = roots.iter().copied().collect();
+        let mut inputs: BTreeMap<Period, Inputs> = periods
+            .iter()
+            .map(|&period| {
+                let catalog = distinct_roots
+                    .iter()
+                    .map(|&r| {
+                        (r, catalog_ratios(catalog, Authority { registry, unit: r, levels: levels[r] }, period, now))
+                    })
+                    .collect();
+                let petitions =
+                    own_petitions.remove(&period).unwrap_or_else(|| vec![PetitionSums::default(); registry.len()]);
+                (period, Inputs { current: board.is_current(period), petitions, catalog })
+            })
+            .collect();
+        let changed: BTreeSet<Period> = inputs
+            .iter()
+            .filter(|&(&p, i)| {
+                touched.iter().any(|&m| p.covers(m)) || self.periods.get(&p).is_none_or(|s| &s.inputs != i)
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        let dirty: BTreeSet<Period> =
+            periods.iter().copied().filter(|p| changed.contains(p) || changed.contains(&p.previous())).collect();
+        self.periods.retain(|p, _| periods.contains(p) && !dirty.contains(p));
+
+        let mut own_tallies: BTreeMap<Period, Vec<Tally>> = BTreeMap::new();
+        let mut unregistered_dossiers = 0;
+        for (&(unit, period), tally) in state.tallies() {
+            match position[unit as usize] {
+                Some(pos) if dirty.contains(&period) => {
+                    own_tallies.entry(period).or_insert_with(|| vec![Tally::default(); registry.len()])[pos] += *tally
+                }
+                Some(_) => {}
+                // Each dossier is in exactly one month: count it there.
+                None if period.kind == PeriodKind::Month => unregistered_dossiers += tally.0[judge::ON_TIME].den,
+                None => {}
+            }
+        }
+        let mut own_facts: BTreeMap<Period, Vec<HashMap<&str, Facts>>> = BTreeMap::new();
+        for (&(unit, period), per_procedure) in state.procedure_facts() {
+            let Some(pos) = position[unit as usize].filter(|_| dirty.contains(&period)) else { continue };
+            let slot = &mut own_facts.entry(period).or_insert_with(|| vec![HashMap::new(); registry.len()])[pos];
+            for (&procedure, facts) in per_procedure {
+                let pooled = slot.entry(state.procedures.name(procedure)).or_default();
+                for (a, b) in pooled.iter_mut().zip(facts) {
+                    *a += b;
+                }
+            }
+        }
+        // Oldest first, so that a period's previous one is scored before it.
+        for &period in &dirty {
+            let inputs = inputs.remove(&period).expect("every period has inputs");
+            let own = Own {
+                tallies: own_tallies.remove(&period).unwrap_or_else(|| vec![Tally::default(); registry.len()]),
+                facts: own_facts.remove(&period).unwrap_or_else(|| vec![HashMap::new(); registry.len()]),
+            };
+            let previous = self.periods.get(&period.previous()).map(|s| &*s.scores);
+            let context = Context { registry, catalog, spec, target_total, levels: &levels, roots: &roots };
+            let scores = Arc::new(score_period(&context, period, &inputs, own, previous));
+            self.periods.insert(period, Scored { inputs, scores });
+        }
+        Scoreboard {
+            periods: periods.iter().map(|p| self.periods[p].scores.clone()).collect(),
+            unregistered_dossiers,
+            ..board
+        }
+    }
+}
+
+/// What scoring any period needs.
+struct Context<'a> {
+    registry: &'a Registry,
+    catalog: &'a Catalog,
+    spec: &'a Spec,
+    target_total: f64,
+    levels: &'a [LevelSet],
+    roots: &'a [usize],
+}
+
+/// A period's tallies and per-procedure facts of each unit's own dossiers, before pooling.
+struct Own<'a> {
+    tallies: Vec<Tally>,
+    facts: Vec<HashMap<&'a str, Facts>>,
+}
+
+fn score_period(
+    cx: &Context,
+    period: Period,
+    inputs: &Inputs,
+    own: Own,
+    previous: Option<&PeriodScores>,
+) -> PeriodScores {
+    let (registry, spec) = (cx.registry, cx.spec);
+    let in_force = spec.for_period(period);
+    let tallies = registry.pool_up(&own.tallies);
+    let facts = pool_facts(registry, own.facts);
+    let petition_sums = registry.pool_up(&inputs.petitions);
+    let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
+        .map(|u| {
+            let authority = Authority { registry, unit: u, levels: cx.levels[u] };
+            let catalog_values = &inputs.catalog[&cx.roots[u]];
+            in_force
+                .iter()
+                .map(|c| {
+                    measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], catalog_values, cx.catalog, authority)
+                })
+                .collect()
+        })
+        .collect();
+    let mut scores = PeriodScores {
+        period,
+        current: inputs.current,
+        criteria: Vec::with_capacity(registry.len() * in_force.len()),
+        groups: Vec::new(),
+        totals: Vec::with_capacity(registry.len()),
+        gaps: Vec::new(),
+        with_data: (0..registry.len())
+            .map(|u| tallies[u].0[judge::ON_TIME].den > 0 || petition_sums[u].0[1].1 > 0)
+            .collect(),
+    };
+    let mut totals = Vec::with_capacity(registry.len());
+    for unit in 0..registry.len() {
+        let mut group_points: BTreeMap<u8, f64> = BTreeMap::new();
+        for (k, c) in in_force.iter().enumerate() {
+            let source = if c.applies == Applies::Root { cx.roots[unit] } else { unit };
+            let (numerator, denominator, ratio) = measured[source][k];
+            let points = c.points(ratio);
+            *group_points.entry(c.group()).or_default() += points;
+            scores.criteria.push(CriterionScore {
+                unit,
+                period,
+                criterion: c.index,
+                numerator,
+                denominator,
+                ratio,
+                points,
+                max_points: c.max_points,
+            });
+        }
+        for (&group, &points) in &group_points {
+            scores.groups.push(GroupScore { unit, period, group, points, max_points: spec.group(group).max_points });
+        }
+        totals.push(group_points.values().sum::<f64>());
+    }
+    scores.totals = rank_totals(registry, spec, period, &totals, previous);
+    if scores.current {
+        scores.gaps = gaps(&scores, spec, cx.target_total);
+    }
+    scores
+}
+
+/// Totals with their rank among siblings and the unit's total in the period before.
 fn rank_totals(
     registry: &Registry,
     spec: &Spec,
-    totals: &HashMap<(usize, Period), f64>,
-    with_data: &HashSet<(usize, Period)>,
+    period: Period,
+    totals: &[f64],
+    previous: Option<&PeriodScores>,
 ) -> Vec<TotalScore> {
-    let mut siblings: HashMap<(Option<usize>, Period), Vec<f64>> = HashMap::new();
-    for (&(unit, period), &total) in totals {
-        siblings.entry((registry.parent_of(unit), period)).or_default().push(total);
+    let mut siblings: HashMap<Option<usize>, Vec<f64>> = HashMap::new();
+    for (unit, &total) in totals.iter().enumerate() {
+        siblings.entry(registry.parent_of(unit)).or_default().push(total);
     }
-    let mut out: Vec<TotalScore> = totals
+    totals
         .iter()
-        .map(|(&(unit, period), &total)| {
-            let peers = &siblings[&(registry.parent_of(unit), period)];
+        .enumerate()
+        .map(|(unit, &total)| {
+            let peers = &siblings[&registry.parent_of(unit)];
             TotalScore {
                 unit,
                 period,
                 total,
                 band: spec.band(total).to_owned(),
-                previous_total: with_data
-                    .contains(&(unit, period.previous()))
-                    .then(|| totals.get(&(unit, period.previous())).copied())
-                    .flatten(),
+                previous_total: previous.filter(|p| p.with_data[unit]).map(|p| p.totals[unit].total),
                 rank: 1 + peers.iter().filter(|&&t| t > total).count() as u32,
                 siblings: peers.len() as u32,
             }
         })
-        .collect();
-    out.sort_by_key(|t| (t.period, t.unit));
-    out
+        .collect()
 }
 
 /// How many more good items would lift `c` enough to add `needed` points, if it can alone.
@@ -405,24 +585,21 @@ fn good_needed(c: &CriterionSpec, s: &CriterionScore, needed: f64, multiplier: f
     (s.numerator + more <= s.denominator).then_some(more)
 }
 
-fn gaps(board: &Scoreboard, spec: &Spec) -> Vec<Gap> {
-    let totals: HashMap<(usize, Period), f64> = board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
-    let mut by_unit: BTreeMap<(Period, usize), Vec<&CriterionScore>> = BTreeMap::new();
-    for s in board.criteria.iter().filter(|s| board.is_current(s.period)) {
-        by_unit.entry((s.period, s.unit)).or_default().push(s);
-    }
+fn gaps(scores: &PeriodScores, spec: &Spec, target_total: f64) -> Vec<Gap> {
+    let in_force = spec.for_period(scores.period);
     let mut out = Vec::new();
-    for ((period, unit), mut scores) in by_unit {
-        let in_force = spec.for_period(period);
-        let needed = board.target_total - totals[&(unit, period)];
-        let sync_ratio = scores.iter().find(|s| CRITERIA[s.criterion] == "1.4").and_then(|s| s.ratio).unwrap_or(0.0);
-        scores.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
-        for (rank, s) in scores.into_iter().enumerate() {
+    for unit_scores in scores.criteria.chunk_by(|a, b| a.unit == b.unit) {
+        let needed = target_total - scores.totals[unit_scores[0].unit].total;
+        let sync_ratio =
+            unit_scores.iter().find(|s| CRITERIA[s.criterion] == "1.4").and_then(|s| s.ratio).unwrap_or(0.0);
+        let mut ranked: Vec<&CriterionScore> = unit_scores.iter().collect();
+        ranked.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
+        for (rank, s) in ranked.into_iter().enumerate() {
             let c = in_force.iter().find(|c| c.index == s.criterion).expect("scores come from the spec");
             let multiplier = if c.id == "3.3" { sync_ratio } else { 1.0 };
             out.push(Gap {
-                unit,
-                period,
+                unit: s.unit,
+                period: scores.period,
                 criterion: s.criterion,
                 points_lost: s.points_lost(),
                 loss_rank: rank as u32 + 1,
@@ -480,8 +657,7 @@ mod tests {
         let on_time = |code: &str| {
             let pos = registry.position(code).unwrap();
             board
-                .criteria
-                .iter()
+                .criteria()
                 .find(|s| {
                     s.unit == pos
                         && board.is_current(s.period)
@@ -610,11 +786,7 @@ mod tests {
         let nov = Period::containing(PeriodKind::Month, t("2026-11-15T00:00:00+07:00"));
         let row = |unit: &str, id: &str| {
             let pos = registry.position(unit).unwrap();
-            let s = board
-                .criteria
-                .iter()
-                .find(|s| s.unit == pos && s.period == nov && CRITERIA[s.criterion] == id)
-                .unwrap();
+            let s = board.criteria().find(|s| s.unit == pos && s.period == nov && CRITERIA[s.criterion] == id).unwrap();
             (s.numerator, s.denominator, s.points)
         };
         let expected: [(&str, i64, i64, f64); 23] = [
@@ -650,18 +822,16 @@ mod tests {
         assert_eq!(row("A", "2.1"), (1, 2, 10.0));
         assert_eq!(row("B", "3.2"), (0, 1, 0.0), "for B only Z applies, with no online dossier");
         assert_eq!(row("B", "1.1"), row("P", "1.1"), "catalog criteria are the root's on every unit");
-        let total = board.totals.iter().find(|t| t.unit == 0 && t.period == nov).unwrap();
+        let total = board.totals().find(|t| t.unit == 0 && t.period == nov).unwrap();
         assert!((total.total - (59.0 + 5.0 / 6.0)).abs() < 1e-9, "{}", total.total);
         assert_eq!(total.band, "average");
-        let groups: Vec<f64> =
-            board.groups.iter().filter(|g| g.unit == 0 && g.period == nov).map(|g| g.points).collect();
+        let groups: Vec<f64> = board.groups().filter(|g| g.unit == 0 && g.period == nov).map(|g| g.points).collect();
         assert_eq!(groups.len(), 6);
         assert!((groups.iter().sum::<f64>() - total.total).abs() < 1e-9);
         // Target 60: 1/6 point short. One more good dossier on 2.1 (3/4 → 15 points) would do;
         // one more procedure published on time would too (1.1: 2/2 → 6).
-        let gap = |id: &str| {
-            board.gaps.iter().find(|g| g.unit == 0 && g.period == nov && CRITERIA[g.criterion] == id).unwrap()
-        };
+        let gap =
+            |id: &str| board.gaps().find(|g| g.unit == 0 && g.period == nov && CRITERIA[g.criterion] == id).unwrap();
         assert_eq!(gap("2.1").good_needed, Some(1));
         assert_eq!(gap("1.1").good_needed, Some(1));
         assert_eq!(gap("2.2").good_needed, None);

@@ -72,7 +72,7 @@ impl Ledger {
 /// What the engine hands to the writer: a copy of the state, taken between two batches.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    pub tables: Vec<(&'static str, RecordBatch)>,
+    pub tables: Vec<(&'static str, Vec<RecordBatch>)>,
     pub offsets: Offsets,
     pub ledger: Ledger,
     pub judged_at: Instant,
@@ -149,11 +149,14 @@ fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn encode_parquet(name: &str, batch: &RecordBatch) -> Result<Vec<u8>, SnapshotError> {
+/// One Parquet file of a table's batches (at least one: it gives the columns).
+pub fn encode_parquet(name: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, SnapshotError> {
     let encode_error = |source| SnapshotError::Encode { table: name.to_owned(), source };
     let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties)).map_err(encode_error)?;
-    writer.write(batch).map_err(encode_error)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some(properties)).map_err(encode_error)?;
+    for batch in batches {
+        writer.write(batch).map_err(encode_error)?;
+    }
     writer.into_inner().map_err(encode_error)
 }
 
@@ -249,12 +252,12 @@ impl Snapshots {
         let encoded = tokio::task::spawn_blocking(move || {
             tables
                 .iter()
-                .map(|(name, batch)| {
-                    let bytes = encode_parquet(name, batch)?;
+                .map(|(name, batches)| {
+                    let bytes = encode_parquet(name, batches)?;
                     let entry = FileEntry {
                         name: format!("{name}.parquet"),
                         bytes: bytes.len() as u64,
-                        rows: batch.num_rows() as u64,
+                        rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
                         sha256: sha256(&bytes),
                     };
                     Ok((entry, bytes))
@@ -321,7 +324,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value; 100]))]).unwrap();
         Checkpoint {
-            tables: vec![("dossiers", batch.clone()), ("scores", batch)],
+            tables: vec![("dossiers", vec![batch.clone()]), ("scores", vec![batch])],
             offsets: [(("events".to_owned(), 0), value)].into(),
             ledger: Ledger { consumed: value as u64, ..Default::default() },
             judged_at: 0,
@@ -352,7 +355,7 @@ mod tests {
         let restored = reopen(dir.path()).await.unwrap();
         assert_eq!(restored.0.offsets(), [(("events".to_owned(), 0), 5)].into());
         assert_eq!(restored.0.ledger.consumed, 5);
-        assert_eq!(restored.1[0], checkpoint(5).tables[0].1);
+        assert_eq!(restored.1, checkpoint(5).tables[0].1);
         // A generation that verifies but cannot be restored (say, tables of another shape) is
         // passed over for the one before.
         let store = Store::Local(dir.path().to_owned());

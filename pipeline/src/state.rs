@@ -206,6 +206,8 @@ pub struct State {
     procedure_facts: HashMap<(u32, Period), HashMap<u32, Facts>>,
     /// (effective due date, dossier) of open dossiers not yet overdue; stale entries are skipped.
     deadlines: BTreeSet<(Instant, u32)>,
+    /// Months whose dossiers' tallies changed since `take_touched`: the periods to score again.
+    touched: BTreeSet<Period>,
 }
 
 impl State {
@@ -220,6 +222,7 @@ impl State {
             tallies: HashMap::new(),
             procedure_facts: HashMap::new(),
             deadlines: BTreeSet::new(),
+            touched: BTreeSet::new(),
         }
     }
 
@@ -255,8 +258,13 @@ impl State {
         &self.procedure_facts
     }
 
-    pub fn catalog(&self) -> &Catalog {
+    pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// The months (of reception) whose tallies changed since the last call.
+    pub fn take_touched(&mut self) -> BTreeSet<Period> {
+        std::mem::take(&mut self.touched)
     }
 
     /// The catalog entry of a dossier's procedure, if the catalog lists it.
@@ -361,7 +369,9 @@ impl State {
         let procedure = self.catalog.get(self.procedures.name(d.procedure));
         let verdict = d.verdict(procedure);
         let facts = crate::judge::procedure_facts(d);
-        for period in Period::all_containing(received) {
+        let periods = Period::all_containing(received);
+        self.touched.insert(periods[0]);
+        for period in periods {
             let on_time = verdict.on_time_in(period, self.now);
             *self.tallies.entry((d.unit, period)).or_default() +=
                 crate::judge::tally(d, on_time, procedure).scaled(sign);

@@ -109,6 +109,12 @@ impl Period {
         PeriodKind::ALL.map(|kind| Period::containing(kind, t))
     }
 
+    /// Whether the period includes `month` (a period of kind Month).
+    pub fn covers(self, month: Period) -> bool {
+        let first = self.first_month();
+        self.year == month.year && (first..first + self.months()).contains(&month.index)
+    }
+
     fn first_month(self) -> u32 {
         match self.kind {
             PeriodKind::Month => self.index,

@@ -1,7 +1,7 @@
 //! The immutable view that readers (SQL, metrics, snapshots) see: Arrow tables built from the
 //! last applied state. Readers never touch the mutating state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::flag;
 use crate::judge::{self, DOSSIER_CRITERIA};
-use crate::scoring::Scoreboard;
-use crate::spec::{CriterionSpec, Spec, CRITERIA};
+use crate::scoring::{PeriodScores, Scoreboard, Scorer};
+use crate::spec::{Spec, CRITERIA};
 use crate::state::{State, Verdict};
 use crate::time::{Instant, Period};
 use crate::units::Registry;
@@ -28,7 +28,8 @@ pub struct View {
     pub as_of: Instant,
     pub registry: Arc<Registry>,
     pub scoreboard: Arc<Scoreboard>,
-    pub tables: Vec<(&'static str, RecordBatch)>,
+    /// Each table as batches: the score tables have one per period.
+    pub tables: Vec<(&'static str, Vec<RecordBatch>)>,
     /// The `dossiers` table: one row per dossier, so too large to build at every publish.
     pub dossiers: DossierRows,
 }
@@ -45,8 +46,63 @@ pub enum DossierRows {
     OnRequest(DossierRequests),
 }
 
+/// The score tables, one batch per period.
+const PERIOD_TABLES: [&str; 4] = ["scores", "group_scores", "totals", "gaps"];
+
+/// Builds the views of successive states, reusing the scores and the Arrow batches of every
+/// period whose figures did not change.
+#[derive(Debug, Default)]
+pub struct ViewBuilder {
+    scorer: Scorer,
+    units: Option<(Arc<Registry>, RecordBatch)>,
+    /// The batches of each period, with the scores they were built from.
+    periods: HashMap<Period, (Arc<PeriodScores>, [RecordBatch; 4])>,
+}
+
+impl ViewBuilder {
+    /// `touched`: the months whose tallies changed since the last build (`State::take_touched`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        &mut self,
+        registry: Arc<Registry>,
+        spec: &Spec,
+        target_total: f64,
+        state: &State,
+        touched: &BTreeSet<Period>,
+        petitions: &crate::scoring::PetitionTallies,
+        dossiers: DossierRows,
+    ) -> View {
+        let board = self.scorer.score(&registry, state, touched, petitions, spec, target_total);
+        if !self.units.as_ref().is_some_and(|(r, _)| Arc::ptr_eq(r, &registry)) {
+            self.units = Some((registry.clone(), units_batch(&registry)));
+        }
+        let mut tables: Vec<(&'static str, Vec<RecordBatch>)> =
+            PERIOD_TABLES.iter().map(|&name| (name, Vec::with_capacity(board.periods.len()))).collect();
+        let mut periods = HashMap::with_capacity(board.periods.len());
+        for scores in &board.periods {
+            let batches = match self.periods.remove(&scores.period) {
+                Some((built_from, batches)) if Arc::ptr_eq(&built_from, scores) => batches,
+                _ => [
+                    scores_batch(&registry, spec, &board, scores),
+                    groups_batch(&registry, spec, &board, scores),
+                    totals_batch(&registry, &board, scores),
+                    gaps_batch(&registry, spec, &board, scores),
+                ],
+            };
+            for ((_, table), batch) in tables.iter_mut().zip(&batches) {
+                table.push(batch.clone());
+            }
+            periods.insert(scores.period, (scores.clone(), batches));
+        }
+        self.periods = periods;
+        let units = self.units.as_ref().map(|(_, batch)| batch.clone()).expect("built above");
+        tables.insert(0, ("units", vec![units]));
+        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
+    }
+}
+
 impl View {
-    /// A view with its `dossiers` table built now.
+    /// A view built from scratch, with its `dossiers` table built now.
     pub fn build(
         registry: Arc<Registry>,
         spec: &Spec,
@@ -55,26 +111,7 @@ impl View {
         petitions: &crate::scoring::PetitionTallies,
     ) -> View {
         let rows = DossierRows::Built(dossiers_batch(state));
-        View::build_with(registry, spec, target_total, state, petitions, rows)
-    }
-
-    pub fn build_with(
-        registry: Arc<Registry>,
-        spec: &Spec,
-        target_total: f64,
-        state: &State,
-        petitions: &crate::scoring::PetitionTallies,
-        dossiers: DossierRows,
-    ) -> View {
-        let board = crate::scoring::score(&registry, state, petitions, spec, target_total);
-        let tables = vec![
-            ("units", units_batch(&registry)),
-            ("scores", scores_batch(&registry, spec, &board)),
-            ("group_scores", groups_batch(&registry, spec, &board)),
-            ("totals", totals_batch(&registry, &board)),
-            ("gaps", gaps_batch(&registry, spec, &board)),
-        ];
-        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
+        ViewBuilder::default().build(registry, spec, target_total, state, &BTreeSet::new(), petitions, rows)
     }
 
     /// The `dossiers` table; None once the engine has stopped.
@@ -89,7 +126,8 @@ impl View {
         }
     }
 
-    pub fn table(&self, name: &str) -> &RecordBatch {
+    /// A table's batches (never none: the score tables always have the current periods).
+    pub fn table(&self, name: &str) -> &[RecordBatch] {
         &self.tables.iter().find(|(n, _)| *n == name).expect("a table of the view").1
     }
 }
@@ -148,30 +186,32 @@ fn unit_period_fields() -> Vec<Field> {
     ]
 }
 
-fn unit_period_columns(registry: &Registry, board: &Scoreboard, rows: &[(usize, Period)]) -> Vec<ArrayRef> {
+fn unit_period_columns(registry: &Registry, scores: &PeriodScores, rows: &[usize]) -> Vec<ArrayRef> {
     let units = registry.units();
+    let period = scores.period;
     vec![
-        strings(rows.iter().map(|&(u, _)| &units[u].code)),
-        strings(rows.iter().map(|&(u, _)| &units[u].name)),
-        Arc::new(StringArray::from(rows.iter().map(|&(u, _)| units[u].parent.as_deref()).collect::<Vec<_>>())),
-        u32s(rows.iter().map(|&(u, _)| registry.depth_of(u))),
-        strings(rows.iter().map(|(_, p)| p.kind.as_str())),
-        strings(rows.iter().map(|(_, p)| p.to_string())),
-        timestamps(rows.iter().map(|(_, p)| Some(p.start()))),
-        bools(rows.iter().map(|&(_, p)| board.is_current(p))),
+        strings(rows.iter().map(|&u| &units[u].code)),
+        strings(rows.iter().map(|&u| &units[u].name)),
+        Arc::new(StringArray::from(rows.iter().map(|&u| units[u].parent.as_deref()).collect::<Vec<_>>())),
+        u32s(rows.iter().map(|&u| registry.depth_of(u))),
+        strings(rows.iter().map(|_| period.kind.as_str())),
+        strings(rows.iter().map(|_| period.to_string())),
+        timestamps(rows.iter().map(|_| Some(period.start()))),
+        bools(rows.iter().map(|_| scores.current)),
     ]
 }
 
+/// A batch of one period's rows, `rows` giving each row's unit.
 fn with_unit_period(
     registry: &Registry,
-    board: &Scoreboard,
-    rows: &[(usize, Period)],
+    scores: &PeriodScores,
+    rows: &[usize],
     fields: Vec<Field>,
     columns: Vec<ArrayRef>,
 ) -> RecordBatch {
     let mut all_fields = unit_period_fields();
     all_fields.extend(fields);
-    let mut all_columns = unit_period_columns(registry, board, rows);
+    let mut all_columns = unit_period_columns(registry, scores, rows);
     all_columns.extend(columns);
     batch(all_fields, all_columns)
 }
@@ -196,32 +236,15 @@ fn units_batch(registry: &Registry) -> RecordBatch {
     )
 }
 
-/// The spec entries in force for each period: looked up once per period, not once per row.
-struct InForce<'a> {
-    spec: &'a Spec,
-    by_period: std::cell::RefCell<HashMap<Period, Vec<&'a CriterionSpec>>>,
-}
-
-impl<'a> InForce<'a> {
-    fn new(spec: &'a Spec) -> Self {
-        InForce { spec, by_period: Default::default() }
-    }
-
-    /// The entry of criterion `index` (position in CRITERIA) for `period`.
-    fn entry(&self, period: Period, index: usize) -> &'a CriterionSpec {
-        self.by_period.borrow_mut().entry(period).or_insert_with(|| self.spec.for_period(period))[index]
-    }
-}
-
-fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
-    let rows = &board.criteria;
-    let keys: Vec<(usize, Period)> = rows.iter().map(|s| (s.unit, s.period)).collect();
-    let in_force = InForce::new(spec);
-    let entry = |i: usize| in_force.entry(rows[i].period, rows[i].criterion);
+fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+    let rows = &scores.criteria;
+    let keys: Vec<usize> = rows.iter().map(|s| s.unit).collect();
+    let in_force = spec.for_period(scores.period);
+    let entry = |i: usize| in_force[rows[i].criterion];
     let n = rows.len();
     with_unit_period(
         registry,
-        board,
+        scores,
         &keys,
         vec![
             field("criterion", DataType::Utf8, false),
@@ -252,12 +275,12 @@ fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordB
     )
 }
 
-fn groups_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
-    let rows = &board.groups;
-    let keys: Vec<(usize, Period)> = rows.iter().map(|g| (g.unit, g.period)).collect();
+fn groups_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+    let rows = &scores.groups;
+    let keys: Vec<usize> = rows.iter().map(|g| g.unit).collect();
     with_unit_period(
         registry,
-        board,
+        scores,
         &keys,
         vec![
             field("group_id", DataType::UInt8, false),
@@ -280,12 +303,12 @@ fn groups_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordB
     )
 }
 
-fn totals_batch(registry: &Registry, board: &Scoreboard) -> RecordBatch {
-    let rows = &board.totals;
-    let keys: Vec<(usize, Period)> = rows.iter().map(|t| (t.unit, t.period)).collect();
+fn totals_batch(registry: &Registry, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+    let rows = &scores.totals;
+    let keys: Vec<usize> = rows.iter().map(|t| t.unit).collect();
     with_unit_period(
         registry,
-        board,
+        scores,
         &keys,
         vec![
             field("total", DataType::Float64, false),
@@ -310,15 +333,14 @@ fn totals_batch(registry: &Registry, board: &Scoreboard) -> RecordBatch {
     )
 }
 
-fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBatch {
-    let rows = &board.gaps;
-    let keys: Vec<(usize, Period)> = rows.iter().map(|g| (g.unit, g.period)).collect();
-    let totals: HashMap<(usize, Period), f64> = board.totals.iter().map(|t| ((t.unit, t.period), t.total)).collect();
-    let in_force = InForce::new(spec);
-    let name = |g: &crate::scoring::Gap| in_force.entry(g.period, g.criterion).name_en.clone();
+fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+    let rows = &scores.gaps;
+    let keys: Vec<usize> = rows.iter().map(|g| g.unit).collect();
+    let in_force = spec.for_period(scores.period);
+    let name = |g: &crate::scoring::Gap| in_force[g.criterion].name_en.clone();
     with_unit_period(
         registry,
-        board,
+        scores,
         &keys,
         vec![
             field("criterion", DataType::Utf8, false),
@@ -334,7 +356,7 @@ fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard) -> RecordBat
             strings(rows.iter().map(name)),
             floats(rows.iter().map(|g| g.points_lost)),
             u32s(rows.iter().map(|g| g.loss_rank)),
-            floats(rows.iter().map(|g| totals[&(g.unit, g.period)])),
+            floats(rows.iter().map(|g| scores.totals[g.unit].total)),
             floats(rows.iter().map(|_| board.target_total)),
             Arc::new(Int64Array::from(rows.iter().map(|g| g.good_needed).collect::<Vec<_>>())),
         ],
