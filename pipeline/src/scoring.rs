@@ -137,8 +137,15 @@ fn ratio(num: i64, den: i64) -> Option<f64> {
 }
 
 /// Catalog criteria (1.1, 1.2, 1.3, 3.1, 5.3) of a root (a province or a ministry): the
-/// procedures under its authority and the communes below it; shown unchanged on every unit of its tree.
-fn catalog_ratios(catalog: &Catalog, root: Authority, period: Period, now: Instant) -> HashMap<&'static str, Ratio> {
+/// procedures under its authority and `communes`, 5.3 of the communes below it; shown unchanged
+/// on every unit of its tree.
+fn catalog_ratios(
+    catalog: &Catalog,
+    root: Authority,
+    communes: Ratio,
+    period: Period,
+    now: Instant,
+) -> HashMap<&'static str, Ratio> {
     let within = |t: Option<Instant>| t.is_some_and(|t| period.start() <= t && t < period.end());
     let mut out: HashMap<&'static str, Ratio> = HashMap::new();
     let mut count = |id: &'static str, counted: bool, good: bool| {
@@ -159,12 +166,7 @@ fn catalog_ratios(catalog: &Catalog, root: Authority, period: Period, now: Insta
         count("1.3", p.made_public_at.is_some_and(|m| m <= now), p.record_complete);
         count("3.1", true, p.online);
     }
-    let registry = root.registry;
-    for (i, u) in registry.units().iter().enumerate() {
-        if u.level == Level::Commune && registry.is_within(i, root.unit) {
-            count("5.3", true, u.certified_copies);
-        }
-    }
+    out.insert("5.3", communes);
     out
 }
 
@@ -385,14 +387,21 @@ impl Scorer {
         }
         let levels = registry.subtree_levels();
         let roots: Vec<usize> = (0..registry.len()).map(|i| registry.root_of(i)).collect();
-        let distinct_roots: BTreeSet<usize> = roots.iter().copied().collect();
+        // 5.3 of each root: its communes that certify copies (the same in every period).
+        let mut communes: BTreeMap<usize, Ratio> = roots.iter().map(|&r| (r, Ratio::default())).collect();
+        for (i, u) in registry.units().iter().enumerate().filter(|(_, u)| u.level == Level::Commune) {
+            let r = communes.get_mut(&roots[i]).expect("every root is listed");
+            r.den += 1;
+            r.num += u.certified_copies as i64;
+        }
         let mut inputs: BTreeMap<Period, Inputs> = periods
             .iter()
             .map(|&period| {
-                let catalog = distinct_roots
+                let catalog = communes
                     .iter()
-                    .map(|&r| {
-                        (r, catalog_ratios(catalog, Authority { registry, unit: r, levels: levels[r] }, period, now))
+                    .map(|(&r, &communes)| {
+                        let authority = Authority { registry, unit: r, levels: levels[r] };
+                        (r, catalog_ratios(catalog, authority, communes, period, now))
                     })
                     .collect();
                 let petitions =

@@ -189,13 +189,14 @@ fn unit_period_fields() -> Vec<Field> {
 fn unit_period_columns(registry: &Registry, scores: &PeriodScores, rows: &[usize]) -> Vec<ArrayRef> {
     let units = registry.units();
     let period = scores.period;
+    let name = period.to_string();
     vec![
         strings(rows.iter().map(|&u| &units[u].code)),
         strings(rows.iter().map(|&u| &units[u].name)),
         Arc::new(StringArray::from(rows.iter().map(|&u| units[u].parent.as_deref()).collect::<Vec<_>>())),
         u32s(rows.iter().map(|&u| registry.depth_of(u))),
         strings(rows.iter().map(|_| period.kind.as_str())),
-        strings(rows.iter().map(|_| period.to_string())),
+        strings(rows.iter().map(|_| &name)),
         timestamps(rows.iter().map(|_| Some(period.start()))),
         bools(rows.iter().map(|_| scores.current)),
     ]
