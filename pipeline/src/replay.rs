@@ -109,11 +109,12 @@ impl FileSource {
         let (paths, resume, batch_max) = (self.files.paths.clone(), self.resume.clone(), self.batch_max_events.max(1));
         let stop = shutdown.clone();
         let decoding = tokio::task::spawn_blocking(move || {
+            let out = Batches { reader, batch_max, tx: pending_tx, stop };
             for path in &paths {
                 let skip = resume.get(&(source_name(path), 0)).copied().unwrap_or(0);
                 let read = match path.extension().is_some_and(|e| e == "parquet") {
-                    true => read_parquet(path, skip, &reader, batch_max, &pending_tx, &stop),
-                    false => read_json_lines(path, skip, &reader, batch_max, &pending_tx, &stop),
+                    true => read_parquet(path, skip, &out),
+                    false => read_json_lines(path, skip, &out),
                 };
                 read?;
                 tracing::info!(file = %path.display(), "replayed");
@@ -136,20 +137,30 @@ impl FileSource {
     }
 }
 
-/// Hands a full batch over; false when the pipeline is stopping.
-fn hand_over(pending: &mut Pending, tx: &mpsc::Sender<Pending>, stop: &CancellationToken) -> bool {
-    let full = std::mem::take(pending);
-    !stop.is_cancelled() && tx.blocking_send(full).is_ok()
+/// Where the file readers put the lines they read: decoded into batches of at most `batch_max`
+/// messages, handed to the engine's side.
+struct Batches {
+    reader: Reader,
+    batch_max: usize,
+    tx: mpsc::Sender<Pending>,
+    stop: CancellationToken,
 }
 
-fn read_json_lines(
-    path: &Path,
-    skip: i64,
-    reader: &Reader,
-    batch_max: usize,
-    tx: &mpsc::Sender<Pending>,
-    stop: &CancellationToken,
-) -> Result<(), IngestError> {
+impl Batches {
+    /// Decodes a message into `pending`, handing it over when full; false when the pipeline is stopping.
+    fn take(&self, pending: &mut Pending, raw: &Raw<'_>) -> bool {
+        self.reader.take_raw(pending, raw);
+        pending.batch.inputs.len() + pending.letters.len() < self.batch_max || self.hand_over(pending)
+    }
+
+    /// Hands the batch over; false when the pipeline is stopping.
+    fn hand_over(&self, pending: &mut Pending) -> bool {
+        let full = std::mem::take(pending);
+        !self.stop.is_cancelled() && self.tx.blocking_send(full).is_ok()
+    }
+}
+
+fn read_json_lines(path: &Path, skip: i64, out: &Batches) -> Result<(), IngestError> {
     let name = source_name(path);
     let mut lines = BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| file_error(path, e))?);
     let mut pending = Pending::default();
@@ -168,29 +179,21 @@ fn read_json_lines(
             continue; // counted before the snapshot, or a blank line (not a message)
         }
         let raw = Raw { topic: &name, partition: 0, offset, key: None, payload: Some(payload) };
-        reader.take_raw(&mut pending, &raw);
-        if pending.batch.inputs.len() + pending.letters.len() >= batch_max && !hand_over(&mut pending, tx, stop) {
+        if !out.take(&mut pending, &raw) {
             return Ok(());
         }
     }
     if !pending.batch.next_offsets.is_empty() {
-        hand_over(&mut pending, tx, stop);
+        out.hand_over(&mut pending);
     }
     Ok(())
 }
 
-fn read_parquet(
-    path: &Path,
-    skip: i64,
-    reader: &Reader,
-    batch_max: usize,
-    tx: &mpsc::Sender<Pending>,
-    stop: &CancellationToken,
-) -> Result<(), IngestError> {
+fn read_parquet(path: &Path, skip: i64, out: &Batches) -> Result<(), IngestError> {
     let name = source_name(path);
     let file = File::open(path).map_err(|e| file_error(path, e))?;
     let rows = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(batch_max).build())
+        .and_then(|b| b.with_batch_size(out.batch_max).build())
         .map_err(|e| file_error(path, format!("not a readable Parquet file: {e}")))?;
     let mut offset = 0i64;
     for batch in rows {
@@ -204,11 +207,11 @@ fn read_parquet(
         for payload in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             if offset >= skip {
                 let raw = Raw { topic: &name, partition: 0, offset, key: None, payload: Some(payload) };
-                reader.take_raw(&mut pending, &raw);
+                out.reader.take_raw(&mut pending, &raw);
             }
             offset += 1;
         }
-        if !hand_over(&mut pending, tx, stop) {
+        if !out.hand_over(&mut pending) {
             return Ok(());
         }
     }
