@@ -13,10 +13,29 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use crate::catalog::Catalog;
 use crate::event::Channel;
 use crate::petition::{Petition, Petitions};
-use crate::state::{Dossier, RestoredDossier, State};
+use crate::snapshot::Checkpoint;
+use crate::state::{Dossier, DossiersCopy, State};
 use crate::time::Instant;
 
 pub const DOSSIERS: &str = "dossiers";
+
+/// What the engine hands to the snapshot writer: the dossiers shared with the state, not yet
+/// encoded, so that ingest waits only for the copy, not for building the table.
+#[derive(Debug)]
+pub struct StateCopy {
+    pub dossiers: DossiersCopy,
+    /// Every table but the dossiers.
+    pub rest: Checkpoint,
+}
+
+impl StateCopy {
+    /// The checkpoint with its dossiers table (CPU-heavy at scale: run it off the engine).
+    pub fn into_checkpoint(self) -> Checkpoint {
+        let mut checkpoint = self.rest;
+        checkpoint.tables.insert(0, (DOSSIERS, vec![dossiers_table(&self.dossiers)]));
+        checkpoint
+    }
+}
 pub const PETITIONS: &str = "petitions";
 
 fn times_field(name: &str) -> Field {
@@ -38,13 +57,13 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> RecordBatch {
 }
 
 /// Every dossier, with the ids of the events applied to it.
-pub fn dossiers_table(state: &State) -> RecordBatch {
-    let ds = state.dossiers();
+pub fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
+    let ds = &copy.dossiers;
     let time = |name: &str| Field::new(name, DataType::Int64, true);
     let instants =
         |f: fn(&Dossier) -> Option<Instant>| -> ArrayRef { Arc::new(Int64Array::from_iter(ds.iter().map(f))) };
     let mut seen = ListBuilder::new(UInt64Builder::new());
-    for d in ds {
+    for d in ds.iter() {
         seen.values().append_slice(&d.seen_events);
         seen.append(true);
     }
@@ -68,8 +87,8 @@ pub fn dossiers_table(state: &State) -> RecordBatch {
         ],
         vec![
             Arc::new(StringArray::from_iter_values(ds.iter().map(|d| &*d.id))),
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| state.units.name(d.unit)))),
-            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| state.procedures.name(d.procedure)))),
+            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| &*copy.units[d.unit as usize]))),
+            Arc::new(StringArray::from_iter_values(ds.iter().map(|d| &*copy.procedures[d.procedure as usize]))),
             Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))),
             Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
             Arc::new(Int64Array::from_iter_values(ds.iter().map(|d| d.last_status_time))),
@@ -150,23 +169,40 @@ impl<'a> Columns<'a> {
             .ok_or_else(|| format!("{} table: column {name} is missing or of another type", self.table))
     }
 
-    fn list<A: Array + Clone + 'static>(&self, name: &str) -> Result<Vec<A>, String> {
+    /// A list column, read in place: no array per row.
+    fn list<A: Array + 'static>(&self, name: &str) -> Result<Lists<'a, A>, String> {
         let lists: &ListArray = self.get(name)?;
-        lists
-            .iter()
-            .map(|l| {
-                let values = l.ok_or_else(|| format!("{} table: {name} has a null list", self.table))?;
-                values
-                    .as_any()
-                    .downcast_ref::<A>()
-                    .cloned()
-                    .ok_or_else(|| format!("{} table: {name} holds values of another type", self.table))
-            })
-            .collect()
+        if lists.null_count() > 0 {
+            return Err(format!("{} table: {name} has a null list", self.table));
+        }
+        let values = lists
+            .values()
+            .as_any()
+            .downcast_ref::<A>()
+            .ok_or_else(|| format!("{} table: {name} holds values of another type", self.table))?;
+        Ok(Lists { offsets: lists.value_offsets(), values })
     }
 
-    fn times(&self, name: &str) -> Result<Vec<Vec<Instant>>, String> {
-        Ok(self.list::<Int64Array>(name)?.iter().map(|a| a.values().to_vec()).collect())
+    fn times(&self, name: &str) -> Result<Lists<'a, Int64Array>, String> {
+        self.list(name)
+    }
+}
+
+/// The lists of a column: row `i` is `values[offsets[i]..offsets[i + 1]]`.
+struct Lists<'a, A> {
+    offsets: &'a [i32],
+    values: &'a A,
+}
+
+impl<A> Lists<'_, A> {
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.offsets[i] as usize..self.offsets[i + 1] as usize
+    }
+}
+
+impl<T: datafusion::arrow::datatypes::ArrowPrimitiveType> Lists<'_, datafusion::arrow::array::PrimitiveArray<T>> {
+    fn row(&self, i: usize) -> Vec<T::Native> {
+        self.values.values()[self.range(i)].to_vec()
     }
 }
 
@@ -174,9 +210,9 @@ fn opt(a: &Int64Array, i: usize) -> Option<Instant> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-/// The dossiers of a snapshot, ready for `State::restore`.
-pub fn read_dossiers(batches: &[RecordBatch]) -> Result<Vec<RestoredDossier>, String> {
-    let mut out = Vec::new();
+/// Adds the dossiers of a snapshot to `state`.
+fn read_dossiers(batches: &[RecordBatch], state: &mut State) -> Result<(), String> {
+    state.reserve(batches.iter().map(RecordBatch::num_rows).sum());
     for batch in batches {
         let c = Columns { table: DOSSIERS, batch };
         let id: &StringArray = c.get("dossier_id")?;
@@ -193,30 +229,27 @@ pub fn read_dossiers(batches: &[RecordBatch]) -> Result<Vec<RestoredDossier>, St
         let flags: &UInt16Array = c.get("flags")?;
         let seen = c.list::<UInt64Array>("seen_events")?;
         for i in 0..batch.num_rows() {
-            out.push(RestoredDossier {
-                dossier: Dossier {
-                    id: id.value(i).into(),
-                    unit: 0,
-                    procedure: 0,
-                    channel: Channel::try_from(channel.value(i))?,
-                    last_status: last_status.value(i),
-                    last_status_time: last_status_time.value(i),
-                    received_at: opt(received, i),
-                    due_at: opt(due, i),
-                    completed_at: opt(completed, i),
-                    returned_at: opt(returned, i),
-                    abandoned_at: opt(abandoned, i),
-                    supplement_requests: requests[i].clone(),
-                    supplement_arrivals: arrivals[i].clone(),
-                    flags: flags.value(i),
-                    seen_events: seen[i].values().to_vec(),
-                },
-                unit_code: unit.value(i).to_owned(),
-                procedure_code: procedure.value(i).to_owned(),
-            });
+            let dossier = Dossier {
+                id: id.value(i).into(),
+                unit: 0,
+                procedure: 0,
+                channel: Channel::try_from(channel.value(i))?,
+                last_status: last_status.value(i),
+                last_status_time: last_status_time.value(i),
+                received_at: opt(received, i),
+                due_at: opt(due, i),
+                completed_at: opt(completed, i),
+                returned_at: opt(returned, i),
+                abandoned_at: opt(abandoned, i),
+                supplement_requests: requests.row(i),
+                supplement_arrivals: arrivals.row(i),
+                flags: flags.value(i),
+                seen_events: seen.row(i),
+            };
+            state.restore_dossier(dossier, unit.value(i), procedure.value(i));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The petitions of a snapshot.
@@ -240,14 +273,14 @@ pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, String> {
                 unit: unit.value(i).to_owned(),
                 submitted_at: opt(submitted, i),
                 transferred_at: opt(transferred, i),
-                rejected: rejected[i].clone(),
-                info_requested: info[i].clone(),
-                answered: answered[i].clone(),
-                published: published[i].clone(),
+                rejected: rejected.row(i),
+                info_requested: info.row(i),
+                answered: answered.row(i),
+                published: published.row(i),
                 classified: classified.value(i),
                 unsatisfied: unsatisfied.value(i),
                 repeated: repeated.value(i),
-                seen: seen[i].iter().flatten().map(str::to_owned).collect(),
+                seen: seen.range(i).map(|j| seen.values.value(j).to_owned()).collect(),
             };
             petitions.by_id.insert(id.value(i).to_owned(), petition);
         }
@@ -257,7 +290,10 @@ pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, String> {
 
 /// The state a snapshot holds, judged at `now` against `catalog`.
 pub fn restore_state(now: Instant, catalog: Arc<Catalog>, dossiers: &[RecordBatch]) -> Result<State, String> {
-    Ok(State::restore(now, catalog, read_dossiers(dossiers)?))
+    let mut state = State::new(now, catalog);
+    read_dossiers(dossiers, &mut state)?;
+    state.rejudge_all();
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -272,9 +308,9 @@ mod tests {
         state.apply(&reception("a", "D1", "2026-11-02T08:00:00+07:00", "2026-11-03T08:00:00+07:00"));
         state.apply(&event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T09:00:00+07:00"));
         state.apply(&event("c", "D2", status::COMPLETED, "2026-11-05T09:00:00+07:00"));
-        let table = dossiers_table(&state);
+        let table = dossiers_table(&state.copy_dossiers());
         let restored = restore_state(state.now(), Arc::default(), std::slice::from_ref(&table)).unwrap();
-        assert_eq!(dossiers_table(&restored), table);
+        assert_eq!(dossiers_table(&restored.copy_dossiers()), table);
         assert_eq!(restored.tallies(), state.tallies());
         // The event ids seen survive: a repeat after the restart is still a duplicate.
         let mut restored = restored;
@@ -297,7 +333,7 @@ mod tests {
     fn a_table_of_another_shape_is_named() {
         let wrong =
             batch(vec![Field::new("dossier_id", DataType::Int64, false)], vec![Arc::new(Int64Array::from(vec![1]))]);
-        let err = read_dossiers(&[wrong]).unwrap_err();
+        let err = restore_state(0, Arc::default(), &[wrong]).unwrap_err();
         assert!(err.contains("dossier_id"), "{err}");
     }
 }

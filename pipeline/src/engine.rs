@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, Procedure};
 use crate::checkpoint;
+use crate::checkpoint::StateCopy;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::event::{reject, DossierEvent, RejectReason, Rejection};
 use crate::ingest::{Batch, Input, Offsets, Sourced};
@@ -46,7 +47,7 @@ pub struct Engine {
     /// Events dated further ahead of the clock than this are refused.
     pub max_future_secs: i64,
     /// To the snapshot writer; holds one copy at most: while it writes, later ticks are skipped.
-    pub checkpoints: mpsc::Sender<Checkpoint>,
+    pub checkpoints: mpsc::Sender<StateCopy>,
     pub snapshot_every: Duration,
     pub shutdown: CancellationToken,
     /// Queries asking for the `dossiers` table (see `View::dossiers`), with the sender views carry.
@@ -61,7 +62,7 @@ impl Engine {
     /// with the copy of the state the final snapshot is written from.
     /// The final copy is None when dead letters could not be delivered before shutdown: the
     /// previous snapshot then stands, and those messages are read again after the restart.
-    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> (Arc<View>, Option<Checkpoint>) {
+    pub async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> (Arc<View>, Option<StateCopy>) {
         let mut tick = tokio::time::interval(self.publish_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snapshot_tick =
@@ -135,11 +136,10 @@ impl Engine {
     }
 
     /// A copy of everything a restart needs (the only time ingest waits on snapshots).
-    fn checkpoint(&self, view: &View) -> Checkpoint {
+    fn checkpoint(&self, view: &View) -> StateCopy {
         let started = std::time::Instant::now();
-        let checkpoint = Checkpoint {
+        let rest = Checkpoint {
             tables: vec![
-                (checkpoint::DOSSIERS, vec![checkpoint::dossiers_table(&self.state)]),
                 (checkpoint::PETITIONS, vec![checkpoint::petitions_table(&self.petitions)]),
                 ("scores", view.table("scores").to_vec()),
                 ("group_scores", view.table("group_scores").to_vec()),
@@ -150,12 +150,13 @@ impl Engine {
             judged_at: self.state.now(),
             spec_version: self.spec.version.clone(),
         };
+        let copy = StateCopy { dossiers: self.state.copy_dossiers(), rest };
         let waited = started.elapsed().as_secs_f64();
         self.metrics.checkpoint_copy_duration.observe(waited);
         if waited > self.metrics.checkpoint_copy_longest.get() {
             self.metrics.checkpoint_copy_longest.set(waited);
         }
-        checkpoint
+        copy
     }
 
     /// Applies a batch; returns the dead letters of the inputs refused or held.

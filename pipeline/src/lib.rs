@@ -56,6 +56,7 @@ pub use config::Config;
 
 use crate::alerts::{AlertEngine, AlertTask, Notifier};
 use crate::catalog::Catalog;
+use crate::checkpoint::StateCopy;
 use crate::dead_letter::DeadLetters;
 use crate::engine::Engine;
 use crate::health::Health;
@@ -63,7 +64,7 @@ use crate::history::{Cadence, History, HistoryTables};
 use crate::ingest::{IngestError, Offsets, Source};
 use crate::metrics::Metrics;
 use crate::petition::Petitions;
-use crate::snapshot::{Checkpoint, Ledger, SnapshotError, Snapshots};
+use crate::snapshot::{Ledger, SnapshotError, Snapshots};
 use crate::spec::Spec;
 use crate::state::State;
 use crate::store::Store;
@@ -118,7 +119,7 @@ pub struct Pipeline {
     pub durable: watch::Receiver<Offsets>,
     shutdown_deadline: Duration,
     ingest: JoinHandle<Result<(), IngestError>>,
-    engine: JoinHandle<(Arc<View>, Option<Checkpoint>)>,
+    engine: JoinHandle<(Arc<View>, Option<StateCopy>)>,
     writer: JoinHandle<SnapshotWriter>,
     http: JoinHandle<std::io::Result<()>>,
 }
@@ -414,8 +415,9 @@ struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    async fn write(&mut self, checkpoint: Checkpoint) -> Result<snapshot::Manifest, SnapshotError> {
+    async fn write(&mut self, copy: StateCopy) -> Result<snapshot::Manifest, SnapshotError> {
         let timer = self.metrics.snapshot_duration.start_timer();
+        let checkpoint = tokio::task::spawn_blocking(|| copy.into_checkpoint()).await.expect("encoding does not panic");
         let (offsets, judged_at, tables) =
             (checkpoint.offsets.clone(), checkpoint.judged_at, checkpoint.tables.clone());
         let manifest = self.snapshots.write(checkpoint).await.inspect_err(|_| self.metrics.snapshot_failures.inc())?;
@@ -435,7 +437,7 @@ impl SnapshotWriter {
     }
 
     /// Runs until the engine stops; returns itself for the final snapshot.
-    async fn run(mut self, mut checkpoints: mpsc::Receiver<Checkpoint>) -> SnapshotWriter {
+    async fn run(mut self, mut checkpoints: mpsc::Receiver<StateCopy>) -> SnapshotWriter {
         while let Some(checkpoint) = checkpoints.recv().await {
             if let Err(error) = self.write(checkpoint).await {
                 tracing::error!(%error, "snapshot failed; will retry at the next interval");

@@ -7,8 +7,10 @@
 //! event ids are remembered per dossier, so shuffled, late and duplicated events give the same
 //! result as a clean stream.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use hashbrown::{HashMap, HashTable};
 
 use crate::catalog::{Catalog, Procedure};
 use crate::event::{status, Channel, DossierEvent};
@@ -108,6 +110,13 @@ pub(crate) fn earliest(slot: &mut Option<Instant>, t: Instant) {
     *slot = Some(slot.map_or(t, |old| old.min(t)));
 }
 
+/// The hash `State::by_id` files a dossier id under.
+fn id_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::LazyLock<foldhash::fast::RandomState> = std::sync::LazyLock::new(Default::default);
+    SEED.hash_one(id)
+}
+
 /// FNV-1a: a stable 64-bit fingerprint of an event id (stable across builds, unlike std's hasher).
 pub(crate) fn fingerprint(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
@@ -177,12 +186,91 @@ fn impossible(d: &Dossier, event: &DossierEvent) -> Option<String> {
     }
 }
 
-/// A dossier read back from a snapshot, its codes not yet numbered.
+/// Dossiers in chunks of a fixed size, shared copy-on-write: a snapshot takes a reference to
+/// each chunk and encodes them on its own thread while the engine goes on (a chunk the engine
+/// changes meanwhile is copied then, once). A fixed chunk never grows, so the store never moves.
+#[derive(Debug, Clone, Default)]
+pub struct Dossiers {
+    chunks: Vec<Arc<Chunk>>,
+}
+
+/// 16,384 dossiers: copying one costs a few milliseconds.
+const CHUNK: usize = 1 << 14;
+
 #[derive(Debug)]
-pub struct RestoredDossier {
-    pub dossier: Dossier,
-    pub unit_code: String,
-    pub procedure_code: String,
+struct Chunk(Vec<Dossier>);
+
+impl Clone for Chunk {
+    fn clone(&self) -> Chunk {
+        let mut copy = Vec::with_capacity(CHUNK);
+        copy.extend_from_slice(&self.0);
+        Chunk(copy)
+    }
+}
+
+impl Dossiers {
+    pub fn len(&self) -> usize {
+        self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.0.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    pub fn get(&self, idx: u32) -> &Dossier {
+        let i = idx as usize;
+        &self.chunks[i / CHUNK].0[i % CHUNK]
+    }
+
+    fn get_mut(&mut self, idx: u32) -> &mut Dossier {
+        let i = idx as usize;
+        &mut Arc::make_mut(&mut self.chunks[i / CHUNK]).0[i % CHUNK]
+    }
+
+    fn push(&mut self, dossier: Dossier) -> u32 {
+        let idx = self.len() as u32;
+        if self.chunks.last().is_none_or(|last| last.0.len() == CHUNK) {
+            self.chunks.push(Arc::new(Chunk(Vec::with_capacity(CHUNK))));
+        }
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk was just made")).0.push(dossier);
+        idx
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Dossier> + Clone {
+        Counted { left: self.len(), inner: self.chunks.iter().flat_map(|chunk| chunk.0.iter()) }
+    }
+}
+
+/// An iterator that knows how many items are left (Arrow's builders size their buffers by it).
+#[derive(Clone)]
+struct Counted<I> {
+    left: usize,
+    inner: I,
+}
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        let item = self.inner.next()?;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}
+
+/// The dossiers as they stood at a checkpoint, with the names of their codes: what the snapshot
+/// writer encodes, off the engine's thread.
+#[derive(Debug, Clone)]
+pub struct DossiersCopy {
+    pub dossiers: Dossiers,
+    pub units: Vec<Box<str>>,
+    pub procedures: Vec<Box<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +287,9 @@ pub struct State {
     pub units: Interner,
     pub procedures: Interner,
     catalog: Arc<Catalog>,
-    dossiers: Vec<Dossier>,
-    by_id: HashMap<Box<str>, u32>,
+    dossiers: Dossiers,
+    /// Positions in `dossiers`, found by the hash of the dossier id (kept once, in the dossier).
+    by_id: HashTable<u32>,
     tallies: HashMap<(u32, Period), Tally>,
     /// Per unit and period, per procedure: how many dossiers show each fact.
     procedure_facts: HashMap<(u32, Period), HashMap<u32, Facts>>,
@@ -217,8 +306,8 @@ impl State {
             units: Interner::default(),
             procedures: Interner::default(),
             catalog,
-            dossiers: Vec::new(),
-            by_id: HashMap::new(),
+            dossiers: Dossiers::default(),
+            by_id: HashTable::new(),
             tallies: HashMap::new(),
             procedure_facts: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -226,27 +315,47 @@ impl State {
         }
     }
 
-    /// The state of a snapshot: its dossiers, judged afresh at `now` against `catalog`.
-    pub fn restore(now: Instant, catalog: Arc<Catalog>, dossiers: Vec<RestoredDossier>) -> State {
-        let mut state = State::new(now, catalog);
-        for r in dossiers {
-            let mut d = r.dossier;
-            d.unit = state.units.intern(&r.unit_code);
-            d.procedure = state.procedures.intern(&r.procedure_code);
-            state.by_id.insert(d.id.clone(), state.dossiers.len() as u32);
-            state.dossiers.push(d);
+    /// Makes room for `more` dossiers (a restore knows how many it brings).
+    pub fn reserve(&mut self, more: usize) {
+        let dossiers = &self.dossiers;
+        self.by_id.reserve(more, |&idx| id_hash(&dossiers.get(idx).id));
+    }
+
+    /// Adds a dossier read back from a snapshot, its codes given by name; it counts once
+    /// `rejudge_all` has run.
+    pub fn restore_dossier(&mut self, mut dossier: Dossier, unit: &str, procedure: &str) {
+        dossier.unit = self.units.intern(unit);
+        dossier.procedure = self.procedures.intern(procedure);
+        let hash = id_hash(&dossier.id);
+        let idx = self.dossiers.push(dossier);
+        let dossiers = &self.dossiers;
+        self.by_id.insert_unique(hash, idx, |&i| id_hash(&dossiers.get(i).id));
+    }
+
+    /// Judges every dossier afresh: the tallies, the deadlines and the touched months are rebuilt.
+    pub fn rejudge_all(&mut self) {
+        self.tallies.clear();
+        self.procedure_facts.clear();
+        self.deadlines.clear();
+        for idx in 0..self.dossiers.len() as u32 {
+            self.contribute(idx, 1);
         }
-        for idx in 0..state.dossiers.len() as u32 {
-            state.contribute(idx, 1);
+    }
+
+    /// The dossiers and the names of their codes, shared with the state until it changes them.
+    pub fn copy_dossiers(&self) -> DossiersCopy {
+        DossiersCopy {
+            dossiers: self.dossiers.clone(),
+            units: self.units.names.clone(),
+            procedures: self.procedures.names.clone(),
         }
-        state
     }
 
     pub fn now(&self) -> Instant {
         self.now
     }
 
-    pub fn dossiers(&self) -> &[Dossier] {
+    pub fn dossiers(&self) -> &Dossiers {
         &self.dossiers
     }
 
@@ -275,12 +384,7 @@ impl State {
     /// Replaces the catalog; every dossier is re-judged against it.
     pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
         self.catalog = catalog;
-        self.tallies.clear();
-        self.procedure_facts.clear();
-        self.deadlines.clear();
-        for idx in 0..self.dossiers.len() as u32 {
-            self.contribute(idx, 1);
-        }
+        self.rejudge_all();
     }
 
     /// Applies an event, as `apply`, unless it cannot have happened (see `impossible`).
@@ -295,9 +399,9 @@ impl State {
 
     fn apply_checked(&mut self, event: &DossierEvent, refuse_impossible: bool) -> Applied {
         let fp = fingerprint(&event.event_id);
-        let idx = match self.by_id.get(event.dossier_id.as_str()) {
-            Some(&idx) => {
-                let d = &self.dossiers[idx as usize];
+        let idx = match self.find(&event.dossier_id) {
+            Some(idx) => {
+                let d = self.dossiers.get(idx);
                 if d.seen_events.contains(&fp) {
                     return Applied::Duplicate;
                 }
@@ -311,7 +415,7 @@ impl State {
         self.contribute(idx, -1);
         let unit = self.units.intern(&event.unit_code);
         let procedure = self.procedures.intern(&event.procedure_code);
-        let d = &mut self.dossiers[idx as usize];
+        let d = self.dossiers.get_mut(idx);
         d.seen_events.push(fp);
         d.flags |= event.flags;
         if event.event_time >= d.last_status_time {
@@ -339,9 +443,13 @@ impl State {
         Applied::Changed
     }
 
+    fn find(&self, id: &str) -> Option<u32> {
+        self.by_id.find(id_hash(id), |&idx| &*self.dossiers.get(idx).id == id).copied()
+    }
+
     fn insert(&mut self, event: &DossierEvent) -> u32 {
-        let idx = self.dossiers.len() as u32;
-        self.dossiers.push(Dossier {
+        let hash = id_hash(&event.dossier_id);
+        let idx = self.dossiers.push(Dossier {
             id: event.dossier_id.as_str().into(),
             unit: self.units.intern(&event.unit_code),
             procedure: self.procedures.intern(&event.procedure_code),
@@ -358,13 +466,14 @@ impl State {
             flags: 0,
             seen_events: Vec::new(),
         });
-        self.by_id.insert(event.dossier_id.as_str().into(), idx);
+        let dossiers = &self.dossiers;
+        self.by_id.insert_unique(hash, idx, |&i| id_hash(&dossiers.get(i).id));
         idx
     }
 
     /// Adds (`sign` = 1) or removes (-1) the dossier's contribution at the current instant.
     fn contribute(&mut self, idx: u32, sign: i64) {
-        let d = &self.dossiers[idx as usize];
+        let d = self.dossiers.get(idx);
         let Some(received) = d.received_at else { return };
         let procedure = self.catalog.get(self.procedures.name(d.procedure));
         let verdict = d.verdict(procedure);
@@ -399,7 +508,7 @@ impl State {
                 break;
             }
             self.deadlines.pop_first();
-            let d = &self.dossiers[idx as usize];
+            let d = self.dossiers.get(idx);
             if d.verdict(self.procedure_of(d)) == Verdict::OpenUntil(Some(due)) {
                 flipping.push(idx);
             }
@@ -523,6 +632,31 @@ pub(crate) mod tests {
         s.apply(&event("a", "D1", status::SUBMITTED_ONLINE, "2026-11-01T08:00:00+07:00"));
         s.apply(&event("b", "D1", status::REFUSED_AT_RECEPTION, "2026-11-01T09:00:00+07:00"));
         assert!(s.tallies().is_empty());
+    }
+
+    #[test]
+    fn a_copy_keeps_the_dossiers_as_they_were_when_taken() {
+        let mut s = state_at("2026-11-20T00:00:00+07:00");
+        // More than a chunk, so that the copy spans chunks and the state grows past them.
+        for i in 0..=CHUNK {
+            s.apply(&reception(
+                &format!("r{i}"),
+                &format!("D{i}"),
+                "2026-11-01T08:00:00+07:00",
+                "2026-11-05T17:00:00+07:00",
+            ));
+        }
+        let copy = s.copy_dossiers();
+        s.apply(&event("c0", "D0", status::COMPLETED, "2026-11-03T08:00:00+07:00"));
+        s.apply(&reception("new", "D-new", "2026-11-02T08:00:00+07:00", "2026-11-05T17:00:00+07:00"));
+        assert_eq!((copy.dossiers.len(), s.dossiers().len()), (CHUNK + 1, CHUNK + 2));
+        assert_eq!(copy.dossiers.get(0).completed_at, None);
+        assert!(s.dossiers().get(0).completed_at.is_some());
+        assert_eq!(s.dossiers().iter().len(), CHUNK + 2);
+        // Found by id in every chunk.
+        let again = |id: &str, d: &str| reception(id, d, "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00");
+        assert_eq!(s.apply(&again("r0", "D0")), Applied::Duplicate);
+        assert_eq!(s.apply(&again(&format!("r{CHUNK}"), &format!("D{CHUNK}"))), Applied::Duplicate);
     }
 
     #[test]
