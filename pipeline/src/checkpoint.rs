@@ -14,7 +14,7 @@ use crate::catalog::Catalog;
 use crate::event::Channel;
 use crate::petition::{Petition, Petitions};
 use crate::snapshot::Checkpoint;
-use crate::state::{Dossier, DossiersCopy, State};
+use crate::state::{Dossier, DossiersCopy, State, Supplements, When};
 use crate::time::Instant;
 
 pub const DOSSIERS: &str = "dossiers";
@@ -64,7 +64,7 @@ pub fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
         |f: fn(&Dossier) -> Option<Instant>| -> ArrayRef { Arc::new(Int64Array::from_iter(ds.iter().map(f))) };
     let mut seen = ListBuilder::new(UInt64Builder::new());
     for d in ds.iter() {
-        seen.values().append_slice(&d.seen_events);
+        seen.values().append_slice(d.seen_events());
         seen.append(true);
     }
     batch(
@@ -92,13 +92,13 @@ pub fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
             Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))),
             Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
             Arc::new(Int64Array::from_iter_values(ds.iter().map(|d| d.last_status_time))),
-            instants(|d| d.received_at),
-            instants(|d| d.due_at),
-            instants(|d| d.completed_at),
-            instants(|d| d.returned_at),
-            instants(|d| d.abandoned_at),
-            times(ds.iter().map(|d| d.supplement_requests.as_slice())),
-            times(ds.iter().map(|d| d.supplement_arrivals.as_slice())),
+            instants(|d| d.received_at()),
+            instants(|d| d.due_at()),
+            instants(|d| d.completed_at()),
+            instants(|d| d.returned_at()),
+            instants(|d| d.abandoned_at()),
+            times(ds.iter().map(Dossier::supplement_requests)),
+            times(ds.iter().map(Dossier::supplement_arrivals)),
             Arc::new(UInt16Array::from_iter_values(ds.iter().map(|d| d.flags))),
             Arc::new(seen.finish()),
         ],
@@ -236,15 +236,14 @@ fn read_dossiers(batches: &[RecordBatch], state: &mut State) -> Result<(), Strin
                 channel: Channel::try_from(channel.value(i))?,
                 last_status: last_status.value(i),
                 last_status_time: last_status_time.value(i),
-                received_at: opt(received, i),
-                due_at: opt(due, i),
-                completed_at: opt(completed, i),
-                returned_at: opt(returned, i),
-                abandoned_at: opt(abandoned, i),
-                supplement_requests: requests.row(i),
-                supplement_arrivals: arrivals.row(i),
+                received_at: When::from(opt(received, i)),
+                due_at: When::from(opt(due, i)),
+                completed_at: When::from(opt(completed, i)),
+                returned_at: When::from(opt(returned, i)),
+                abandoned_at: When::from(opt(abandoned, i)),
+                supplements: Supplements::boxed(requests.row(i), arrivals.row(i)),
                 flags: flags.value(i),
-                seen_events: seen.row(i),
+                seen_events: seen.row(i).into_boxed_slice(),
             };
             state.restore_dossier(dossier, unit.value(i), procedure.value(i));
         }

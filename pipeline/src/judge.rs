@@ -52,11 +52,11 @@ pub fn marks(d: &Dossier, on_time: bool, procedure: Option<&Procedure>) -> Marks
     let has = |bit: u16| d.flags & bit != 0;
     let needs_result = procedure.is_some_and(|p| p.needs_written_result);
     let electronic = has(flag::ELECTRONIC_RESULT);
-    let has_result = d.completed_at.is_some() || d.returned_at.is_some();
+    let has_result = d.completed_at().is_some() || d.returned_at().is_some();
     [
         Some(has(flag::SYNCED_TO_PORTAL)),
         Some(on_time),
-        d.completed_at.map(|_| true),
+        d.completed_at().map(|_| true),
         Some(d.channel == Channel::Online && (!needs_result || electronic)),
         has(flag::HAS_FEE).then_some(has(flag::PAID_ONLINE)),
         (needs_result && has_result).then_some(electronic),
@@ -78,7 +78,7 @@ pub fn tally(d: &Dossier, on_time: bool, procedure: Option<&Procedure>) -> Tally
             ratio.num = good as i64;
         }
     }
-    if let (Some(received), Some(completed)) = (d.received_at, d.completed_at) {
+    if let (Some(received), Some(completed)) = (d.received_at(), d.completed_at()) {
         tally.0[PROCESSING_TIME].num = (completed - received).max(0);
     }
     tally

@@ -421,12 +421,14 @@ pub fn dossiers_batch(state: &State) -> RecordBatch {
         strings(ds.iter().map(|d| state.procedures.name(d.procedure))),
         Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))) as ArrayRef,
         Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
-        timestamps(ds.iter().map(|d| d.received_at)),
-        timestamps(ds.iter().map(|d| d.due_at)),
+        timestamps(ds.iter().map(|d| d.received_at())),
+        timestamps(ds.iter().map(|d| d.due_at())),
         timestamps(ds.iter().map(|d| d.end())),
-        u32s(ds.iter().map(|d| d.supplement_requests.len() as u32)),
+        u32s(ds.iter().map(|d| d.supplement_requests().len() as u32)),
         strings(verdicts.iter().map(|&v| timeliness(v, now))),
-        optional_floats(ds.iter().map(|d| d.received_at.zip(d.completed_at).map(|(r, c)| (c - r) as f64 / 86_400.0))),
+        optional_floats(
+            ds.iter().map(|d| d.received_at().zip(d.completed_at()).map(|(r, c)| (c - r) as f64 / 86_400.0)),
+        ),
         has(flag::SYNCED_TO_PORTAL),
         has(flag::PAID_ONLINE),
         has(flag::ELECTRONIC_RESULT),
@@ -435,7 +437,7 @@ pub fn dossiers_batch(state: &State) -> RecordBatch {
     ];
     for (k, _) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
         columns.push(Arc::new(BooleanArray::from(
-            ds.iter().zip(&marks).map(|(d, m)| d.received_at.and(m[k])).collect::<Vec<_>>(),
+            ds.iter().zip(&marks).map(|(d, m)| d.received_at().and(m[k])).collect::<Vec<_>>(),
         )));
     }
     RecordBatch::try_new(dossiers_schema(), columns).expect("columns match their schema")
