@@ -93,8 +93,18 @@ pub struct Period {
 impl Period {
     /// The period of `kind` that contains instant `t`.
     pub fn containing(kind: PeriodKind, t: Instant) -> Period {
-        let local = vietnam().timestamp_opt(t, 0).single().expect("in range");
-        let (year, month) = (local.year(), local.month());
+        Period::of_kind(kind, local_date(t))
+    }
+
+    /// The month, quarter, half-year and year containing `t` (the date worked out once: this
+    /// runs twice for every event applied).
+    pub fn all_containing(t: Instant) -> [Period; 4] {
+        let date = local_date(t);
+        PeriodKind::ALL.map(|kind| Period::of_kind(kind, date))
+    }
+
+    fn of_kind(kind: PeriodKind, date: NaiveDate) -> Period {
+        let (year, month) = (date.year(), date.month());
         let index = match kind {
             PeriodKind::Month => month,
             PeriodKind::Quarter => (month - 1) / 3 + 1,
@@ -102,11 +112,6 @@ impl Period {
             PeriodKind::Year => 1,
         };
         Period { kind, year, index }
-    }
-
-    /// The month, quarter, half-year and year containing `t`.
-    pub fn all_containing(t: Instant) -> [Period; 4] {
-        PeriodKind::ALL.map(|kind| Period::containing(kind, t))
     }
 
     /// Whether the period includes `month` (a period of kind Month).
