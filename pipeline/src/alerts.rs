@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
-    UInt8Array,
+    Array, ArrayAccessor, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int64Array, RecordBatch,
+    StringArray, TypedDictionaryArray, UInt32Array, UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -488,14 +488,14 @@ pub fn figures(
 ) -> FigureMap {
     let mut map = FigureMap::new();
     let key = |b: &RecordBatch, i: usize| {
-        let text = |name| column::<StringArray>(b, name).map_or(String::new(), |c| c.value(i).to_owned());
+        let text = |name| text(b, name).map_or(String::new(), |c| c.value(i).to_owned());
         (text("unit_code"), text("period_kind"))
     };
     for (b, i) in selected_rows(totals, max_depth, keep) {
         let (Some(name), Some(depth), Some(period), Some(total), Some(rank)) = (
-            column::<StringArray>(b, "unit_name"),
+            text(b, "unit_name"),
             column::<UInt32Array>(b, "depth"),
-            column::<StringArray>(b, "period"),
+            text(b, "period"),
             column::<Float64Array>(b, "total"),
             column::<UInt32Array>(b, "rank"),
         ) else {
@@ -516,8 +516,8 @@ pub fn figures(
     }
     for (b, i) in selected_rows(scores, max_depth, keep) {
         let (Some(criterion), Some(name), Some(points), Some(denominator)) = (
-            column::<StringArray>(b, "criterion"),
-            column::<StringArray>(b, "criterion_name_en"),
+            text(b, "criterion"),
+            text(b, "criterion_name_en"),
             column::<Float64Array>(b, "points"),
             column::<Int64Array>(b, "denominator"),
         ) else {
@@ -540,11 +540,9 @@ fn selected_rows<'a>(
 ) -> Vec<(&'a RecordBatch, usize)> {
     let mut rows = Vec::new();
     for b in batches {
-        let (Some(depth), Some(_), Some(_)) = (
-            column::<UInt32Array>(b, "depth"),
-            column::<StringArray>(b, "unit_code"),
-            column::<StringArray>(b, "period_kind"),
-        ) else {
+        let (Some(depth), Some(_), Some(_)) =
+            (column::<UInt32Array>(b, "depth"), text(b, "unit_code"), text(b, "period_kind"))
+        else {
             continue;
         };
         rows.extend((0..b.num_rows()).filter(|&i| depth.value(i) <= max_depth && keep(b, i)).map(|i| (b, i)));
@@ -556,15 +554,39 @@ fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<
     batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>())
 }
 
+/// A text column, plain or with its repeated values stored once (as the view's are; history
+/// written before that has plain text).
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Repeated(TypedDictionaryArray<'a, Int32Type, StringArray>),
+}
+
+impl<'a> Text<'a> {
+    fn value(&self, i: usize) -> &'a str {
+        match self {
+            Text::Plain(strings) => strings.value(i),
+            Text::Repeated(repeated) => repeated.value(i),
+        }
+    }
+}
+
+fn text<'a>(batch: &'a RecordBatch, name: &str) -> Option<Text<'a>> {
+    let c = batch.column_by_name(name)?;
+    if let Some(strings) = c.as_any().downcast_ref::<StringArray>() {
+        return Some(Text::Plain(strings));
+    }
+    let repeated = c.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
+    Some(Text::Repeated(repeated.downcast_dict::<StringArray>()?))
+}
+
 /// The figures of a view: its current periods, and the periods just before them.
 pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
     let tables = |name| view.table(name);
     let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
     let previous: Vec<String> =
         PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();
-    let before = |b: &RecordBatch, i: usize| {
-        column::<StringArray>(b, "period").is_some_and(|c| previous.iter().any(|p| p == c.value(i)))
-    };
+    let before =
+        |b: &RecordBatch, i: usize| text(b, "period").is_some_and(|c| previous.iter().any(|p| p == c.value(i)));
     (
         figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &current),
         figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &before),

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, RecordBatch,
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::snapshot::{decode_parquet, encode_parquet, SnapshotError};
+use crate::snapshot::{decode_parquet, encode_parquet, plain_text, SnapshotError};
 use crate::store::Store;
 use crate::time::{local_date, Instant};
 
@@ -69,9 +69,9 @@ impl Cadence {
         }
     }
 
-    /// The columns of the history of a view table: those of `source`, after the day's.
+    /// The columns of the history of a view table: those of `source` (in plain text), after the day's.
     pub fn schema_for(self, source: &RecordBatch) -> SchemaRef {
-        self.stamp(&RecordBatch::new_empty(source.schema()), NaiveDate::default(), 0).schema()
+        self.stamp(&plain_text(&RecordBatch::new_empty(source.schema())), NaiveDate::default(), 0).schema()
     }
 
     /// The rows with two leading columns: the day (the week) and when the figures were taken.
@@ -156,7 +156,8 @@ impl History {
                     filter_record_batch(batch, current).expect("a mask of the batch's length")
                 })
                 .collect();
-            let rows = concat_batches(&batches[0].schema(), &current).expect("batches of one table");
+            // Plain text, as the days read back from files have: one layout for all days.
+            let rows = plain_text(&concat_batches(&batches[0].schema(), &current).expect("batches of one table"));
             let stamped = self.cadence.stamp(&rows, day, judged_at);
             let bytes = encode_parquet(source, std::slice::from_ref(&stamped))?;
             self.store

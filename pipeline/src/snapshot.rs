@@ -5,9 +5,12 @@
 //! the newest such generation is where a restart resumes, the one before it the fallback.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -153,11 +156,31 @@ fn sha256(bytes: &[u8]) -> String {
 pub fn encode_parquet(name: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, SnapshotError> {
     let encode_error = |source| SnapshotError::Encode { table: name.to_owned(), source };
     let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some(properties)).map_err(encode_error)?;
+    let schema = plain_text(&batches[0]).schema();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties)).map_err(encode_error)?;
     for batch in batches {
-        writer.write(batch).map_err(encode_error)?;
+        writer.write(&plain_text(batch)).map_err(encode_error)?;
     }
     writer.into_inner().map_err(encode_error)
+}
+
+/// The batch with its repeated-text columns (dictionaries, as views build them) as plain text:
+/// files read alike by any Parquet tool and by every version of the history.
+pub fn plain_text(batch: &RecordBatch) -> RecordBatch {
+    let (mut fields, mut columns) = (Vec::new(), Vec::new());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Dictionary(_, values) => {
+                columns.push(cast(column, values).expect("a dictionary casts to its values' type"));
+                fields.push(field.as_ref().clone().with_data_type(values.as_ref().clone()));
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns, plain types")
 }
 
 pub fn decode_parquet(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {

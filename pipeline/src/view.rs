@@ -5,10 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray, UInt32Array,
-    UInt8Array,
+    ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampSecondArray, UInt32Array, UInt8Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::event::flag;
@@ -82,12 +82,15 @@ impl ViewBuilder {
         for scores in &board.periods {
             let batches = match self.periods.remove(&scores.period) {
                 Some((built_from, batches)) if Arc::ptr_eq(&built_from, scores) => batches,
-                _ => [
-                    scores_batch(&registry, spec, &board, scores),
-                    groups_batch(&registry, spec, &board, scores),
-                    totals_batch(&registry, &board, scores),
-                    gaps_batch(&registry, spec, &board, scores),
-                ],
+                _ => {
+                    let units = Units { registry: &registry, batch: &self.units.as_ref().expect("built above").1 };
+                    [
+                        scores_batch(&units, spec, &board, scores),
+                        groups_batch(&units, spec, &board, scores),
+                        totals_batch(&units, &board, scores),
+                        gaps_batch(&units, spec, &board, scores),
+                    ]
+                }
             };
             for ((_, table), batch) in tables.iter_mut().zip(&batches) {
                 table.push(batch.clone());
@@ -144,6 +147,24 @@ fn strings<S: AsRef<str>>(values: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
+/// The type of `repeated` text columns.
+fn repeated_text() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// A text column whose rows repeat a few values (units, criteria, the period): each row holds
+/// the position of its value in `values`, stored once. SQL reads it as text. At national scale
+/// the score tables have millions of rows, and unit names would otherwise be copied into each.
+fn repeated(values: &ArrayRef, positions: impl Iterator<Item = Option<usize>>) -> ArrayRef {
+    let keys: Int32Array = positions.map(|p| p.map(|p| p as i32)).collect();
+    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values.clone()).expect("positions within the values"))
+}
+
+/// A text column of one value in every row.
+fn same_text(value: &str, rows: usize) -> ArrayRef {
+    repeated(&strings(std::iter::once(value)), std::iter::repeat_n(Some(0), rows))
+}
+
 fn floats(values: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(values))
 }
@@ -172,31 +193,36 @@ fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
     Field::new(name, data_type, nullable)
 }
 
+/// The registry, with its `units` table: the unit codes and names the score tables point into.
+struct Units<'a> {
+    registry: &'a Registry,
+    batch: &'a RecordBatch,
+}
+
 /// The columns every score table starts with: which unit, which period.
 fn unit_period_fields() -> Vec<Field> {
     vec![
-        field("unit_code", DataType::Utf8, false),
-        field("unit_name", DataType::Utf8, false),
-        field("parent_code", DataType::Utf8, true),
+        field("unit_code", repeated_text(), false),
+        field("unit_name", repeated_text(), false),
+        field("parent_code", repeated_text(), true),
         field("depth", DataType::UInt32, false),
-        field("period_kind", DataType::Utf8, false),
-        field("period", DataType::Utf8, false),
+        field("period_kind", repeated_text(), false),
+        field("period", repeated_text(), false),
         field("period_start", timestamp_type(), false),
         field("is_current", DataType::Boolean, false),
     ]
 }
 
-fn unit_period_columns(registry: &Registry, scores: &PeriodScores, rows: &[usize]) -> Vec<ArrayRef> {
-    let units = registry.units();
+fn unit_period_columns(units: &Units, scores: &PeriodScores, rows: &[usize]) -> Vec<ArrayRef> {
+    let (codes, names) = (units.batch.column(0), units.batch.column(1));
     let period = scores.period;
-    let name = period.to_string();
     vec![
-        strings(rows.iter().map(|&u| &units[u].code)),
-        strings(rows.iter().map(|&u| &units[u].name)),
-        Arc::new(StringArray::from(rows.iter().map(|&u| units[u].parent.as_deref()).collect::<Vec<_>>())),
-        u32s(rows.iter().map(|&u| registry.depth_of(u))),
-        strings(rows.iter().map(|_| period.kind.as_str())),
-        strings(rows.iter().map(|_| &name)),
+        repeated(codes, rows.iter().map(|&u| Some(u))),
+        repeated(names, rows.iter().map(|&u| Some(u))),
+        repeated(codes, rows.iter().map(|&u| units.registry.parent_of(u))),
+        u32s(rows.iter().map(|&u| units.registry.depth_of(u))),
+        same_text(period.kind.as_str(), rows.len()),
+        same_text(&period.to_string(), rows.len()),
         timestamps(rows.iter().map(|_| Some(period.start()))),
         bools(rows.iter().map(|_| scores.current)),
     ]
@@ -204,7 +230,7 @@ fn unit_period_columns(registry: &Registry, scores: &PeriodScores, rows: &[usize
 
 /// A batch of one period's rows, `rows` giving each row's unit.
 fn with_unit_period(
-    registry: &Registry,
+    units: &Units,
     scores: &PeriodScores,
     rows: &[usize],
     fields: Vec<Field>,
@@ -212,7 +238,7 @@ fn with_unit_period(
 ) -> RecordBatch {
     let mut all_fields = unit_period_fields();
     all_fields.extend(fields);
-    let mut all_columns = unit_period_columns(registry, scores, rows);
+    let mut all_columns = unit_period_columns(units, scores, rows);
     all_columns.extend(columns);
     batch(all_fields, all_columns)
 }
@@ -237,78 +263,92 @@ fn units_batch(registry: &Registry) -> RecordBatch {
     )
 }
 
-fn scores_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+/// The criteria's codes and names in force in the period, for `repeated` columns.
+fn criterion_texts(spec: &Spec, period: Period) -> [ArrayRef; 3] {
+    let in_force = spec.for_period(period);
+    [
+        strings(CRITERIA.iter()),
+        strings(in_force.iter().map(|e| &e.name_vi)),
+        strings(in_force.iter().map(|e| &e.name_en)),
+    ]
+}
+
+fn scores_batch(units: &Units, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
     let rows = &scores.criteria;
     let keys: Vec<usize> = rows.iter().map(|s| s.unit).collect();
     let in_force = spec.for_period(scores.period);
     let entry = |i: usize| in_force[rows[i].criterion];
     let n = rows.len();
+    let [codes, names_vi, names_en] = criterion_texts(spec, scores.period);
+    let criterion = |values: &ArrayRef| repeated(values, rows.iter().map(|s| Some(s.criterion)));
     with_unit_period(
-        registry,
+        units,
         scores,
         &keys,
         vec![
-            field("criterion", DataType::Utf8, false),
+            field("criterion", repeated_text(), false),
             field("group_id", DataType::UInt8, false),
-            field("criterion_name_vi", DataType::Utf8, false),
-            field("criterion_name_en", DataType::Utf8, false),
+            field("criterion_name_vi", repeated_text(), false),
+            field("criterion_name_en", repeated_text(), false),
             field("max_points", DataType::Float64, false),
             field("numerator", DataType::Int64, false),
             field("denominator", DataType::Int64, false),
             field("ratio", DataType::Float64, true),
             field("points", DataType::Float64, false),
             field("points_lost", DataType::Float64, false),
-            field("spec_version", DataType::Utf8, false),
+            field("spec_version", repeated_text(), false),
         ],
         vec![
-            strings(rows.iter().map(|s| CRITERIA[s.criterion])),
+            criterion(&codes),
             Arc::new(UInt8Array::from_iter_values((0..n).map(|i| entry(i).group()))),
-            strings((0..n).map(|i| entry(i).name_vi.clone())),
-            strings((0..n).map(|i| entry(i).name_en.clone())),
+            criterion(&names_vi),
+            criterion(&names_en),
             floats(rows.iter().map(|s| s.max_points)),
             ints(rows.iter().map(|s| s.numerator)),
             ints(rows.iter().map(|s| s.denominator)),
             optional_floats(rows.iter().map(|s| s.ratio)),
             floats(rows.iter().map(|s| s.points)),
             floats(rows.iter().map(|s| s.points_lost())),
-            strings(rows.iter().map(|_| &board.spec_version)),
+            same_text(&board.spec_version, n),
         ],
     )
 }
 
-fn groups_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+fn groups_batch(units: &Units, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
     let rows = &scores.groups;
     let keys: Vec<usize> = rows.iter().map(|g| g.unit).collect();
+    let group =
+        |values: &ArrayRef| repeated(values, rows.iter().map(|g| spec.groups.iter().position(|s| s.id == g.group)));
     with_unit_period(
-        registry,
+        units,
         scores,
         &keys,
         vec![
             field("group_id", DataType::UInt8, false),
-            field("group_name_vi", DataType::Utf8, false),
-            field("group_name_en", DataType::Utf8, false),
+            field("group_name_vi", repeated_text(), false),
+            field("group_name_en", repeated_text(), false),
             field("max_points", DataType::Float64, false),
             field("points", DataType::Float64, false),
             field("points_lost", DataType::Float64, false),
-            field("spec_version", DataType::Utf8, false),
+            field("spec_version", repeated_text(), false),
         ],
         vec![
             Arc::new(UInt8Array::from_iter_values(rows.iter().map(|g| g.group))),
-            strings(rows.iter().map(|g| &spec.group(g.group).name_vi)),
-            strings(rows.iter().map(|g| &spec.group(g.group).name_en)),
+            group(&strings(spec.groups.iter().map(|g| &g.name_vi))),
+            group(&strings(spec.groups.iter().map(|g| &g.name_en))),
             floats(rows.iter().map(|g| g.max_points)),
             floats(rows.iter().map(|g| g.points)),
             floats(rows.iter().map(|g| (g.max_points - g.points).max(0.0))),
-            strings(rows.iter().map(|_| &board.spec_version)),
+            same_text(&board.spec_version, rows.len()),
         ],
     )
 }
 
-fn totals_batch(registry: &Registry, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+fn totals_batch(units: &Units, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
     let rows = &scores.totals;
     let keys: Vec<usize> = rows.iter().map(|t| t.unit).collect();
     with_unit_period(
-        registry,
+        units,
         scores,
         &keys,
         vec![
@@ -319,7 +359,7 @@ fn totals_batch(registry: &Registry, board: &Scoreboard, scores: &PeriodScores) 
             field("rank", DataType::UInt32, false),
             field("siblings", DataType::UInt32, false),
             field("target_total", DataType::Float64, false),
-            field("spec_version", DataType::Utf8, false),
+            field("spec_version", repeated_text(), false),
         ],
         vec![
             floats(rows.iter().map(|t| t.total)),
@@ -329,23 +369,23 @@ fn totals_batch(registry: &Registry, board: &Scoreboard, scores: &PeriodScores) 
             u32s(rows.iter().map(|t| t.rank)),
             u32s(rows.iter().map(|t| t.siblings)),
             floats(rows.iter().map(|_| board.target_total)),
-            strings(rows.iter().map(|_| &board.spec_version)),
+            same_text(&board.spec_version, rows.len()),
         ],
     )
 }
 
-fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
+fn gaps_batch(units: &Units, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
     let rows = &scores.gaps;
     let keys: Vec<usize> = rows.iter().map(|g| g.unit).collect();
-    let in_force = spec.for_period(scores.period);
-    let name = |g: &crate::scoring::Gap| in_force[g.criterion].name_en.clone();
+    let [codes, _, names_en] = criterion_texts(spec, scores.period);
+    let criterion = |values: &ArrayRef| repeated(values, rows.iter().map(|g| Some(g.criterion)));
     with_unit_period(
-        registry,
+        units,
         scores,
         &keys,
         vec![
-            field("criterion", DataType::Utf8, false),
-            field("criterion_name_en", DataType::Utf8, false),
+            field("criterion", repeated_text(), false),
+            field("criterion_name_en", repeated_text(), false),
             field("points_lost", DataType::Float64, false),
             field("loss_rank", DataType::UInt32, false),
             field("total", DataType::Float64, false),
@@ -353,8 +393,8 @@ fn gaps_batch(registry: &Registry, spec: &Spec, board: &Scoreboard, scores: &Per
             field("good_needed_for_target", DataType::Int64, true),
         ],
         vec![
-            strings(rows.iter().map(|g| CRITERIA[g.criterion])),
-            strings(rows.iter().map(name)),
+            criterion(&codes),
+            criterion(&names_en),
             floats(rows.iter().map(|g| g.points_lost)),
             u32s(rows.iter().map(|g| g.loss_rank)),
             floats(rows.iter().map(|g| scores.totals[g.unit].total)),
