@@ -97,9 +97,11 @@ impl Engine {
                         dirty = true;
                         dossiers = None;
                     }
-                    // A view costs the engine time it does not spend on events: building views
-                    // never takes more than a fifth of it, however large the tree.
-                    if dirty && last_publish.elapsed() >= last_build * 4 {
+                    // A view costs the engine time it does not spend on events: while events
+                    // wait, building views never takes more than a fifth of it, however large
+                    // the tree. Once ingest has caught up, that time is free: publish now.
+                    let caught_up = batches.is_empty();
+                    if dirty && (caught_up || last_publish.elapsed() >= last_build * 4) {
                         let started = tokio::time::Instant::now();
                         self.publish();
                         (last_publish, last_build) = (started, started.elapsed());
