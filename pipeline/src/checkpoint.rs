@@ -182,10 +182,6 @@ impl<'a> Columns<'a> {
             .ok_or_else(|| format!("{} table: {name} holds values of another type", self.table))?;
         Ok(Lists { offsets: lists.value_offsets(), values })
     }
-
-    fn times(&self, name: &str) -> Result<Lists<'a, Int64Array>, String> {
-        self.list(name)
-    }
 }
 
 /// The lists of a column: row `i` is `values[offsets[i]..offsets[i + 1]]`.
@@ -224,8 +220,8 @@ fn read_dossiers(batches: &[RecordBatch], state: &mut State) -> Result<(), Strin
         let [received, due, completed, returned, abandoned] =
             ["received_at", "due_at", "completed_at", "returned_at", "abandoned_at"].map(|n| c.get::<Int64Array>(n));
         let (received, due, completed, returned, abandoned) = (received?, due?, completed?, returned?, abandoned?);
-        let requests = c.times("supplement_requests")?;
-        let arrivals = c.times("supplement_arrivals")?;
+        let requests = c.list::<Int64Array>("supplement_requests")?;
+        let arrivals = c.list::<Int64Array>("supplement_arrivals")?;
         let flags: &UInt16Array = c.get("flags")?;
         let seen = c.list::<UInt64Array>("seen_events")?;
         for i in 0..batch.num_rows() {
@@ -261,7 +257,7 @@ pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, String> {
         let submitted: &Int64Array = c.get("submitted_at")?;
         let transferred: &Int64Array = c.get("transferred_at")?;
         let [rejected, info, answered, published] =
-            ["rejected", "info_requested", "answered", "published"].map(|n| c.times(n));
+            ["rejected", "info_requested", "answered", "published"].map(|n| c.list::<Int64Array>(n));
         let (rejected, info, answered, published) = (rejected?, info?, answered?, published?);
         let [classified, unsatisfied, repeated] =
             ["classified", "unsatisfied", "repeated"].map(|n| c.get::<BooleanArray>(n));

@@ -174,7 +174,7 @@ async fn resume(
 }
 
 /// Returns the pages of freed memory to the system now rather than at the allocator's leisure.
-pub fn return_freed_memory() {
+fn return_freed_memory() {
     // SAFETY: mi_collect only releases memory mimalloc no longer hands out; it takes no pointers.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }

@@ -286,7 +286,8 @@ pub fn score(
     spec: &Spec,
     target_total: f64,
 ) -> Scoreboard {
-    Scorer::default().score_periods(registry, state, &BTreeSet::new(), petitions, spec, target_total)
+    let registry = Arc::new(registry.clone());
+    Scorer::default().score(&registry, state, &BTreeSet::new(), petitions, spec, target_total)
 }
 
 /// Scores successive states, scoring again only the periods whose figures may have changed: those
@@ -355,18 +356,7 @@ impl Scorer {
             self.periods.clear();
             self.basis = Some(basis);
         }
-        self.score_periods(registry, state, touched, petitions, spec, target_total)
-    }
-
-    fn score_periods(
-        &mut self,
-        registry: &Registry,
-        state: &State,
-        touched: &BTreeSet<Period>,
-        petitions: &PetitionTallies,
-        spec: &Spec,
-        target_total: f64,
-    ) -> Scoreboard {
+        let registry: &Registry = registry;
         let now = state.now();
         let catalog = state.catalog();
         let board =

@@ -198,9 +198,7 @@ impl Dossier {
     /// Remembers an event id's fingerprint; the list is kept at its exact length (a dossier has
     /// a handful of events, and there are millions of dossiers).
     fn remember(&mut self, fingerprint: u64) {
-        let mut seen = std::mem::take(&mut self.seen_events).into_vec();
-        seen.push(fingerprint);
-        self.seen_events = seen.into_boxed_slice();
+        self.seen_events = self.seen_events.iter().copied().chain([fingerprint]).collect();
     }
 
     fn supplements_mut(&mut self) -> &mut Supplements {
@@ -410,10 +408,7 @@ impl State {
     pub fn restore_dossier(&mut self, mut dossier: Dossier, unit: &str, procedure: &str) {
         dossier.unit = self.units.intern(unit);
         dossier.procedure = self.procedures.intern(procedure);
-        let hash = id_hash(&dossier.id);
-        let idx = self.dossiers.push(dossier);
-        let dossiers = &self.dossiers;
-        self.by_id.insert_unique(hash, idx, |&i| id_hash(&dossiers.get(i).id));
+        self.add(id_hash(&dossier.id), dossier);
     }
 
     /// Judges every dossier afresh: the tallies, the deadlines and the touched months are rebuilt.
@@ -483,7 +478,8 @@ impl State {
 
     fn apply_checked(&mut self, event: &DossierEvent, refuse_impossible: bool) -> Applied {
         let fp = fingerprint(&event.event_id);
-        let idx = match self.find(&event.dossier_id) {
+        let hash = id_hash(&event.dossier_id);
+        let idx = match self.find(hash, &event.dossier_id) {
             Some(idx) => {
                 let d = self.dossiers.get(idx);
                 if d.seen_events.contains(&fp) {
@@ -494,7 +490,7 @@ impl State {
                 }
                 idx
             }
-            None => self.insert(event),
+            None => self.insert(hash, event),
         };
         self.contribute(idx, -1);
         let unit = self.units.intern(&event.unit_code);
@@ -527,13 +523,21 @@ impl State {
         Applied::Changed
     }
 
-    fn find(&self, id: &str) -> Option<u32> {
-        self.by_id.find(id_hash(id), |&idx| &*self.dossiers.get(idx).id == id).copied()
+    /// The position of dossier `id`, whose `id_hash` is `hash`.
+    fn find(&self, hash: u64, id: &str) -> Option<u32> {
+        self.by_id.find(hash, |&idx| &*self.dossiers.get(idx).id == id).copied()
     }
 
-    fn insert(&mut self, event: &DossierEvent) -> u32 {
-        let hash = id_hash(&event.dossier_id);
-        let idx = self.dossiers.push(Dossier {
+    /// Stores a new dossier and files its position under `hash`, its id's hash.
+    fn add(&mut self, hash: u64, dossier: Dossier) -> u32 {
+        let idx = self.dossiers.push(dossier);
+        let dossiers = &self.dossiers;
+        self.by_id.insert_unique(hash, idx, |&i| id_hash(&dossiers.get(i).id));
+        idx
+    }
+
+    fn insert(&mut self, hash: u64, event: &DossierEvent) -> u32 {
+        let dossier = Dossier {
             id: event.dossier_id.as_str().into(),
             unit: self.units.intern(&event.unit_code),
             procedure: self.procedures.intern(&event.procedure_code),
@@ -548,10 +552,8 @@ impl State {
             supplements: None,
             flags: 0,
             seen_events: Box::default(),
-        });
-        let dossiers = &self.dossiers;
-        self.by_id.insert_unique(hash, idx, |&i| id_hash(&dossiers.get(i).id));
-        idx
+        };
+        self.add(hash, dossier)
     }
 
     /// Adds (`sign` = 1) or removes (-1) the dossier's contribution at the current instant.

@@ -76,21 +76,20 @@ impl ViewBuilder {
         if !self.units.as_ref().is_some_and(|(r, _)| Arc::ptr_eq(r, &registry)) {
             self.units = Some((registry.clone(), units_batch(&registry)));
         }
+        let units_table = self.units.as_ref().map(|(_, batch)| batch.clone()).expect("built above");
+        let units = Units { registry: &registry, batch: &units_table };
         let mut tables: Vec<(&'static str, Vec<RecordBatch>)> =
             PERIOD_TABLES.iter().map(|&name| (name, Vec::with_capacity(board.periods.len()))).collect();
         let mut periods = HashMap::with_capacity(board.periods.len());
         for scores in &board.periods {
             let batches = match self.periods.remove(&scores.period) {
                 Some((built_from, batches)) if Arc::ptr_eq(&built_from, scores) => batches,
-                _ => {
-                    let units = Units { registry: &registry, batch: &self.units.as_ref().expect("built above").1 };
-                    [
-                        scores_batch(&units, spec, &board, scores),
-                        groups_batch(&units, spec, &board, scores),
-                        totals_batch(&units, &board, scores),
-                        gaps_batch(&units, spec, &board, scores),
-                    ]
-                }
+                _ => [
+                    scores_batch(&units, spec, &board, scores),
+                    groups_batch(&units, spec, &board, scores),
+                    totals_batch(&units, &board, scores),
+                    gaps_batch(&units, spec, &board, scores),
+                ],
             };
             for ((_, table), batch) in tables.iter_mut().zip(&batches) {
                 table.push(batch.clone());
@@ -98,8 +97,7 @@ impl ViewBuilder {
             periods.insert(scores.period, (scores.clone(), batches));
         }
         self.periods = periods;
-        let units = self.units.as_ref().map(|(_, batch)| batch.clone()).expect("built above");
-        tables.insert(0, ("units", vec![units]));
+        tables.insert(0, ("units", vec![units_table.clone()]));
         View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
     }
 }
