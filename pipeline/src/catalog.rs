@@ -2,7 +2,7 @@
 //! criteria need it. Loaded from a JSON-lines file; optional (without it, catalog criteria have
 //! empty denominators and dossiers without a due date cannot be late).
 
-use std::collections::HashMap;
+use hashbrown::HashMap; // foldhash: looked up by code for every event
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

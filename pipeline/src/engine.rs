@@ -98,10 +98,11 @@ impl Engine {
                         dossiers = None;
                     }
                     // A view costs the engine time it does not spend on events: while events
-                    // wait, building views never takes more than a fifth of it, however large
-                    // the tree. Once ingest has caught up, that time is free: publish now.
+                    // wait (a replay, a catch-up), building views never takes more than a tenth
+                    // of it, however large the tree. Once ingest has caught up, that time is
+                    // free: publish now.
                     let caught_up = batches.is_empty();
-                    if dirty && (caught_up || last_publish.elapsed() >= last_build * 4) {
+                    if dirty && (caught_up || last_publish.elapsed() >= last_build * 9) {
                         let started = tokio::time::Instant::now();
                         self.publish();
                         (last_publish, last_build) = (started, started.elapsed());

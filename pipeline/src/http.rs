@@ -101,7 +101,9 @@ async fn updates(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<E
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+    // Off the async workers: the first read after a view builds its score gauges.
+    let text = tokio::task::spawn_blocking(move || app.metrics.render()).await.expect("rendering does not panic");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

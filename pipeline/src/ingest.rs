@@ -5,7 +5,7 @@
 //! dead-letter topic; decoded inputs reach the engine in bounded batches (a full queue blocks the
 //! consumer: backpressure, never loss). Partitions added to a topic are picked up while running.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,13 +162,27 @@ pub fn client_config(config: &Config) -> ClientConfig {
 /// Turns messages into a batch: decodes, counts, collects dead letters.
 #[derive(Clone)]
 pub(crate) struct Reader {
-    /// Per topic: its contract, and its name shared by every message's origin.
-    contracts: HashMap<String, (Contract, Arc<str>)>,
+    topics: hashbrown::HashMap<String, TopicReader>,
     max_bytes: usize,
-    /// The snapshot's positions: a table message before them was counted (and, if bad,
-    /// dead-lettered) before the restart, so re-reading the table does not count it again.
-    resumed: Offsets,
     metrics: Arc<Metrics>,
+}
+
+/// What the reader knows of one topic, looked up once per message.
+#[derive(Clone)]
+struct TopicReader {
+    contract: Contract,
+    /// The topic's name, shared by every message's origin.
+    name: Arc<str>,
+    /// Per partition, the snapshot's position: a table message before it was counted (and, if
+    /// bad, dead-lettered) before the restart, so re-reading the table does not count it again.
+    resumed: hashbrown::HashMap<i32, i64>,
+}
+
+impl TopicReader {
+    fn new(name: &str, contract: Contract, resume: &Offsets) -> TopicReader {
+        let resumed = resume.iter().filter(|((topic, _), _)| topic == name).map(|(&(_, p), &next)| (p, next)).collect();
+        TopicReader { contract, name: Arc::from(name), resumed }
+    }
 }
 
 /// A batch being filled, with the dead letters its messages produced.
@@ -191,8 +205,9 @@ pub(crate) struct Raw<'a> {
 impl Reader {
     /// A reader of dossier events only, from the given sources (a replay's files).
     pub(crate) fn events(sources: &[String], max_bytes: usize, metrics: Arc<Metrics>) -> Reader {
-        let contracts = sources.iter().map(|s| (s.clone(), (Contract::Dossiers, Arc::from(s.as_str())))).collect();
-        Reader { contracts, max_bytes, resumed: Offsets::new(), metrics }
+        let topics =
+            sources.iter().map(|s| (s.clone(), TopicReader::new(s, Contract::Dossiers, &Offsets::new()))).collect();
+        Reader { topics, max_bytes, metrics }
     }
 
     fn take(&self, pending: &mut Pending, message: &BorrowedMessage<'_>) {
@@ -208,9 +223,9 @@ impl Reader {
 
     pub(crate) fn take_raw(&self, pending: &mut Pending, message: &Raw<'_>) {
         let (topic, partition, offset) = (message.topic, message.partition, message.offset);
-        let (contract, topic_name) = &self.contracts[topic];
-        let counted_before = self.resumed.get(&(topic.to_owned(), partition)).is_some_and(|&next| offset < next);
-        pending.batch.next_offsets.insert((topic.to_owned(), partition), offset + 1);
+        let TopicReader { contract, name: topic_name, resumed } = &self.topics[topic];
+        let counted_before = resumed.get(&partition).is_some_and(|&next| offset < next);
+        read_up_to(&mut pending.batch.next_offsets, topic, partition, offset + 1);
         let payload = message.payload.unwrap_or_default();
         if !counted_before {
             pending.batch.ledger.consumed += 1;
@@ -233,6 +248,17 @@ impl Reader {
                 pending.batch.ledger.reject(rejection.reason.as_str());
                 pending.letters.push(DeadLetter { origin, rejection });
             }
+        }
+    }
+}
+
+/// Notes that `topic`/`partition` is read up to `next` (a batch holds few partitions: a scan
+/// finds it without allocating a key for every message).
+fn read_up_to(offsets: &mut Offsets, topic: &str, partition: i32, next: i64) {
+    match offsets.iter_mut().find(|((t, p), _)| *p == partition && t == topic) {
+        Some((_, offset)) => *offset = next,
+        None => {
+            offsets.insert((topic.to_owned(), partition), next);
         }
     }
 }
@@ -282,9 +308,8 @@ impl Source {
             }
         }
         let reader = Reader {
-            contracts: topics.iter().map(|(n, c, _)| (n.clone(), (*c, Arc::from(n.as_str())))).collect(),
+            topics: topics.iter().map(|(n, c, _)| (n.clone(), TopicReader::new(n, *c, &self.resume))).collect(),
             max_bytes: config.ingest.max_event_bytes,
-            resumed: self.resume.clone(),
             metrics: self.metrics.clone(),
         };
 

@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::config::MetricsConfig;
 use crate::event::RejectReason;
@@ -24,15 +25,6 @@ pub struct Metrics {
     pub events_applied: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub broker_connected: IntGauge,
-    pub score_points: GaugeVec,
-    pub score_ratio: GaugeVec,
-    pub group_points: GaugeVec,
-    pub total_points: GaugeVec,
-    pub rank: IntGaugeVec,
-    pub previous_total_points: GaugeVec,
-    pub previous_group_points: GaugeVec,
-    pub previous_rank: IntGaugeVec,
-    pub period_dossiers: IntGaugeVec,
     pub dossiers_tracked: IntGauge,
     pub dossiers_unregistered_unit: IntGauge,
     pub view_published: Gauge,
@@ -51,6 +43,7 @@ pub struct Metrics {
     pub alerts_firing: IntGaugeVec,
     pub alert_notifications_failed: IntCounterVec,
     snapshot_age: Gauge,
+    scores: Mutex<ScoreSeries>,
     /// Unix seconds at start: the snapshot age counts from here until the first snapshot.
     started: f64,
 }
@@ -67,7 +60,6 @@ impl Metrics {
         r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process collector registers once");
         let counter = |name: &str, help: &str| register(&r, IntCounter::new(name, help).unwrap());
-        let score_labels = ["unit", "period", "criterion"];
         let m = Metrics {
             events_consumed: counter("index766_events_consumed_total", "Messages read from the events topic."),
             bytes_consumed: counter("index766_consumed_bytes_total", "Payload bytes read from the events topic."),
@@ -91,78 +83,6 @@ impl Metrics {
             broker_connected: register(
                 &r,
                 IntGauge::new("index766_broker_connected", "1 while the events topic's metadata can be read.").unwrap(),
-            ),
-            score_points: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_score_points", "Points of a criterion for a unit in the current period."),
-                    &score_labels,
-                )
-                .unwrap(),
-            ),
-            score_ratio: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_score_ratio", "Ratio (0-1) of a criterion for a unit in the current period; absent when nothing was received."),
-                    &score_labels,
-                )
-                .unwrap(),
-            ),
-            group_points: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_group_points", "Points of a group for a unit in the current period."),
-                    &["unit", "period", "group"],
-                )
-                .unwrap(),
-            ),
-            total_points: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_total_points", "Index 766 total (0-100) of a unit in the current period."),
-                    &["unit", "period"],
-                )
-                .unwrap(),
-            ),
-            rank: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("index766_rank", "Rank of a unit's total among its siblings in the current period (1 = best)."),
-                    &["unit", "period"],
-                )
-                .unwrap(),
-            ),
-            previous_total_points: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_previous_period_total_points", "Index 766 total of a unit in the period before the current one (what drop alerts compare with)."),
-                    &["unit", "period"],
-                )
-                .unwrap(),
-            ),
-            previous_group_points: register(
-                &r,
-                GaugeVec::new(
-                    Opts::new("index766_previous_period_group_points", "Points of a group for a unit in the period before the current one."),
-                    &["unit", "period", "group"],
-                )
-                .unwrap(),
-            ),
-            previous_rank: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("index766_previous_period_rank", "Rank of a unit among its siblings in the period before the current one."),
-                    &["unit", "period"],
-                )
-                .unwrap(),
-            ),
-            period_dossiers: register(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("index766_period_dossiers", "Dossiers behind a unit's figures in the current period (its largest criterion denominator): the alerts' minimum-volume guard."),
-                    &["unit", "period"],
-                )
-                .unwrap(),
             ),
             dossiers_tracked: register(&r, IntGauge::new("index766_dossiers_tracked", "Dossiers held in the state.").unwrap()),
             dossiers_unregistered_unit: register(
@@ -266,6 +186,7 @@ impl Metrics {
                 &r,
                 Gauge::new("index766_snapshot_age_seconds", "Seconds since the newest snapshot became durable (since start when none has).").unwrap(),
             ),
+            scores: Mutex::new(ScoreSeries::default()),
             registry: r,
             limits,
             started: chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
@@ -287,14 +208,151 @@ impl Metrics {
         }
     }
 
-    /// Sets the score gauges from a freshly published view (current periods only: the labels
-    /// stay the same when a month rolls over, so a wall's series continue; units down to the
-    /// configured depths only, to bound the series count).
-    pub fn observe_view(&self, view: &View, dossiers: usize) {
+    /// Takes note of a freshly published view: its score gauges are built from it when /metrics is
+    /// next read (a scrape reads far fewer views than the engine publishes).
+    pub fn observe_view(&self, view: &Arc<View>, dossiers: usize) {
+        self.scores.lock().expect("score series lock").latest = Some(view.clone());
+        self.dossiers_tracked.set(dossiers as i64);
+        self.dossiers_unregistered_unit.set(view.scoreboard.unregistered_dossiers);
+        self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// Messages not yet read, over every partition; None before ingest has measured any.
+    pub fn total_lag(&self) -> Option<i64> {
+        use prometheus::core::Collector;
+        let families = self.consumer_lag.collect();
+        let partitions: Vec<i64> =
+            families.iter().flat_map(|family| family.get_metric()).map(|m| m.get_gauge().value() as i64).collect();
+        (!partitions.is_empty()).then(|| partitions.iter().sum())
+    }
+
+    /// Counts one SQL query, with its duration to the last row.
+    pub fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.sql_queries.with_label_values(&[interface, outcome]).inc();
+        self.sql_query_duration.with_label_values(&[interface, outcome]).observe(seconds);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        let since = match self.snapshot_last_success.get() {
+            0.0 => self.started,
+            t => t,
+        };
+        self.snapshot_age.set(now - since);
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        let mut text = String::from_utf8(out).expect("exposition is UTF-8");
+        text.push_str(self.scores.lock().expect("score series lock").text(&self.limits));
+        text
+    }
+}
+
+/// The score gauges of the newest view, as text exposition, built at most once per view.
+#[derive(Default)]
+struct ScoreSeries {
+    latest: Option<Arc<View>>,
+    /// The view last rendered, and its text.
+    rendered: Option<(Arc<View>, String)>,
+}
+
+impl ScoreSeries {
+    fn text(&mut self, limits: &MetricsConfig) -> &str {
+        let Some(latest) = &self.latest else { return "" };
+        if !self.rendered.as_ref().is_some_and(|(view, _)| Arc::ptr_eq(view, latest)) {
+            let gauges = ScoreGauges::new();
+            gauges.set(latest, limits);
+            let mut out = Vec::new();
+            TextEncoder::new().encode(&gauges.registry.gather(), &mut out).expect("text encoding cannot fail");
+            self.rendered = Some((latest.clone(), String::from_utf8(out).expect("exposition is UTF-8")));
+        }
+        self.rendered.as_ref().map_or("", |(_, text)| text)
+    }
+}
+
+/// The gauges of one view's scores: current periods only (the labels stay the same when a month
+/// rolls over, so a wall's series continue), units down to the configured depths only (to bound
+/// the series count).
+struct ScoreGauges {
+    registry: Registry,
+    score_points: GaugeVec,
+    score_ratio: GaugeVec,
+    group_points: GaugeVec,
+    total_points: GaugeVec,
+    rank: IntGaugeVec,
+    previous_total_points: GaugeVec,
+    previous_group_points: GaugeVec,
+    previous_rank: IntGaugeVec,
+    period_dossiers: IntGaugeVec,
+}
+
+impl ScoreGauges {
+    fn new() -> ScoreGauges {
+        let r = Registry::new();
+        let floats = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge"))
+        };
+        let ints = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge"))
+        };
+        let (criterion, group, unit) =
+            (["unit", "period", "criterion"], ["unit", "period", "group"], ["unit", "period"]);
+        ScoreGauges {
+            score_points: floats(
+                "index766_score_points",
+                "Points of a criterion for a unit in the current period.",
+                &criterion,
+            ),
+            score_ratio: floats(
+                "index766_score_ratio",
+                "Ratio (0-1) of a criterion for a unit in the current period; absent when nothing was received.",
+                &criterion,
+            ),
+            group_points: floats(
+                "index766_group_points",
+                "Points of a group for a unit in the current period.",
+                &group,
+            ),
+            total_points: floats(
+                "index766_total_points",
+                "Index 766 total (0-100) of a unit in the current period.",
+                &unit,
+            ),
+            rank: ints(
+                "index766_rank",
+                "Rank of a unit's total among its siblings in the current period (1 = best).",
+                &unit,
+            ),
+            previous_total_points: floats(
+                "index766_previous_period_total_points",
+                "Index 766 total of a unit in the period before the current one (what drop alerts compare with).",
+                &unit,
+            ),
+            previous_group_points: floats(
+                "index766_previous_period_group_points",
+                "Points of a group for a unit in the period before the current one.",
+                &group,
+            ),
+            previous_rank: ints(
+                "index766_previous_period_rank",
+                "Rank of a unit among its siblings in the period before the current one.",
+                &unit,
+            ),
+            period_dossiers: ints(
+                "index766_period_dossiers",
+                "Dossiers behind a unit's figures in the current period (its largest criterion denominator): the alerts' minimum-volume guard.",
+                &unit,
+            ),
+            registry: r,
+        }
+    }
+
+    fn set(&self, view: &View, limits: &MetricsConfig) {
         let units = view.registry.units();
         let board = &view.scoreboard;
         let depth = |unit: usize| view.registry.depth_of(unit);
-        let (score_depth, criterion_depth) = (self.limits.score_depth, self.limits.criterion_depth);
+        let (score_depth, criterion_depth) = (limits.score_depth, limits.criterion_depth);
         let by_period: HashMap<Period, &PeriodScores> = board.periods.iter().map(|p| (p.period, &**p)).collect();
         for current in board.current() {
             let kind = current.period.kind.as_str();
@@ -302,11 +360,8 @@ impl Metrics {
             for score in current.criteria.iter().filter(|s| depth(s.unit) <= criterion_depth) {
                 let labels = [units[score.unit].code.as_str(), kind, CRITERIA[score.criterion]];
                 self.score_points.with_label_values(&labels).set(score.points);
-                match score.ratio {
-                    Some(r) => self.score_ratio.with_label_values(&labels).set(r),
-                    None => {
-                        let _ = self.score_ratio.remove_label_values(&labels);
-                    }
+                if let Some(r) = score.ratio {
+                    self.score_ratio.with_label_values(&labels).set(r);
                 }
             }
             let groups_before: HashMap<(usize, u8), f64> = previous
@@ -339,38 +394,6 @@ impl Metrics {
                 self.period_dossiers.with_label_values(&[units[unit].code.as_str(), kind]).set(n);
             }
         }
-        self.dossiers_tracked.set(dossiers as i64);
-        self.dossiers_unregistered_unit.set(board.unregistered_dossiers);
-        self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-    }
-
-    /// Messages not yet read, over every partition; None before ingest has measured any.
-    pub fn total_lag(&self) -> Option<i64> {
-        use prometheus::core::Collector;
-        let families = self.consumer_lag.collect();
-        let partitions: Vec<i64> =
-            families.iter().flat_map(|family| family.get_metric()).map(|m| m.get_gauge().value() as i64).collect();
-        (!partitions.is_empty()).then(|| partitions.iter().sum())
-    }
-
-    /// Counts one SQL query, with its duration to the last row.
-    pub fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
-        let outcome = if ok { "ok" } else { "error" };
-        self.sql_queries.with_label_values(&[interface, outcome]).inc();
-        self.sql_query_duration.with_label_values(&[interface, outcome]).observe(seconds);
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        let since = match self.snapshot_last_success.get() {
-            0.0 => self.started,
-            t => t,
-        };
-        self.snapshot_age.set(now - since);
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
-        String::from_utf8(out).expect("exposition is UTF-8")
     }
 }
 
@@ -386,13 +409,13 @@ mod tests {
         ))
         .unwrap();
         let state = crate::state::tests::state_at("2026-11-20T00:00:00+07:00");
-        let view = View::build(
-            std::sync::Arc::new(registry),
+        let view = Arc::new(View::build(
+            Arc::new(registry),
             &crate::spec::tests::shipped(),
             80.0,
             &state,
             &Default::default(),
-        );
+        ));
         let metrics = Metrics::new(MetricsConfig { score_depth: 1, criterion_depth: 0 });
         metrics.observe_view(&view, 0);
         let text = metrics.render();

@@ -355,6 +355,29 @@ pub struct DossiersCopy {
     pub procedures: Vec<Box<str>>,
 }
 
+/// What one dossier adds to the tallies of its unit, for each period containing its reception.
+#[derive(Debug, PartialEq)]
+struct Contribution {
+    dossier: u32,
+    unit: u32,
+    procedure: u32,
+    periods: [Period; 4],
+    /// Whether it is on time in each period.
+    on_time: [bool; 4],
+    /// Its tally when late, and when on time.
+    tallies: [Tally; 2],
+    facts: Facts,
+    /// The effective due date of a dossier still open.
+    open_until: Option<Instant>,
+}
+
+impl Contribution {
+    /// Its tally in the `i`th of its periods.
+    fn tally(&self, i: usize) -> &Tally {
+        &self.tallies[self.on_time[i] as usize]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Changed,
@@ -369,6 +392,9 @@ pub struct State {
     pub units: Interner,
     pub procedures: Interner,
     catalog: Arc<Catalog>,
+    /// The catalog entry of each interned procedure (None: not listed), so judging a dossier
+    /// looks nothing up by name.
+    listed: Vec<Option<Procedure>>,
     dossiers: Dossiers,
     /// Positions in `dossiers`, found by the hash of the dossier id (kept once, in the dossier).
     by_id: HashTable<u32>,
@@ -388,6 +414,7 @@ impl State {
             units: Interner::default(),
             procedures: Interner::default(),
             catalog,
+            listed: Vec::new(),
             dossiers: Dossiers::default(),
             by_id: HashTable::new(),
             tallies: HashMap::new(),
@@ -407,7 +434,7 @@ impl State {
     /// `rejudge_all` has run.
     pub fn restore_dossier(&mut self, mut dossier: Dossier, unit: &str, procedure: &str) {
         dossier.unit = self.units.intern(unit);
-        dossier.procedure = self.procedures.intern(procedure);
+        dossier.procedure = self.procedure_id(procedure);
         self.add(id_hash(&dossier.id), dossier);
     }
 
@@ -417,7 +444,9 @@ impl State {
         self.procedure_facts.clear();
         self.deadlines.clear();
         for idx in 0..self.dossiers.len() as u32 {
-            self.contribute(idx, 1);
+            if let Some(contribution) = self.contribution(idx) {
+                self.count(&contribution, 1);
+            }
         }
     }
 
@@ -457,11 +486,21 @@ impl State {
 
     /// The catalog entry of a dossier's procedure, if the catalog lists it.
     pub fn procedure_of(&self, d: &Dossier) -> Option<&Procedure> {
-        self.catalog.get(self.procedures.name(d.procedure))
+        self.listed[d.procedure as usize].as_ref()
+    }
+
+    /// The number of a procedure code, its catalog entry noted the first time it is seen.
+    fn procedure_id(&mut self, code: &str) -> u32 {
+        let id = self.procedures.intern(code);
+        if id as usize == self.listed.len() {
+            self.listed.push(self.catalog.get(code).cloned());
+        }
+        id
     }
 
     /// Replaces the catalog; every dossier is re-judged against it.
     pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.listed = self.procedures.names.iter().map(|code| catalog.get(code).cloned()).collect();
         self.catalog = catalog;
         self.rejudge_all();
     }
@@ -492,9 +531,13 @@ impl State {
             }
             None => self.insert(hash, event),
         };
-        self.contribute(idx, -1);
-        let unit = self.units.intern(&event.unit_code);
-        let procedure = self.procedures.intern(&event.procedure_code);
+        let before = self.contribution(idx);
+        // The earliest reception sets the unit, procedure, channel and due date: with two, the
+        // earlier one's stand, whichever arrives first.
+        let earliest_reception = event.status == status::RECEIVED
+            && self.dossiers.get(idx).received_at().is_none_or(|r| event.event_time < r);
+        let codes =
+            earliest_reception.then(|| (self.units.intern(&event.unit_code), self.procedure_id(&event.procedure_code)));
         let d = self.dossiers.get_mut(idx);
         d.remember(fp);
         d.flags |= event.flags;
@@ -505,9 +548,7 @@ impl State {
         let t = event.event_time;
         match event.status {
             status::RECEIVED => {
-                // With two reception events, the earlier one's unit, procedure, channel and due
-                // date stand, whichever arrives first.
-                if d.received_at().is_none_or(|r| t < r) {
+                if let Some((unit, procedure)) = codes {
                     (d.unit, d.procedure, d.channel, d.due_at) = (unit, procedure, event.channel, event.due_at.into());
                 }
                 d.received_at.keep_earliest(t);
@@ -519,7 +560,8 @@ impl State {
             status::STOPPED | status::WITHDRAWN | status::REFUSED_AT_RECEPTION => d.abandoned_at.keep_earliest(t),
             _ => {}
         }
-        self.contribute(idx, 1);
+        let after = self.contribution(idx);
+        self.shift(before, after);
         Applied::Changed
     }
 
@@ -540,7 +582,7 @@ impl State {
         let dossier = Dossier {
             id: event.dossier_id.as_str().into(),
             unit: self.units.intern(&event.unit_code),
-            procedure: self.procedures.intern(&event.procedure_code),
+            procedure: self.procedure_id(&event.procedure_code),
             channel: event.channel,
             last_status: event.status,
             last_status_time: event.event_time,
@@ -556,28 +598,85 @@ impl State {
         self.add(hash, dossier)
     }
 
-    /// Adds (`sign` = 1) or removes (-1) the dossier's contribution at the current instant.
-    fn contribute(&mut self, idx: u32, sign: i64) {
+    /// What the dossier adds to the tallies at the current instant; None before its reception.
+    fn contribution(&self, idx: u32) -> Option<Contribution> {
         let d = self.dossiers.get(idx);
-        let Some(received) = d.received_at() else { return };
-        let procedure = self.catalog.get(self.procedures.name(d.procedure));
+        let received = d.received_at()?;
+        let procedure = self.procedure_of(d);
         let verdict = d.verdict(procedure);
-        let facts = crate::judge::procedure_facts(d);
         let periods = Period::all_containing(received);
-        self.touched.insert(periods[0]);
-        for period in periods {
-            let on_time = verdict.on_time_in(period, self.now);
-            *self.tallies.entry((d.unit, period)).or_default() +=
-                crate::judge::tally(d, on_time, procedure).scaled(sign);
-            let per_procedure =
-                self.procedure_facts.entry((d.unit, period)).or_default().entry(d.procedure).or_default();
-            for (count, fact) in per_procedure.iter_mut().zip(facts) {
+        let on_time = periods.map(|period| verdict.on_time_in(period, self.now));
+        // A tally differs between periods only by whether the dossier is on time in it.
+        let tallies = [false, true].map(|on_time| crate::judge::tally(d, on_time, procedure));
+        let open_until = match verdict {
+            Verdict::OpenUntil(due) => due,
+            _ => None,
+        };
+        let facts = crate::judge::procedure_facts(d);
+        Some(Contribution {
+            dossier: idx,
+            unit: d.unit,
+            procedure: d.procedure,
+            periods,
+            on_time,
+            tallies,
+            facts,
+            open_until,
+        })
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) a contribution.
+    fn count(&mut self, c: &Contribution, sign: i64) {
+        self.touched.insert(c.periods[0]);
+        for (i, period) in c.periods.into_iter().enumerate() {
+            *self.tallies.entry((c.unit, period)).or_default() += c.tally(i).scaled(sign);
+            let per_procedure = self.procedure_facts.entry((c.unit, period)).or_default();
+            for (count, fact) in per_procedure.entry(c.procedure).or_default().iter_mut().zip(c.facts) {
                 *count += fact * sign;
             }
         }
-        if let (1, Verdict::OpenUntil(Some(due))) = (sign, verdict) {
+        self.watch_deadline(c, sign);
+    }
+
+    /// Replaces a dossier's contribution `before` by `after`. Most events change it little or
+    /// not at all: in the same unit, procedure and months only the difference is added.
+    fn shift(&mut self, before: Option<Contribution>, after: Option<Contribution>) {
+        let (b, a) = match (before, after) {
+            (Some(b), Some(a)) if (b.unit, b.procedure, b.periods) == (a.unit, a.procedure, a.periods) => (b, a),
+            (before, after) => {
+                before.iter().for_each(|b| self.count(b, -1));
+                after.iter().for_each(|a| self.count(a, 1));
+                return;
+            }
+        };
+        if a == b {
+            return;
+        }
+        self.touched.insert(a.periods[0]);
+        let facts_changed = a.facts != b.facts;
+        for (i, period) in a.periods.into_iter().enumerate() {
+            let (new, old) = (a.tally(i), b.tally(i));
+            if new != old {
+                let tally = self.tallies.entry((a.unit, period)).or_default();
+                *tally += *new;
+                *tally += old.scaled(-1);
+            }
+            if facts_changed {
+                let per_procedure = self.procedure_facts.entry((a.unit, period)).or_default();
+                let counts = per_procedure.entry(a.procedure).or_default();
+                for ((count, new), old) in counts.iter_mut().zip(a.facts).zip(b.facts) {
+                    *count += new - old;
+                }
+            }
+        }
+        self.watch_deadline(&a, 1);
+    }
+
+    /// Files an open dossier under its due date, to turn it overdue when the date passes.
+    fn watch_deadline(&mut self, c: &Contribution, sign: i64) {
+        if let (1, Some(due)) = (sign, c.open_until) {
             if due >= self.now {
-                self.deadlines.insert((due, idx));
+                self.deadlines.insert((due, c.dossier));
             }
         }
     }
@@ -598,12 +697,11 @@ impl State {
                 flipping.push(idx);
             }
         }
-        for &idx in &flipping {
-            self.contribute(idx, -1);
-        }
+        let before: Vec<Contribution> = flipping.iter().filter_map(|&idx| self.contribution(idx)).collect();
         self.now = now;
-        for &idx in &flipping {
-            self.contribute(idx, 1);
+        for before in before {
+            let after = self.contribution(before.dossier);
+            self.shift(Some(before), after);
         }
     }
 }
@@ -775,5 +873,53 @@ pub(crate) mod tests {
         assert_eq!(run(&[0, 1, 2, 3, 4, 5]), expected);
         assert_eq!(run(&[5, 3, 1, 4, 2, 0]), expected);
         assert_eq!(run(&[3, 3, 0, 1, 1, 2, 5, 4, 0, 5]), expected);
+    }
+
+    type Counts = (Vec<((u32, Period), Tally)>, Vec<((u32, Period, u32), Facts)>);
+
+    /// The tallies and facts, without the entries that came back to zero.
+    fn counts(s: &State) -> Counts {
+        let mut tallies: Vec<_> =
+            s.tallies().iter().filter(|(_, t)| **t != Tally::default()).map(|(k, t)| (*k, *t)).collect();
+        let mut facts: Vec<_> = s
+            .procedure_facts()
+            .iter()
+            .flat_map(|(&(unit, period), per)| per.iter().map(move |(&p, f)| ((unit, period, p), *f)))
+            .filter(|(_, f)| *f != Facts::default())
+            .collect();
+        tallies.sort_by_key(|(k, _)| *k);
+        facts.sort_by_key(|(k, _)| *k);
+        (tallies, facts)
+    }
+
+    #[test]
+    fn tallies_kept_event_by_event_equal_a_judgement_afresh() {
+        use crate::event::flag;
+        let mut s = state_at("2026-11-03T00:00:00+07:00");
+        let other_unit = |e: DossierEvent| DossierEvent { unit_code: "U2".into(), procedure_code: "P2".into(), ..e };
+        for e in [
+            reception("a", "D1", "2026-11-01T08:00:00+07:00", "2026-11-05T17:00:00+07:00"),
+            DossierEvent {
+                flags: crate::event::flag::SYNCED_TO_PORTAL,
+                ..event("b", "D1", status::PROCESSING, "2026-11-01T09:00:00+07:00")
+            },
+            // An earlier reception moves D1 to another unit, procedure and month.
+            other_unit(reception("c", "D1", "2026-10-30T08:00:00+07:00", "2026-11-04T17:00:00+07:00")),
+            reception("d", "D2", "2026-11-02T08:00:00+07:00", "2026-11-06T17:00:00+07:00"),
+            event("e", "D2", status::SUPPLEMENT_REQUESTED, "2026-11-02T10:00:00+07:00"),
+            DossierEvent {
+                flags: flag::HAS_FEE | flag::VNEID,
+                ..event("h", "D2", status::FEES_REQUESTED, "2026-11-02T10:30:00+07:00")
+            },
+            event("f", "D3", status::COMPLETED, "2026-11-02T11:00:00+07:00"),
+            reception("g", "D3", "2026-11-01T11:00:00+07:00", "2026-11-02T10:00:00+07:00"),
+        ] {
+            s.apply(&e);
+        }
+        s.advance_to(at("2026-11-20T00:00:00+07:00")); // D1 and D2 turn overdue
+        let kept = counts(&s);
+        assert!(kept.0.iter().any(|((unit, _), _)| *unit == s.units.get("U2").unwrap()), "D1 moved to U2");
+        s.rejudge_all();
+        assert_eq!(kept, counts(&s));
     }
 }

@@ -1,7 +1,7 @@
 //! The unit registry: the tree of administrative units (`schemas/unit.v1.schema.json`), loaded
 //! from a JSON-lines file. Any depth; several roots (a province, ministries) may share one file.
 
-use std::collections::HashMap;
+use hashbrown::HashMap; // foldhash: looked up by code for every event
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
