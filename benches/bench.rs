@@ -284,12 +284,12 @@ fn sql_tables(work: &Path, snapshots: &Path) -> Vec<(&'static str, PathBuf)> {
     folders.sort();
     let newest = folders.pop().expect("a snapshot");
     let file = std::fs::File::open(newest.join("dossiers.parquet")).unwrap();
-    let batches: Vec<_> =
-        ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(Result::unwrap).collect();
+    let rows = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let count = rows.metadata().file_metadata().num_rows() as u64;
+    let batches = rows.build().unwrap().map(|batch| batch.map_err(|e| e.to_string()));
     let catalog = Arc::new(index766::catalog::Catalog::load(&work.join("procedures.jsonl")).unwrap());
     let now = index766::time::parse_time(AS_OF).unwrap();
-    let state = index766::checkpoint::restore_state(now, catalog, &batches).unwrap();
-    drop(batches);
+    let state = index766::checkpoint::restore_state(now, catalog, count, batches).unwrap();
     let table = index766::view::dossiers_batch(&state);
     let path = work.join("sql-dossiers.parquet");
     let mut writer =

@@ -206,43 +206,40 @@ fn opt(a: &Int64Array, i: usize) -> Option<Instant> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-/// Adds the dossiers of a snapshot to `state`.
-fn read_dossiers(batches: &[RecordBatch], state: &mut State) -> Result<(), String> {
-    state.reserve(batches.iter().map(RecordBatch::num_rows).sum());
-    for batch in batches {
-        let c = Columns { table: DOSSIERS, batch };
-        let id: &StringArray = c.get("dossier_id")?;
-        let unit: &StringArray = c.get("unit_code")?;
-        let procedure: &StringArray = c.get("procedure_code")?;
-        let channel: &UInt8Array = c.get("channel")?;
-        let last_status: &UInt8Array = c.get("last_status")?;
-        let last_status_time: &Int64Array = c.get("last_status_time")?;
-        let [received, due, completed, returned, abandoned] =
-            ["received_at", "due_at", "completed_at", "returned_at", "abandoned_at"].map(|n| c.get::<Int64Array>(n));
-        let (received, due, completed, returned, abandoned) = (received?, due?, completed?, returned?, abandoned?);
-        let requests = c.list::<Int64Array>("supplement_requests")?;
-        let arrivals = c.list::<Int64Array>("supplement_arrivals")?;
-        let flags: &UInt16Array = c.get("flags")?;
-        let seen = c.list::<UInt64Array>("seen_events")?;
-        for i in 0..batch.num_rows() {
-            let dossier = Dossier {
-                id: id.value(i).into(),
-                unit: 0,
-                procedure: 0,
-                channel: Channel::try_from(channel.value(i))?,
-                last_status: last_status.value(i),
-                last_status_time: last_status_time.value(i),
-                received_at: When::from(opt(received, i)),
-                due_at: When::from(opt(due, i)),
-                completed_at: When::from(opt(completed, i)),
-                returned_at: When::from(opt(returned, i)),
-                abandoned_at: When::from(opt(abandoned, i)),
-                supplements: Supplements::boxed(requests.row(i), arrivals.row(i)),
-                flags: flags.value(i),
-                seen_events: seen.row(i).into_boxed_slice(),
-            };
-            state.restore_dossier(dossier, unit.value(i), procedure.value(i));
-        }
+/// Adds a batch of a snapshot's dossiers to `state`.
+fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), String> {
+    let c = Columns { table: DOSSIERS, batch };
+    let id: &StringArray = c.get("dossier_id")?;
+    let unit: &StringArray = c.get("unit_code")?;
+    let procedure: &StringArray = c.get("procedure_code")?;
+    let channel: &UInt8Array = c.get("channel")?;
+    let last_status: &UInt8Array = c.get("last_status")?;
+    let last_status_time: &Int64Array = c.get("last_status_time")?;
+    let [received, due, completed, returned, abandoned] =
+        ["received_at", "due_at", "completed_at", "returned_at", "abandoned_at"].map(|n| c.get::<Int64Array>(n));
+    let (received, due, completed, returned, abandoned) = (received?, due?, completed?, returned?, abandoned?);
+    let requests = c.list::<Int64Array>("supplement_requests")?;
+    let arrivals = c.list::<Int64Array>("supplement_arrivals")?;
+    let flags: &UInt16Array = c.get("flags")?;
+    let seen = c.list::<UInt64Array>("seen_events")?;
+    for i in 0..batch.num_rows() {
+        let dossier = Dossier {
+            id: id.value(i).into(),
+            unit: 0,
+            procedure: 0,
+            channel: Channel::try_from(channel.value(i))?,
+            last_status: last_status.value(i),
+            last_status_time: last_status_time.value(i),
+            received_at: When::from(opt(received, i)),
+            due_at: When::from(opt(due, i)),
+            completed_at: When::from(opt(completed, i)),
+            returned_at: When::from(opt(returned, i)),
+            abandoned_at: When::from(opt(abandoned, i)),
+            supplements: Supplements::boxed(requests.row(i), arrivals.row(i)),
+            flags: flags.value(i),
+            seen_events: seen.row(i).into_boxed_slice(),
+        };
+        state.restore_dossier(dossier, unit.value(i), procedure.value(i));
     }
     Ok(())
 }
@@ -283,10 +280,18 @@ pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, String> {
     Ok(petitions)
 }
 
-/// The state a snapshot holds, judged at `now` against `catalog`.
-pub fn restore_state(now: Instant, catalog: Arc<Catalog>, dossiers: &[RecordBatch]) -> Result<State, String> {
+/// The state a snapshot holds, judged at `now` against `catalog`: its `rows` dossiers, batch by batch.
+pub fn restore_state(
+    now: Instant,
+    catalog: Arc<Catalog>,
+    rows: u64,
+    dossiers: impl IntoIterator<Item = Result<RecordBatch, String>>,
+) -> Result<State, String> {
     let mut state = State::new(now, catalog);
-    read_dossiers(dossiers, &mut state)?;
+    state.reserve(rows as usize);
+    for batch in dossiers {
+        read_dossiers(&batch?, &mut state)?;
+    }
     state.rejudge_all();
     Ok(state)
 }
@@ -304,7 +309,8 @@ mod tests {
         state.apply(&event("b", "D1", status::SUPPLEMENT_REQUESTED, "2026-11-02T09:00:00+07:00"));
         state.apply(&event("c", "D2", status::COMPLETED, "2026-11-05T09:00:00+07:00"));
         let table = dossiers_table(&state.copy_dossiers());
-        let restored = restore_state(state.now(), Arc::default(), std::slice::from_ref(&table)).unwrap();
+        let rows = table.num_rows() as u64;
+        let restored = restore_state(state.now(), Arc::default(), rows, [Ok(table.clone())]).unwrap();
         assert_eq!(dossiers_table(&restored.copy_dossiers()), table);
         assert_eq!(restored.tallies(), state.tallies());
         // The event ids seen survive: a repeat after the restart is still a duplicate.
@@ -328,7 +334,7 @@ mod tests {
     fn a_table_of_another_shape_is_named() {
         let wrong =
             batch(vec![Field::new("dossier_id", DataType::Int64, false)], vec![Arc::new(Int64Array::from(vec![1]))]);
-        let err = restore_state(0, Arc::default(), &[wrong]).unwrap_err();
+        let err = restore_state(0, Arc::default(), 1, [Ok(wrong)]).unwrap_err();
         assert!(err.contains("dossier_id"), "{err}");
     }
 }

@@ -142,8 +142,9 @@ async fn resume(
     let started = std::time::Instant::now();
     let described = store.describe();
     let restore = |restored: &snapshot::Restored| -> Result<(State, Petitions), String> {
-        let state = checkpoint::restore_state(now, catalog.clone(), restored.table(checkpoint::DOSSIERS))?;
-        Ok((state, checkpoint::read_petitions(restored.table(checkpoint::PETITIONS))?))
+        let (dossiers, rows) = (restored.batches(checkpoint::DOSSIERS), restored.rows(checkpoint::DOSSIERS));
+        let state = checkpoint::restore_state(now, catalog.clone(), rows, dossiers)?;
+        Ok((state, checkpoint::read_petitions(&restored.table(checkpoint::PETITIONS)?)?))
     };
     let (snapshots, restored) = Snapshots::open(store, config.snapshot.keep, restore).await?;
     let Some((manifest, (state, petitions))) = restored else {

@@ -2,8 +2,8 @@
 //! Names follow `index766_<noun>_<unit>`; every label takes values from a bounded set.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use std::collections::{BTreeMap, HashMap};
@@ -261,140 +261,135 @@ impl ScoreSeries {
     fn text(&mut self, limits: &MetricsConfig) -> &str {
         let Some(latest) = &self.latest else { return "" };
         if !self.rendered.as_ref().is_some_and(|(view, _)| Arc::ptr_eq(view, latest)) {
-            let gauges = ScoreGauges::new();
-            gauges.set(latest, limits);
-            let mut out = Vec::new();
-            TextEncoder::new().encode(&gauges.registry.gather(), &mut out).expect("text encoding cannot fail");
-            self.rendered = Some((latest.clone(), String::from_utf8(out).expect("exposition is UTF-8")));
+            self.rendered = Some((latest.clone(), score_text(latest, limits)));
         }
         self.rendered.as_ref().map_or("", |(_, text)| text)
     }
 }
 
-/// The gauges of one view's scores: current periods only (the labels stay the same when a month
-/// rolls over, so a wall's series continue), units down to the configured depths only (to bound
-/// the series count).
-struct ScoreGauges {
-    registry: Registry,
-    score_points: GaugeVec,
-    score_ratio: GaugeVec,
-    group_points: GaugeVec,
-    total_points: GaugeVec,
-    rank: IntGaugeVec,
-    previous_total_points: GaugeVec,
-    previous_group_points: GaugeVec,
-    previous_rank: IntGaugeVec,
-    period_dossiers: IntGaugeVec,
+/// One gauge family of the exposition, its samples written as they come.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: String,
 }
 
-impl ScoreGauges {
-    fn new() -> ScoreGauges {
-        let r = Registry::new();
-        let floats = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, GaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge"))
-        };
-        let ints = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge"))
-        };
-        let (criterion, group, unit) =
-            (["unit", "period", "criterion"], ["unit", "period", "group"], ["unit", "period"]);
-        ScoreGauges {
-            score_points: floats(
-                "index766_score_points",
-                "Points of a criterion for a unit in the current period.",
-                &criterion,
-            ),
-            score_ratio: floats(
-                "index766_score_ratio",
-                "Ratio (0-1) of a criterion for a unit in the current period; absent when nothing was received.",
-                &criterion,
-            ),
-            group_points: floats(
-                "index766_group_points",
-                "Points of a group for a unit in the current period.",
-                &group,
-            ),
-            total_points: floats(
-                "index766_total_points",
-                "Index 766 total (0-100) of a unit in the current period.",
-                &unit,
-            ),
-            rank: ints(
-                "index766_rank",
-                "Rank of a unit's total among its siblings in the current period (1 = best).",
-                &unit,
-            ),
-            previous_total_points: floats(
-                "index766_previous_period_total_points",
-                "Index 766 total of a unit in the period before the current one (what drop alerts compare with).",
-                &unit,
-            ),
-            previous_group_points: floats(
-                "index766_previous_period_group_points",
-                "Points of a group for a unit in the period before the current one.",
-                &group,
-            ),
-            previous_rank: ints(
-                "index766_previous_period_rank",
-                "Rank of a unit among its siblings in the period before the current one.",
-                &unit,
-            ),
-            period_dossiers: ints(
-                "index766_period_dossiers",
-                "Dossiers behind a unit's figures in the current period (its largest criterion denominator): the alerts' minimum-volume guard.",
-                &unit,
-            ),
-            registry: r,
-        }
+impl Family {
+    fn new(name: &'static str, help: &'static str) -> Family {
+        Family { name, help, samples: String::new() }
     }
 
-    fn set(&self, view: &View, limits: &MetricsConfig) {
-        let units = view.registry.units();
-        let board = &view.scoreboard;
-        let depth = |unit: usize| view.registry.depth_of(unit);
-        let (score_depth, criterion_depth) = (limits.score_depth, limits.criterion_depth);
-        let by_period: HashMap<Period, &PeriodScores> = board.periods.iter().map(|p| (p.period, &**p)).collect();
-        for current in board.current() {
-            let kind = current.period.kind.as_str();
-            let previous = by_period.get(&current.period.previous());
-            for score in current.criteria.iter().filter(|s| depth(s.unit) <= criterion_depth) {
-                let labels = [units[score.unit].code.as_str(), kind, CRITERIA[score.criterion]];
-                self.score_points.with_label_values(&labels).set(score.points);
-                if let Some(r) = score.ratio {
-                    self.score_ratio.with_label_values(&labels).set(r);
-                }
-            }
-            let groups_before: HashMap<(usize, u8), f64> = previous
-                .iter()
-                .flat_map(|p| p.groups.iter().filter(|g| depth(g.unit) <= score_depth))
-                .map(|g| ((g.unit, g.group), g.points))
-                .collect();
-            for g in current.groups.iter().filter(|g| depth(g.unit) <= score_depth) {
-                let labels = [units[g.unit].code.as_str(), kind, &g.group.to_string()];
-                self.group_points.with_label_values(&labels).set(g.points);
-                if let Some(points) = groups_before.get(&(g.unit, g.group)) {
-                    self.previous_group_points.with_label_values(&labels).set(*points);
-                }
-            }
-            for t in current.totals.iter().filter(|t| depth(t.unit) <= score_depth) {
-                let labels = [units[t.unit].code.as_str(), kind];
-                self.total_points.with_label_values(&labels).set(t.total);
-                self.rank.with_label_values(&labels).set(t.rank as i64);
-                if let Some(before) = previous.map(|p| &p.totals[t.unit]) {
-                    self.previous_total_points.with_label_values(&labels).set(before.total);
-                    self.previous_rank.with_label_values(&labels).set(before.rank as i64);
-                }
-            }
-            let mut volume: BTreeMap<usize, i64> = BTreeMap::new();
-            for s in current.criteria.iter().filter(|s| depth(s.unit) <= score_depth) {
-                let v = volume.entry(s.unit).or_default();
-                *v = (*v).max(s.denominator);
-            }
-            for (unit, n) in volume {
-                self.period_dossiers.with_label_values(&[units[unit].code.as_str(), kind]).set(n);
-            }
+    /// Adds a sample; `labels` in the order of their names (as Prometheus clients write them).
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        use std::fmt::Write;
+        self.samples.push_str(self.name);
+        for (i, (name, value)) in labels.iter().enumerate() {
+            let escaped = value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n");
+            let _ = write!(self.samples, "{}{name}=\"{escaped}\"", if i == 0 { '{' } else { ',' });
+        }
+        let _ = writeln!(self.samples, "}} {value}");
+    }
+
+    fn write_to(&self, out: &mut String) {
+        if !self.samples.is_empty() {
+            out.push_str(&format!("# HELP {} {}\n# TYPE {} gauge\n", self.name, self.help, self.name));
+            out.push_str(&self.samples);
         }
     }
+}
+
+/// The score gauges of a view in the text exposition: current periods only (the labels stay the
+/// same when a month rolls over, so a wall's series continue), units down to the configured depths
+/// only (to bound the series count). Written directly: tens of thousands of series at national
+/// scale, which a client library's gauges would first hash, lock and copy one by one.
+fn score_text(view: &View, limits: &MetricsConfig) -> String {
+    let [
+        mut score_points,
+        mut score_ratio,
+        mut group_points,
+        mut total_points,
+        mut rank,
+        mut previous_total_points,
+        mut previous_group_points,
+        mut previous_rank,
+        mut period_dossiers,
+    ] = [
+        ("index766_score_points", "Points of a criterion for a unit in the current period."),
+        ("index766_score_ratio", "Ratio (0-1) of a criterion for a unit in the current period; absent when nothing was received."),
+        ("index766_group_points", "Points of a group for a unit in the current period."),
+        ("index766_total_points", "Index 766 total (0-100) of a unit in the current period."),
+        ("index766_rank", "Rank of a unit's total among its siblings in the current period (1 = best)."),
+        ("index766_previous_period_total_points", "Index 766 total of a unit in the period before the current one (what drop alerts compare with)."),
+        ("index766_previous_period_group_points", "Points of a group for a unit in the period before the current one."),
+        ("index766_previous_period_rank", "Rank of a unit among its siblings in the period before the current one."),
+        ("index766_period_dossiers", "Dossiers behind a unit's figures in the current period (its largest criterion denominator): the alerts' minimum-volume guard."),
+    ]
+    .map(|(name, help)| Family::new(name, help));
+    let units = view.registry.units();
+    let board = &view.scoreboard;
+    let depth = |unit: usize| view.registry.depth_of(unit);
+    let (score_depth, criterion_depth) = (limits.score_depth, limits.criterion_depth);
+    let by_period: HashMap<Period, &PeriodScores> = board.periods.iter().map(|p| (p.period, &**p)).collect();
+    for current in board.current() {
+        let period = current.period.kind.as_str();
+        let previous = by_period.get(&current.period.previous());
+        for score in current.criteria.iter().filter(|s| depth(s.unit) <= criterion_depth) {
+            let labels = [
+                ("criterion", CRITERIA[score.criterion]),
+                ("period", period),
+                ("unit", units[score.unit].code.as_str()),
+            ];
+            score_points.sample(&labels, score.points);
+            if let Some(r) = score.ratio {
+                score_ratio.sample(&labels, r);
+            }
+        }
+        let groups_before: HashMap<(usize, u8), f64> = previous
+            .iter()
+            .flat_map(|p| p.groups.iter().filter(|g| depth(g.unit) <= score_depth))
+            .map(|g| ((g.unit, g.group), g.points))
+            .collect();
+        for g in current.groups.iter().filter(|g| depth(g.unit) <= score_depth) {
+            let group = g.group.to_string();
+            let labels = [("group", group.as_str()), ("period", period), ("unit", units[g.unit].code.as_str())];
+            group_points.sample(&labels, g.points);
+            if let Some(points) = groups_before.get(&(g.unit, g.group)) {
+                previous_group_points.sample(&labels, points);
+            }
+        }
+        for t in current.totals.iter().filter(|t| depth(t.unit) <= score_depth) {
+            let labels = [("period", period), ("unit", units[t.unit].code.as_str())];
+            total_points.sample(&labels, t.total);
+            rank.sample(&labels, t.rank);
+            if let Some(before) = previous.map(|p| &p.totals[t.unit]) {
+                previous_total_points.sample(&labels, before.total);
+                previous_rank.sample(&labels, before.rank);
+            }
+        }
+        let mut volume: BTreeMap<usize, i64> = BTreeMap::new();
+        for s in current.criteria.iter().filter(|s| depth(s.unit) <= score_depth) {
+            let v = volume.entry(s.unit).or_default();
+            *v = (*v).max(s.denominator);
+        }
+        for (unit, n) in volume {
+            period_dossiers.sample(&[("period", period), ("unit", units[unit].code.as_str())], n);
+        }
+    }
+    let mut out = String::new();
+    for family in [
+        &group_points,
+        &period_dossiers,
+        &previous_group_points,
+        &previous_rank,
+        &previous_total_points,
+        &rank,
+        &score_points,
+        &score_ratio,
+        &total_points,
+    ] {
+        family.write_to(&mut out);
+    }
+    out
 }
 
 #[cfg(test)]

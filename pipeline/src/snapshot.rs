@@ -124,16 +124,49 @@ enum Unreadable {
     Damaged(String),
 }
 
-/// A verified generation, read back.
+/// A verified generation, read back: its files as stored, decoded when asked for.
 #[derive(Debug)]
 pub struct Restored {
     pub manifest: Manifest,
-    pub tables: BTreeMap<String, Vec<RecordBatch>>,
+    files: BTreeMap<String, Bytes>,
 }
 
+/// Rows per batch when a table is read back (a few megabytes of dossiers).
+const RESTORE_BATCH_ROWS: usize = 65_536;
+
 impl Restored {
-    pub fn table(&self, name: &str) -> &[RecordBatch] {
-        self.tables.get(name).map(Vec::as_slice).unwrap_or_default()
+    /// A table whole (empty when the generation has none of that name).
+    pub fn table(&self, name: &str) -> Result<Vec<RecordBatch>, String> {
+        self.batches(name).collect()
+    }
+
+    /// A table's rows, decoded batch by batch on a thread of its own while the caller takes them:
+    /// the table is never whole in memory, and decoding overlaps with what the caller does.
+    pub fn batches(&self, name: &str) -> impl Iterator<Item = Result<RecordBatch, String>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        if let Some(bytes) = self.files.get(name).cloned() {
+            std::thread::spawn(move || {
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.with_batch_size(RESTORE_BATCH_ROWS).build())
+                    .map_err(|e| e.to_string());
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch, String>>> = match reader {
+                    Ok(reader) => Box::new(reader.map(|batch| batch.map_err(|e| e.to_string()))),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                };
+                for batch in batches {
+                    if tx.send(batch).is_err() {
+                        break; // the reader stopped listening
+                    }
+                }
+            });
+        }
+        rx.into_iter()
+    }
+
+    /// Rows of a table, as the manifest counts them.
+    pub fn rows(&self, name: &str) -> u64 {
+        let file = format!("{name}.parquet");
+        self.manifest.files.iter().filter(|f| f.name == file).map(|f| f.rows).sum()
     }
 }
 
@@ -250,21 +283,23 @@ impl Snapshots {
         if manifest.id != id {
             return Err(format!("the manifest names generation {}, not {id}", manifest.id));
         }
-        let mut tables = BTreeMap::new();
+        let mut files = BTreeMap::new();
         for file in &manifest.files {
             let bytes = store.get(&format!("{dir}/{}", file.name)).await.map_err(|e| format!("{}: {e}", file.name))?;
             if bytes.len() as u64 != file.bytes || sha256(&bytes) != file.sha256 {
                 return Err(format!("{}: {} bytes, checksum does not match the manifest", file.name, bytes.len()));
             }
-            let batches =
-                tokio::task::spawn_blocking(move || decode_parquet(bytes)).await.expect("decode does not panic")?;
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            // The rows are decoded when restored; the file's footer says how many it holds.
+            let bytes = Bytes::from(bytes);
+            let rows = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .map(|b| b.metadata().file_metadata().num_rows())
+                .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.name))?;
             if rows as u64 != file.rows {
                 return Err(format!("{}: {rows} rows, the manifest says {}", file.name, file.rows));
             }
-            tables.insert(file.name.trim_end_matches(".parquet").to_owned(), batches);
+            files.insert(file.name.trim_end_matches(".parquet").to_owned(), bytes);
         }
-        Ok(Restored { manifest, tables })
+        Ok(Restored { manifest, files })
     }
 
     /// Writes a new generation (tables, then the manifest), then removes all but the newest `keep`.
@@ -358,7 +393,7 @@ mod tests {
     type Opened = (Snapshots, Option<(Manifest, Vec<RecordBatch>)>);
 
     async fn open(dir: &std::path::Path) -> Result<Opened, SnapshotError> {
-        Snapshots::open(Store::Local(dir.to_owned()), 3, |r| Ok(r.table("dossiers").to_vec())).await
+        Snapshots::open(Store::Local(dir.to_owned()), 3, |r| r.table("dossiers")).await
     }
 
     async fn reopen(dir: &std::path::Path) -> Option<(Manifest, Vec<RecordBatch>)> {

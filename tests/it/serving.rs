@@ -285,8 +285,24 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     assert_eq!(in_alertmanager[0]["labels"]["alertname"], RULE);
     assert_eq!(in_alertmanager[0]["labels"]["unit"], "H44.01");
 
-    // /metrics: the gauges the wall and Prometheus rules read.
+    // /metrics: the gauges the wall and Prometheus rules read, in an exposition Prometheus parses
+    // (the score families are written by hand).
     let exposition = http(addr, "GET", "/metrics", "").1;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (tests/run.sh installs Debian's prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let total_now = sql(
         addr,
         "SELECT total, previous_total FROM totals WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01'",
