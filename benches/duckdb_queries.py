@@ -1,7 +1,7 @@
 """DuckDB's side of the SQL figure: the same queries over the same Parquet files.
 
-usage: duckdb_queries.py NAME=FILE.parquet... QUERY...
-Prints a JSON list of [median seconds of 5 runs, rows] per query.
+usage: duckdb_queries.py --runs=N NAME=FILE.parquet... QUERY...
+Prints a JSON list of [median seconds of N runs, rows] per query.
 """
 import json
 import statistics
@@ -10,8 +10,10 @@ import time
 
 import duckdb
 
-tables = [a for a in sys.argv[1:] if "=" in a and a.split("=", 1)[1].endswith(".parquet")]
-queries = [a for a in sys.argv[1:] if a not in tables]
+args = sys.argv[1:]
+runs = int(args.pop(0).removeprefix("--runs="))
+tables = [a for a in args if "=" in a and a.split("=", 1)[1].endswith(".parquet")]
+queries = [a for a in args if a not in tables]
 con = duckdb.connect()
 for arg in tables:
     name, path = arg.split("=", 1)
@@ -19,7 +21,7 @@ for arg in tables:
 results = []
 for sql in queries:
     times, rows = [], 0
-    for _ in range(5):
+    for _ in range(runs):
         started = time.perf_counter()
         rows = len(con.execute(sql).fetchall())
         times.append(time.perf_counter() - started)

@@ -216,10 +216,8 @@ pub fn plain_text(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns, plain types")
 }
 
-pub fn decode_parquet(bytes: Vec<u8>) -> Result<Vec<RecordBatch>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
-        .and_then(|b| b.build())
-        .map_err(|e| e.to_string())?;
+pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
 }
 
@@ -290,7 +288,6 @@ impl Snapshots {
                 return Err(format!("{}: {} bytes, checksum does not match the manifest", file.name, bytes.len()));
             }
             // The rows are decoded when restored; the file's footer says how many it holds.
-            let bytes = Bytes::from(bytes);
             let rows = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
                 .map(|b| b.metadata().file_metadata().num_rows())
                 .map_err(|e| format!("{}: not a readable Parquet file: {e}", file.name))?;

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -85,15 +86,15 @@ impl Store {
         }
     }
 
-    pub async fn get(&self, path: &str) -> io::Result<Vec<u8>> {
+    pub async fn get(&self, path: &str) -> io::Result<Bytes> {
         match self {
             Store::Local(root) => {
                 let path = root.join(path);
-                blocking(move || std::fs::read(path)).await
+                blocking(move || std::fs::read(path).map(Bytes::from)).await
             }
             Store::Object { store, prefix, .. } => {
                 let found = store.get(&Self::object_path(prefix, path)).await.map_err(object_error)?;
-                Ok(found.bytes().await.map_err(object_error)?.to_vec())
+                found.bytes().await.map_err(object_error)
             }
         }
     }
@@ -211,7 +212,7 @@ mod tests {
         store.put_folder("gen-2", vec![("a".into(), b"1".to_vec()), ("b".into(), b"22".to_vec())]).await.unwrap();
         assert_eq!(store.list("").await.unwrap(), vec!["gen-2"]);
         assert!(!dir.path().join(".staging-gen-1").exists(), "leftovers are cleared");
-        assert_eq!(store.get("gen-2/b").await.unwrap(), b"22");
+        assert_eq!(store.get("gen-2/b").await.unwrap(), &b"22"[..]);
         store.put("gen-2/manifest.json", b"{}".to_vec()).await.unwrap();
         assert_eq!(store.list("gen-2").await.unwrap(), vec!["a", "b", "manifest.json"]);
         store.remove_folder("gen-2").await.unwrap();
