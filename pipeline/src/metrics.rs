@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use crate::config::MetricsConfig;
@@ -281,18 +282,25 @@ impl Family {
 
     /// Adds a sample; `labels` in the order of their names (as Prometheus clients write them).
     fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        use std::fmt::Write;
         self.samples.push_str(self.name);
         for (i, (name, value)) in labels.iter().enumerate() {
-            let escaped = value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n");
-            let _ = write!(self.samples, "{}{name}=\"{escaped}\"", if i == 0 { '{' } else { ',' });
+            let _ = write!(self.samples, "{}{name}=\"", if i == 0 { '{' } else { ',' });
+            for c in value.chars() {
+                match c {
+                    '\\' => self.samples.push_str(r"\\"),
+                    '"' => self.samples.push_str("\\\""),
+                    '\n' => self.samples.push_str(r"\n"),
+                    c => self.samples.push(c),
+                }
+            }
+            self.samples.push('"');
         }
         let _ = writeln!(self.samples, "}} {value}");
     }
 
     fn write_to(&self, out: &mut String) {
         if !self.samples.is_empty() {
-            out.push_str(&format!("# HELP {} {}\n# TYPE {} gauge\n", self.name, self.help, self.name));
+            let _ = write!(out, "# HELP {} {}\n# TYPE {} gauge\n", self.name, self.help, self.name);
             out.push_str(&self.samples);
         }
     }

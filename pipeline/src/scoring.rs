@@ -356,7 +356,6 @@ impl Scorer {
             self.periods.clear();
             self.basis = Some(basis);
         }
-        let registry: &Registry = registry;
         let now = state.now();
         let catalog = state.catalog();
         let board =

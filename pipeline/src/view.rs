@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::flag;
 use crate::judge::{self, DOSSIER_CRITERIA};
 use crate::scoring::{PeriodScores, Scoreboard, Scorer};
-use crate::spec::{Spec, CRITERIA};
+use crate::spec::{CriterionSpec, Spec, CRITERIA};
 use crate::state::{State, Verdict};
 use crate::time::{Instant, Period};
 use crate::units::Registry;
@@ -97,7 +97,7 @@ impl ViewBuilder {
             periods.insert(scores.period, (scores.clone(), batches));
         }
         self.periods = periods;
-        tables.insert(0, ("units", vec![units_table.clone()]));
+        tables.insert(0, ("units", vec![units_table]));
         View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
     }
 }
@@ -261,9 +261,8 @@ fn units_batch(registry: &Registry) -> RecordBatch {
     )
 }
 
-/// The criteria's codes and names in force in the period, for `repeated` columns.
-fn criterion_texts(spec: &Spec, period: Period) -> [ArrayRef; 3] {
-    let in_force = spec.for_period(period);
+/// The criteria's codes and names in force (`spec.for_period`), for `repeated` columns.
+fn criterion_texts(in_force: &[&CriterionSpec]) -> [ArrayRef; 3] {
     [
         strings(CRITERIA.iter()),
         strings(in_force.iter().map(|e| &e.name_vi)),
@@ -277,7 +276,7 @@ fn scores_batch(units: &Units, spec: &Spec, board: &Scoreboard, scores: &PeriodS
     let in_force = spec.for_period(scores.period);
     let entry = |i: usize| in_force[rows[i].criterion];
     let n = rows.len();
-    let [codes, names_vi, names_en] = criterion_texts(spec, scores.period);
+    let [codes, names_vi, names_en] = criterion_texts(&in_force);
     let criterion = |values: &ArrayRef| repeated(values, rows.iter().map(|s| Some(s.criterion)));
     with_unit_period(
         units,
@@ -375,7 +374,7 @@ fn totals_batch(units: &Units, board: &Scoreboard, scores: &PeriodScores) -> Rec
 fn gaps_batch(units: &Units, spec: &Spec, board: &Scoreboard, scores: &PeriodScores) -> RecordBatch {
     let rows = &scores.gaps;
     let keys: Vec<usize> = rows.iter().map(|g| g.unit).collect();
-    let [codes, _, names_en] = criterion_texts(spec, scores.period);
+    let [codes, _, names_en] = criterion_texts(&spec.for_period(scores.period));
     let criterion = |values: &ArrayRef| repeated(values, rows.iter().map(|g| Some(g.criterion)));
     with_unit_period(
         units,
