@@ -105,6 +105,11 @@ pub struct ScoringConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub header_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// Host names (beside loopback addresses and the listen address) a browser may reach `POST /sql` by.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +128,12 @@ pub struct SqlConfig {
     pub timeout_secs: u64,
     pub memory_limit_mib: usize,
     pub max_concurrent: usize,
+    pub max_query_bytes: usize,
+    pub max_expression_depth: usize,
+    pub max_value_mib: usize,
+    pub threads: usize,
+    pub postgres_max_connections: usize,
+    pub postgres_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,7 +163,13 @@ impl Config {
 
     /// Defaults with a TOML text layered on top; no environment (used by tests and the demo).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Self::extract(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(text)))
+        Self::from_layers(&[text])
+    }
+
+    /// Defaults with TOML texts layered on top in order, each overriding the ones before; no environment.
+    pub fn from_layers(texts: &[&str]) -> Result<Config, ConfigError> {
+        let layered = texts.iter().fold(Figment::from(Toml::string(DEFAULTS)), |f, text| f.merge(Toml::string(text)));
+        Self::extract(layered)
     }
 
     fn extract(figment: Figment) -> Result<Config, ConfigError> {
@@ -168,8 +185,28 @@ impl Config {
         if self.ingest.batch_max_events == 0 {
             return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
         }
-        if self.sql.max_concurrent == 0 {
-            return Err(ConfigError::Invalid("[sql] max_concurrent must be at least 1".into()));
+        let at_least_one = [
+            ("[sql] max_concurrent", self.sql.max_concurrent),
+            ("[sql] max_query_bytes", self.sql.max_query_bytes),
+            ("[sql] max_expression_depth", self.sql.max_expression_depth),
+            ("[sql] max_value_mib", self.sql.max_value_mib),
+            ("[sql] threads", self.sql.threads),
+            ("[sql] postgres_max_connections", self.sql.postgres_max_connections),
+            ("[http] max_connections", self.http.max_connections),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        }
+        if self.http.idle_timeout_secs <= self.sql.timeout_secs {
+            return Err(ConfigError::Invalid(format!(
+                "[http] idle_timeout_secs = {} must be longer than [sql] timeout_secs = {}: a query may be silent that long",
+                self.http.idle_timeout_secs, self.sql.timeout_secs
+            )));
+        }
+        if self.http.header_timeout_secs == 0 || self.http.idle_timeout_secs == 0 || self.sql.postgres_idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "[http] header_timeout_secs, idle_timeout_secs and [sql] postgres_idle_timeout_secs must be at least 1".into(),
+            ));
         }
         if !(0.0..=100.0).contains(&self.scoring.target_total) {
             return Err(ConfigError::Invalid("[scoring] target_total must be between 0 and 100".into()));

@@ -233,6 +233,8 @@ fn start_mock_broker(
 pub struct Addresses {
     pub http: SocketAddr,
     pub postgres: SocketAddr,
+    /// A TOML text layered over the demo's own settings (limits, alert rules …).
+    pub overrides: String,
 }
 
 pub async fn demo(
@@ -260,11 +262,14 @@ pub async fn demo(
         }
     }
     let (http, postgres) = (addresses.http, addresses.postgres);
-    let config = crate::Config::from_toml(&format!(
-        "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
-         [catalog]\nfile = {procedures:?}\n\
-         [http]\nlisten = \"{http}\"\n[sql]\npostgres_listen = \"{postgres}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
-    ))
+    let config = crate::Config::from_layers(&[
+        &format!(
+            "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n[registry]\nunits_file = {units:?}\n\
+             [catalog]\nfile = {procedures:?}\n\
+             [http]\nlisten = \"{http}\"\n[sql]\npostgres_listen = \"{postgres}\"\n[snapshot]\ndir = {snapshots:?}\ninterval_secs = 30\n"
+        ),
+        &addresses.overrides,
+    ])
     .map_err(crate::RunError::from)?;
     let (topic, petitions_topic) = (config.topics.events.clone(), config.topics.petitions.clone());
     let pipeline = crate::Pipeline::start(config, shutdown.clone()).await?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub sql: Arc<SqlService>,
     pub health: Arc<Health>,
     pub alerts: watch::Receiver<Arc<Vec<Alert>>>,
+    /// Host names a browser may reach `POST /sql` by, besides loopback and IP addresses.
+    pub allowed_hosts: Arc<Vec<String>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/sql", post(sql))
+        // The body is read whole before the query's own size check: room for a JSON wrapper.
+        .layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096))
         .with_state(state)
 }
 
@@ -139,7 +143,44 @@ fn sql_text(headers: &HeaderMap, body: &str) -> Result<String, String> {
         .map_err(|e| format!("a JSON body must be {{\"sql\": \"SELECT ...\"}}: {e}"))
 }
 
+/// A state-free POST must come from this site: a page elsewhere that the wall's browser visits
+/// could otherwise send it (a `text/plain` POST needs no CORS preflight). The Host must be an
+/// address, localhost or an allowed name (a DNS-rebinding page carries its own name), and an
+/// Origin, when sent, must be the Host itself or an allowed name.
+fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let name_of = |authority: &str| -> String {
+        let authority = authority.trim().to_ascii_lowercase();
+        match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
+            None => authority.rsplit_once(':').map_or(authority.clone(), |(host, _)| host.to_owned()),
+        }
+    };
+    let trusted = |name: &str| {
+        name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !trusted(&name_of(host)) {
+        return Err(format!(
+            "Host {host:?} is not this server's: add it to [http] allowed_hosts if the page is served under that name"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if !(authority.eq_ignore_ascii_case(host) || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name_of(authority)))) {
+            return Err(format!(
+                "a query from the page at {origin:?} is refused: POST /sql from this server's own pages, \
+                 or add the page's host to [http] allowed_hosts"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    if let Err(message) = same_site(&headers, &app.allowed_hosts) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
     let text = match sql_text(&headers, &body) {
         Ok(text) if !text.trim().is_empty() => text,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty query: POST the SQL text as the body".into()),
@@ -154,8 +195,9 @@ async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> R
             app.metrics.observe_query("http", false, started.elapsed().as_secs_f64());
             let status = match e {
                 QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-                QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+                QueryError::Busy(_) | QueryError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::Invalid(_) | QueryError::Refused(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
+                QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return error(status, e.to_string());
         }

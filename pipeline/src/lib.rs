@@ -19,8 +19,10 @@ pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod judge;
+pub mod listen;
 pub mod metrics;
 pub mod petition;
+pub mod pg_guard;
 pub mod postgres;
 pub mod produce;
 pub mod prometheus_rules;
@@ -30,6 +32,7 @@ pub mod scoring;
 pub mod simulate;
 pub mod snapshot;
 pub mod spec;
+pub mod sql_fence;
 pub mod state;
 pub mod store;
 pub mod time;
@@ -230,7 +233,7 @@ impl Pipeline {
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let sources =
             query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };
-        let sql = Arc::new(query::SqlService::start(&config.sql, sources).await?);
+        let sql = Arc::new(query::SqlService::start(&config.sql, sources, metrics.sql_queries_running.clone()).await?);
 
         let listen = |addr: SocketAddr| async move {
             let listener =
@@ -243,7 +246,15 @@ impl Pipeline {
             Some(addr) => {
                 let (listener, bound) = listen(addr).await?;
                 let (sql, metrics, shutdown) = (sql.clone(), metrics.clone(), shutdown.clone());
-                tokio::spawn(async move { postgres::serve(listener, &sql, metrics, shutdown).await });
+                let limits = postgres::Limits {
+                    max_connections: config.sql.postgres_max_connections,
+                    idle_timeout: Duration::from_secs(config.sql.postgres_idle_timeout_secs),
+                };
+                tokio::spawn(async move {
+                    if let Err(error) = postgres::serve(listener, sql, metrics, limits, shutdown).await {
+                        tracing::error!(%error, "the PostgreSQL listener stopped");
+                    }
+                });
                 Some(bound)
             }
             None => None,
@@ -254,11 +265,14 @@ impl Pipeline {
             sql,
             health: health.clone(),
             alerts: alerts_rx,
+            allowed_hosts: Arc::new(config.http.allowed_hosts.clone()),
         });
-        let http = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await }
-        });
+        let limits = listen::HttpLimits {
+            max_connections: config.http.max_connections,
+            header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+            idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
+        };
+        let http = tokio::spawn(listen::serve(listener, app, limits, shutdown.clone()));
 
         let alert_task = AlertTask {
             engine: alert_engine,

@@ -35,6 +35,9 @@ enum Command {
         /// Folder for the simulated unit registry and the Parquet snapshots.
         #[arg(long, default_value = "data/demo")]
         data_dir: PathBuf,
+        /// TOML file whose keys override the demo's settings (e.g. [sql] limits, [[alerts.rules]]).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         stream: StreamArgs,
     },
@@ -236,8 +239,15 @@ async fn main() -> ExitCode {
             Ok(config) => index766::run(config, shutdown_on_signal()).await.map_err(Into::into),
             Err(e) => Err(e.into()),
         },
-        Command::Demo { http, postgres, data_dir, stream } => {
-            demo::demo(demo::Addresses { http, postgres }, data_dir, stream.into(), shutdown_on_signal())
+        Command::Demo { http, postgres, data_dir, config, stream } => {
+            let overrides = match config.map(|path| std::fs::read_to_string(&path).map_err(|e| (path, e))).transpose() {
+                Ok(text) => text.unwrap_or_default(),
+                Err((path, error)) => {
+                    eprintln!("index766: cannot read --config {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            demo::demo(demo::Addresses { http, postgres, overrides }, data_dir, stream.into(), shutdown_on_signal())
                 .await
                 .map_err(Into::into)
         }

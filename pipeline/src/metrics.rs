@@ -39,6 +39,8 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     pub recovery_duration: Gauge,
     sql_queries: IntCounterVec,
+    /// Query slots taken ([sql] max_concurrent): planning, streaming, or an open cursor.
+    pub sql_queries_running: IntGauge,
     sql_query_duration: HistogramVec,
     pub alerts: IntCounterVec,
     pub alerts_firing: IntGaugeVec,
@@ -131,6 +133,14 @@ impl Metrics {
                 .unwrap(),
             ),
             snapshot_failures: counter("index766_snapshot_failures_total", "Snapshots that could not be written."),
+            sql_queries_running: register(
+                &r,
+                IntGauge::new(
+                    "index766_sql_queries_running",
+                    "SQL query slots taken: queries planning or streaming rows, and open cursors.",
+                )
+                .unwrap(),
+            ),
             snapshot_generation: register(
                 &r,
                 IntGauge::new("index766_snapshot_generation", "Id of the newest durable snapshot generation.").unwrap(),

@@ -1,77 +1,109 @@
-//! The PostgreSQL wire protocol over the same DataFusion context as `POST /sql`, so `psql`,
-//! DBeaver, Grafana's PostgreSQL data source and Superset connect unchanged. The protocol and
-//! `pg_catalog` come from datafusion-postgres (pgwire); index766 adds the same fences as HTTP:
-//! read-only statements, one time limit from the query's start to its last row, and the shared
-//! bound on queries running at once.
+//! The PostgreSQL wire protocol over the same SQL service as `POST /sql`, so `psql`, DBeaver,
+//! Grafana's PostgreSQL data source and Superset connect unchanged. pgwire speaks the protocol;
+//! datafusion-postgres gives `pg_catalog`, the encoding of Arrow values and the per-connection
+//! `SET`/`SHOW`/transaction statements. Everything that touches the shared context goes through
+//! index766's own fence (`SqlService::classify_postgres`): a statement is parsed once, classified
+//! and planned from that one tree, and exactly that checked plan runs, on every path (simple,
+//! extended, prepared, cursors). Rows stream under the query's deadline and slot on both
+//! protocols; a cursor is a query and holds its slot until closed.
+//!
+//! Every connection passes through `pg_guard`, which checks each message's framing before pgwire
+//! decodes it (sizes, counts, lengths), answers TLS requests, and closes idle connections.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::sql::sqlparser::ast::{FetchDirection, Statement, Value};
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire;
-use datafusion_postgres::{DfSessionService, Parser, QueryHook};
-use futures::{Sink, StreamExt};
+use datafusion_postgres::QueryHook;
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response};
-use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::{Execute, PortalSuspended};
+use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::query::{QueryError, QueryLimits, Slot, SqlService, READ_ONLY_HINT};
+use crate::query::{Classified, QueryError, Rows, SqlService, Ticket};
 
-/// Accepts connections until `shutdown`.
-pub async fn serve(listener: TcpListener, sql: &SqlService, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let handlers = Arc::new(Handlers {
-        service: Arc::new(Bounded { inner: session_service(sql.context()), limits: sql.limits(), metrics }),
-        startup: Arc::new(Startup),
-    });
+/// What the PostgreSQL listener allows each connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Accepts connections until `shutdown`; at most `max_connections` at once (the others wait in
+/// the kernel's queue).
+pub async fn serve(
+    listener: TcpListener,
+    sql: Arc<SqlService>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let handlers = Arc::new(Handlers { service: Arc::new(PgService { sql: sql.clone(), metrics }), startup: Arc::new(Startup) });
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let max_query_bytes = sql.bounds().max_query_bytes;
     loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
         let (socket, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "postgres: accept failed");
+                    // Out of file descriptors or the like: give the system a moment.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let handlers = handlers.clone();
+        let (ours, theirs) = tokio::net::UnixStream::pair()?;
+        let (handlers, shutdown) = (handlers.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                tracing::debug!(%error, %peer, "postgres connection ended with an error");
+            let _permit = permit;
+            let guard = crate::pg_guard::Guard { max_query_bytes, idle_timeout: limits.idle_timeout };
+            let serving = async {
+                let (served, guarded) =
+                    tokio::join!(pgwire::tokio::process_socket_unix(ours, handlers), guard.pump(socket, theirs));
+                if let Err(error) = served.and(guarded) {
+                    tracing::debug!(%error, %peer, "postgres connection ended with an error");
+                }
+            };
+            tokio::select! {
+                () = serving => {}
+                () = shutdown.cancelled() => {}
             }
         });
     }
 }
 
-fn session_service(context: Arc<SessionContext>) -> DfSessionService {
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnly),
-        Arc::new(CursorStatementHook),
-        Arc::new(SetShowHook),
-        Arc::new(TransactionStatementHook),
-    ];
-    DfSessionService::new_with_hooks(context, hooks)
-}
-
 struct Handlers {
-    service: Arc<Bounded>,
+    service: Arc<PgService>,
     startup: Arc<Startup>,
 }
 
@@ -95,170 +127,46 @@ struct Startup;
 
 impl NoopStartupHandler for Startup {}
 
-/// Refuses every statement that is not a read, by what DataFusion would run (its plan), not by
-/// its outer shape: `SELECT … INTO`, `EXPLAIN ANALYZE COPY …` and a cursor over either are writes
-/// too. The message names the fence.
-struct ReadOnly;
+/// A prepared statement: its text, and its one statement with the plan that will run (a
+/// placeholder for the statements that run no plan: settings, FETCH, CLOSE). datafusion-postgres's
+/// hooks read the portal store under this very type.
+type Prepared = (String, Option<(Statement, LogicalPlan)>);
 
-/// Client session variables datafusion-postgres keeps per connection; every other `SET` (engine
-/// settings, the time zone) would change the context all users share.
-const SESSION_VARIABLES: [&str; 7] = [
-    "statement_timeout",
-    "datestyle",
-    "bytea_output",
-    "intervalstyle",
-    "application_name",
-    "extra_float_digits",
-    "search_path",
-];
-
-impl ReadOnly {
-    async fn check(statement: &Statement, context: &SessionContext) -> PgWireResult<()> {
-        let queries: Vec<Statement> = match statement {
-            // Handled per connection by the library's hooks, touching nothing shared.
-            Statement::ShowVariable { .. }
-            | Statement::ShowVariables { .. }
-            | Statement::ShowStatus { .. }
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. } => Vec::new(),
-            Statement::Set(Set::SingleAssignment { variable, .. }) => {
-                let name = variable.to_string().trim_matches('"').to_lowercase();
-                if SESSION_VARIABLES.contains(&name.as_str()) {
-                    Vec::new()
-                } else {
-                    return Err(refusal(statement));
-                }
-            }
-            Statement::Declare { stmts } => {
-                stmts.iter().filter_map(|d| d.for_query.clone()).map(Statement::Query).collect()
-            }
-            Statement::Set(_) => return Err(refusal(statement)),
-            other => vec![other.clone()],
-        };
-        for query in queries {
-            // Planned from its text by DataFusion's own parser, as the library runs it (so COPY
-            // inside EXPLAIN ANALYZE is seen); what does not plan fails there the same way.
-            let planned = context.state().create_logical_plan(&query.to_string()).await;
-            if let Ok(plan) = planned {
-                if crate::query::read_only().verify_plan(&plan).is_err() {
-                    return Err(refusal(statement));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn refusal(statement: &Statement) -> PgWireError {
-    let verb = statement.to_string().split_whitespace().next().unwrap_or("").to_uppercase();
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "25006".into(), // read_only_sql_transaction
-        format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"),
-    )))
-}
-
-#[async_trait]
-impl QueryHook for ReadOnly {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        Self::check(statement, context).await.err().map(Err)
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        Self::check(statement, context).await.err().map(Err)
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        Self::check(statement, context).await.err().map(Err)
-    }
-}
-
-/// datafusion-postgres's handlers, inside index766's limits: a query slot is held and the time
-/// limit runs until the last row has been streamed, not just until planning. (Rows of the
-/// extended protocol are gathered by pgwire before they are sent; the simple protocol streams.)
-struct Bounded {
-    inner: DfSessionService,
-    limits: QueryLimits,
+struct PgService {
+    sql: Arc<SqlService>,
     metrics: Arc<Metrics>,
 }
 
-/// The query ran past `[sql] timeout_secs`: SQLSTATE 57014 (query_canceled).
-fn timeout_error(secs: u64) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "57014".into(),
-        QueryError::Timeout(secs).to_string(),
-    )))
+fn pg_error(error: QueryError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string())))
 }
 
-impl Bounded {
-    /// Runs `work` (which plans and starts the query) under a query slot and the deadline, and
-    /// makes its rows stream under them too.
-    async fn bounded<F>(&self, work: F) -> PgWireResult<Vec<Response>>
-    where
-        F: std::future::Future<Output = PgWireResult<Vec<Response>>>,
-    {
-        let started = std::time::Instant::now();
-        let (slot, deadline) = self.limits.admit().await.map_err(|busy| {
-            self.metrics.observe_query("postgres", false, 0.0);
-            PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "53300".into(), busy.to_string())))
-        })?;
-        let timeout = self.limits.timeout.as_secs();
-        let started_work =
-            tokio::time::timeout_at(deadline, work).await.unwrap_or_else(|_| Err(timeout_error(timeout)));
-        let responses = started_work.inspect_err(|_| {
-            self.metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-        })?;
-        let slot = Arc::new(slot);
-        Ok(responses
-            .into_iter()
-            .map(|response| match response {
-                Response::Query(query) => Response::Query(self.stream_within(query, slot.clone(), deadline, started)),
-                other => other,
-            })
-            .collect())
-    }
+fn no_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
+}
 
-    fn stream_within(
-        &self,
-        query: QueryResponse,
-        slot: Arc<Slot>,
-        deadline: tokio::time::Instant,
-        started: std::time::Instant,
-    ) -> QueryResponse {
-        let (metrics, timeout) = (self.metrics.clone(), self.limits.timeout.as_secs());
-        let rows = futures::stream::unfold(Some((query.data_rows, slot)), move |running| {
-            let metrics = metrics.clone();
+/// The per-connection statements datafusion-postgres answers without touching the context.
+fn session_hooks() -> [Box<dyn QueryHook>; 2] {
+    [Box::new(SetShowHook), Box::new(TransactionStatementHook)]
+}
+
+impl PgService {
+    /// A query's rows as PostgreSQL rows, streamed; counted in the query metrics when they end.
+    fn respond(&self, rows: Rows, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<QueryResponse> {
+        let fields: Arc<Vec<FieldInfo>> = Arc::new(arrow_schema_to_pg_fields(&rows.schema, format, Some(options))?);
+        let (encoding, metrics, started) = (fields.clone(), self.metrics.clone(), std::time::Instant::now());
+        let batches = futures::stream::unfold(Some(rows), move |rows| {
+            let (encoding, metrics) = (encoding.clone(), metrics.clone());
             async move {
-                let (mut rows, slot) = running?;
-                let next = tokio::time::timeout_at(deadline, rows.next())
-                    .await
-                    .unwrap_or_else(|_| Some(Err(timeout_error(timeout))));
-                match next {
-                    Some(Ok(row)) => Some((Ok(row), Some((rows, slot)))),
+                let mut rows = rows?;
+                match rows.next().await {
+                    Some(Ok(batch)) => {
+                        let encoded: Vec<_> = encode_recordbatch(encoding, batch).collect();
+                        Some((futures::stream::iter(encoded), Some(rows)))
+                    }
                     Some(Err(error)) => {
                         metrics.observe_query("postgres", false, started.elapsed().as_secs_f64());
-                        Some((Err(error), None))
+                        Some((futures::stream::iter(vec![Err(pg_error(error))]), None))
                     }
                     None => {
                         metrics.observe_query("postgres", true, started.elapsed().as_secs_f64());
@@ -267,49 +175,336 @@ impl Bounded {
                 }
             }
         });
-        let mut bounded = QueryResponse::new(query.row_schema, rows);
-        bounded.set_command_tag(&query.command_tag);
-        bounded
+        Ok(QueryResponse::new(fields, batches.flatten()))
     }
-}
 
-#[async_trait]
-impl SimpleQueryHandler for Bounded {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn admit(&self) -> PgWireResult<Ticket> {
+        self.sql.admit().await.map_err(|busy| {
+            self.metrics.observe_query("postgres", false, 0.0);
+            pg_error(busy)
+        })
+    }
+
+    /// Runs one classified statement; `plan` for reads and cursors, `params` from a Bind.
+    async fn execute<C>(
+        &self,
+        client: &mut C,
+        statement: &Statement,
+        class: Classified,
+        params: Option<ParamValues>,
+        format: &Format,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
+        C::PortalStore: PortalStore<Statement = Prepared>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.bounded(SimpleQueryHandler::do_query(&self.inner, client, query)).await
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        match class {
+            Classified::Read(plan) => {
+                let ticket = self.admit().await?;
+                let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
+                Ok(Response::Query(self.respond(rows, format, options)?))
+            }
+            Classified::Declare { name, plan } => {
+                let ticket = self.admit().await?;
+                let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
+                let response = self.respond(rows, &Format::UnifiedText, options)?;
+                let stored = Arc::new(StoredStatement::new(name.clone(), (statement.to_string(), None), vec![]));
+                let portal = Portal::new_cursor(name, stored);
+                portal.start(response).await;
+                client.portal_store().put_portal(Arc::new(portal));
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Classified::Cursor => match statement {
+                Statement::Fetch { name, direction, .. } => fetch(client.portal_store(), &name.value, direction).await,
+                _ => self.hooked(&[Box::new(CursorStatementHook)], statement, client).await,
+            },
+            Classified::Session => self.hooked(&session_hooks(), statement, client).await,
+        }
+    }
+
+    /// A statement datafusion-postgres's hooks answer per connection.
+    async fn hooked<C>(&self, hooks: &[Box<dyn QueryHook>], statement: &Statement, client: &mut C) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let context = self.sql.context();
+        for hook in hooks {
+            if let Some(answer) = hook.handle_simple_query(statement, &context, client).await {
+                return answer;
+            }
+        }
+        Err(pg_error(QueryError::Invalid(format!("{statement}: not supported by index766"))))
+    }
+
+    fn failed(&self, error: QueryError) -> PgWireError {
+        self.metrics.observe_query("postgres", false, 0.0);
+        pg_error(error)
     }
 }
 
-#[async_trait]
-impl ExtendedQueryHandler for Bounded {
-    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = Parser;
+/// `FETCH [n | ALL | NEXT] FROM name`: up to n rows of the cursor, streamed as they come.
+async fn fetch(
+    store: &impl PortalStore<Statement = Prepared>,
+    name: &str,
+    direction: &FetchDirection,
+) -> PgWireResult<Response> {
+    let count = match direction {
+        FetchDirection::Next | FetchDirection::Forward { limit: None } => Some(1),
+        FetchDirection::Forward { limit: Some(Value::Number(n, _)) } | FetchDirection::Count { limit: Value::Number(n, _) } => {
+            Some(n.parse::<usize>().map_err(|_| pg_error(QueryError::Invalid(format!("FETCH {n}: a row count"))))?)
+        }
+        FetchDirection::ForwardAll | FetchDirection::All => None,
+        _ => return Err(pg_error(QueryError::Invalid("cursors only move forward: FETCH n, NEXT or ALL".into()))),
+    };
+    let Some(Entry::Value(portal)) = store.get_portal(name) else {
+        return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "34000".into(),
+            format!("cursor \"{name}\" does not exist"),
+        ))));
+    };
+    let mut state = portal.state().lock_owned().await;
+    let schema = match &mut *state {
+        PortalExecutionState::Suspended(response) => response.row_schema(),
+        PortalExecutionState::Finished => Arc::new(Vec::new()),
+        PortalExecutionState::Initial => return Err(PgWireError::PortalNotStarted),
+    };
+    let rows = futures::stream::unfold((state, 0usize), move |(mut state, taken)| async move {
+        if count.is_some_and(|n| taken >= n) {
+            return None;
+        }
+        let PortalExecutionState::Suspended(response) = &mut *state else { return None };
+        match response.data_rows().next().await {
+            Some(row) => Some((row, (state, taken + 1))),
+            None => {
+                *state = PortalExecutionState::Finished;
+                None
+            }
+        }
+    });
+    let mut response = QueryResponse::new(schema, rows);
+    response.set_command_tag("FETCH");
+    Ok(Response::Query(response))
+}
 
-    fn query_parser(&self) -> Arc<Parser> {
-        self.inner.query_parser()
+#[async_trait]
+impl SimpleQueryHandler for PgService {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let classified = {
+            let ticket = self.admit().await?;
+            self.sql.classify_postgres(&ticket, query).await.map_err(|e| self.failed(e))?
+        };
+        if classified.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(classified.len());
+        for (statement, class) in classified {
+            responses.push(self.execute(client, &statement, class, None, &Format::UnifiedText).await?);
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses and checks a statement once, at Parse; Execute runs the plan kept then.
+struct PgParser {
+    sql: Arc<SqlService>,
+}
+
+#[async_trait]
+impl QueryParser for PgParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let ticket = self.sql.admit().await.map_err(pg_error)?;
+        let mut classified = self.sql.classify_postgres(&ticket, sql).await.map_err(pg_error)?;
+        let Some((statement, class)) = classified.pop() else { return Ok(None) };
+        if !classified.is_empty() {
+            return Err(pg_error(QueryError::Invalid(
+                "one statement per prepared statement (Parse); send several with the simple protocol".into(),
+            )));
+        }
+        let plan = match class {
+            Classified::Read(plan) | Classified::Declare { plan, .. } => plan,
+            Classified::Cursor | Classified::Session => no_plan(),
+        };
+        Ok(Some((sql.to_owned(), Some((statement, plan)))))
     }
 
-    async fn do_query<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<Self::Statement>,
-        max_rows: usize,
-    ) -> PgWireResult<Response>
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<Type>> {
+        let Some((_, plan)) = &statement.1 else { return Ok(Vec::new()) };
+        parameter_types(plan)?.into_iter().map(|t| t.map_or(Ok(Type::UNKNOWN), |t| into_pg_type(&t))).collect()
+    }
+
+    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &statement.1 {
+            Some((statement, _))
+                if crate::query::is_session(statement)
+                    || matches!(statement, Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. }) =>
+            {
+                Ok(Vec::new())
+            }
+            Some((_, plan)) => {
+                arrow_schema_to_pg_fields(plan.schema().as_arrow(), format.unwrap_or(&Format::UnifiedText), None)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The plan's parameters `$1`, `$2` … in order, with the types DataFusion inferred for them.
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types().map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let mut numbered: Vec<(usize, Option<DataType>)> =
+        types.into_iter().filter_map(|(id, t)| id.trim_start_matches('$').parse().ok().map(|n| (n, t))).collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    Ok(numbered.into_iter().map(|(_, t)| t).collect())
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgService {
+    type Statement = Prepared;
+    type QueryParser = PgParser;
+
+    fn query_parser(&self) -> Arc<PgParser> {
+        Arc::new(PgParser { sql: self.sql.clone() })
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((statement, plan)) = &portal.statement.statement.1 else { return Ok(Response::EmptyQuery) };
+        let types = parameter_types(plan)?;
+        let wire: Vec<Type> =
+            types.iter().map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type)).collect::<PgWireResult<_>>()?;
+        let params = deserialize_parameters_with_server_types(
+            portal,
+            &types.iter().map(Option::as_ref).collect::<Vec<_>>(),
+            &wire.iter().map(Some).collect::<Vec<_>>(),
+        )?;
+        // Only what passed the fence at Parse is in the portal store: its kind is all that is left to tell.
+        let class = match statement {
+            Statement::Declare { stmts } => Classified::Declare {
+                name: stmts.first().and_then(|d| d.names.first()).map(|n| n.value.clone()).unwrap_or_default(),
+                plan: plan.clone(),
+            },
+            Statement::Fetch { .. } | Statement::Close { .. } => Classified::Cursor,
+            s if crate::query::is_session(s) => Classified::Session,
+            _ => Classified::Read(plan.clone()),
+        };
+        self.execute(client, statement, class, Some(params), &portal.result_column_format).await
+    }
+
+    /// pgwire's Execute, except that rows stream to the client as they come instead of being
+    /// gathered first (a large result would otherwise be held whole in memory), and a negative
+    /// row limit means "all", as in PostgreSQL.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let one =
-            async { ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await.map(|r| vec![r]) };
-        let mut responses = self.bounded(one).await?;
-        Ok(responses.pop().expect("one response"))
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut transaction = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                client.set_state(PgWireConnectionState::ReadyForQuery);
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name.to_owned())),
+        };
+        let started = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        let rows_follow = if started {
+            match self.do_query(client, &portal, max_rows).await? {
+                Response::Query(results) => {
+                    portal.start(results).await;
+                    true
+                }
+                Response::EmptyQuery => {
+                    client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                    false
+                }
+                Response::Execution(tag) => {
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    false
+                }
+                Response::TransactionStart(tag) => {
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    transaction = transaction.to_in_transaction_state();
+                    false
+                }
+                Response::TransactionEnd(tag) => {
+                    client.feed(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+                    transaction = transaction.to_idle_state();
+                    client.portal_store().rm_portal(DEFAULT_NAME);
+                    false
+                }
+                Response::Error(error) => {
+                    client.send(PgWireBackendMessage::ErrorResponse((*error).into())).await?;
+                    transaction = transaction.to_error_state();
+                    false
+                }
+                _ => return Err(pg_error(QueryError::Invalid("COPY is not served".into()))),
+            }
+        } else {
+            true
+        };
+        if rows_follow {
+            let mut state = portal.state().lock_owned().await;
+            if let PortalExecutionState::Suspended(response) = &mut *state {
+                let tag = response.command_tag().to_owned();
+                let mut sent = 0;
+                let mut more = true;
+                while max_rows == 0 || sent < max_rows {
+                    match response.data_rows().next().await {
+                        Some(row) => {
+                            client.feed(PgWireBackendMessage::DataRow(row?)).await?;
+                            sent += 1;
+                        }
+                        None => {
+                            more = false;
+                            break;
+                        }
+                    }
+                }
+                if more {
+                    client.send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new())).await?;
+                } else {
+                    *state = PortalExecutionState::Finished;
+                    client.send(PgWireBackendMessage::CommandComplete(Tag::new(&tag).with_rows(sent).into())).await?;
+                }
+            } else {
+                client.send(PgWireBackendMessage::CommandComplete(Tag::new("SELECT").with_rows(0).into())).await?;
+            }
+        }
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(transaction);
+        Ok(())
     }
 }

@@ -9,33 +9,72 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SqlConfig;
 use crate::history::HistoryTables;
+use crate::sql_fence::Bounds;
 use crate::view::View;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// The query's own fault: it does not parse or plan (HTTP 400, SQLSTATE 42000 and kin).
     #[error("{0}")]
     Invalid(String),
+    /// Not a read: DDL, DML, settings (HTTP 400, SQLSTATE 25006).
+    #[error("{0}")]
+    Refused(String),
+    /// Past a bound on its size or on what it may make (HTTP 400, SQLSTATE 54000).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the query ran longer than the {0} s limit ([sql] timeout_secs); narrow it with WHERE or LIMIT")]
     Timeout(u64),
     #[error("every query slot stayed busy for the {0} s limit ([sql] max_concurrent queries at once); try again")]
     Busy(u64),
+    /// Past the memory all queries share (HTTP 503, SQLSTATE 53200).
+    #[error("{0}")]
+    Memory(String),
+    /// Ours, not the query's (HTTP 500, SQLSTATE XX000).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl QueryError {
-    fn from_datafusion(error: datafusion::error::DataFusionError) -> QueryError {
-        QueryError::Invalid(explain(error))
+    fn from_datafusion(error: DataFusionError) -> QueryError {
+        match error.find_root() {
+            DataFusionError::ResourcesExhausted(_) => {
+                QueryError::Memory(format!("{error} ([sql] memory_limit_mib, max_value_mib); narrow the query"))
+            }
+            DataFusionError::Internal(_) | DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+                QueryError::Internal(error.to_string())
+            }
+            _ => QueryError::Invalid(explain(error)),
+        }
+    }
+
+    /// The SQLSTATE a PostgreSQL client is told.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            QueryError::Invalid(_) => "42000",
+            QueryError::Refused(_) => "25006", // read_only_sql_transaction
+            QueryError::TooLarge(_) => "54000", // program_limit_exceeded
+            QueryError::Timeout(_) => "57014", // query_canceled
+            QueryError::Busy(_) => "53300",    // too_many_connections
+            QueryError::Memory(_) => "53200",  // out_of_memory
+            QueryError::Internal(_) => "XX000",
+        }
     }
 }
 
@@ -61,44 +100,43 @@ impl LiveSources {
 
 /// One DataFusion context shared by every query (HTTP and PostgreSQL): its tables are live (a
 /// scan reads the newest published batch, so no copy and no per-query catalog), the views of
-/// `sql/views` and PostgreSQL's `pg_catalog` are registered once.
+/// `sql/views` and PostgreSQL's `pg_catalog` are registered once. Queries are parsed, planned and
+/// run on threads of their own (`SqlThreads`), never on the workers that serve HTTP and ingest.
 pub struct SqlService {
     context: Arc<SessionContext>,
-    limits: QueryLimits,
-}
-
-/// What bounds every query, whichever way it came in.
-#[derive(Clone)]
-pub struct QueryLimits {
-    pub timeout: Duration,
+    threads: SqlThreads,
+    bounds: Bounds,
+    timeout: Duration,
     permits: Arc<Semaphore>,
+    running: prometheus::IntGauge,
 }
 
-impl QueryLimits {
-    /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
-    /// The slot frees itself at the deadline even if its holder is never dropped: a client that
-    /// stops reading, or a portal left suspended, cannot keep it.
-    pub async fn admit(&self) -> Result<(Slot, tokio::time::Instant), QueryError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| QueryError::Busy(self.timeout.as_secs()))?
-            .expect("semaphore is never closed");
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                _ = released => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        });
-        Ok((Slot { _release: release }, deadline))
+/// A query's admission: its slot ([sql] max_concurrent) and its deadline. Whoever does the
+/// query's work holds a clone, so the slot stays taken until planning has stopped and the result
+/// stream is dropped, even when the client has long gone.
+#[derive(Clone)]
+pub struct Ticket {
+    _slot: Arc<Slot>,
+    pub deadline: tokio::time::Instant,
+    timeout_secs: u64,
+}
+
+/// A taken query slot, shown in `index766_sql_queries_running` while it is held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    running: prometheus::IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.running.dec();
     }
 }
 
-/// A query's slot: released when dropped, or at the query's deadline.
-pub struct Slot {
-    _release: tokio::sync::oneshot::Sender<()>,
+impl Ticket {
+    fn timed_out(&self) -> QueryError {
+        QueryError::Timeout(self.timeout_secs)
+    }
 }
 
 /// Statements that only read. Everything else (DDL, DML, COPY, SET, external tables) is refused.
@@ -108,20 +146,103 @@ pub fn read_only() -> SQLOptions {
 
 pub const READ_ONLY_HINT: &str = "index766 SQL is read-only: SELECT, WITH, EXPLAIN, SHOW over the published tables";
 
+/// The tokio runtime that plans and runs queries: a few threads with stacks large enough for
+/// any query the bounds let through, at a lower CPU priority than ingest and the HTTP workers.
+struct SqlThreads(Option<tokio::runtime::Runtime>);
+
+/// Room for parsing and planning the deepest expression `max_expression_depth` and
+/// `max_query_bytes` allow (only the pages touched are ever resident).
+const SQL_THREAD_STACK: usize = 256 << 20;
+
+impl SqlThreads {
+    fn start(threads: usize) -> Result<SqlThreads, QueryError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(threads)
+            .thread_name("index766-sql")
+            .thread_stack_size(SQL_THREAD_STACK)
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the SQL threads: {e}")))?;
+        Ok(SqlThreads(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for SqlThreads {
+    fn drop(&mut self) {
+        // Dropped from async code too: shutting down must not block a worker.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A heavy query takes the CPU ingest would otherwise get only when ingest does not want it.
+fn lower_priority() {
+    // SAFETY: setpriority with who = 0 changes only the calling thread's nice value (Linux).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// What one statement of a PostgreSQL client asks for, decided before anything runs.
+pub enum Classified {
+    /// A read, planned and checked: run it.
+    Read(LogicalPlan),
+    /// `DECLARE name CURSOR FOR <read>`, planned and checked.
+    Declare { name: String, plan: LogicalPlan },
+    /// `FETCH` or `CLOSE` of a cursor of this connection.
+    Cursor,
+    /// A per-connection setting, `SHOW`, or transaction control: touches nothing shared.
+    Session,
+}
+
+/// Client session variables datafusion-postgres keeps per connection; every other `SET` (engine
+/// settings, the time zone) would change the context all users share.
+const SESSION_VARIABLES: [&str; 8] = [
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "client_encoding",
+];
+
 impl SqlService {
-    pub async fn start(config: &SqlConfig, sources: LiveSources) -> Result<SqlService, QueryError> {
+    /// `running` counts the query slots taken.
+    pub async fn start(
+        config: &SqlConfig,
+        sources: LiveSources,
+        running: prometheus::IntGauge,
+    ) -> Result<SqlService, QueryError> {
+        let memory = config.memory_limit_mib << 20;
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(config.memory_limit_mib << 20, 1.0)
+            .with_memory_limit(memory, 1.0)
+            // Spill files of sorts and joins are bounded like memory.
+            .with_max_temp_directory_size(memory as u64)
             .build_arc()
             .map_err(QueryError::from_datafusion)?;
         let settings = SessionConfig::new().with_information_schema(true);
         let context = SessionContext::new_with_config_rt(settings, runtime);
+        let bounds = Bounds {
+            max_query_bytes: config.max_query_bytes,
+            max_expression_depth: config.max_expression_depth,
+            max_value_bytes: config.max_value_mib << 20,
+        };
+        crate::sql_fence::cap_functions(&context, bounds.max_value_bytes);
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
             &context,
             "datafusion",
             Arc::new(datafusion_postgres::auth::AuthManager::default()),
         )
-        .map_err(|e| QueryError::Invalid(format!("pg_catalog: {e}")))?;
+        .map_err(|e| QueryError::Internal(format!("pg_catalog: {e}")))?;
         register_live_tables(&context, sources)?;
         for (name, body) in load_views(&config.views_dir)? {
             context
@@ -129,37 +250,151 @@ impl SqlService {
                 .await
                 .map_err(|e| QueryError::Invalid(format!("view {name} (sql/views/{name}.sql): {e}")))?;
         }
-        let limits = QueryLimits {
+        Ok(SqlService {
+            context: Arc::new(context),
+            threads: SqlThreads::start(config.threads)?,
+            bounds,
             timeout: Duration::from_secs(config.timeout_secs),
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
-        };
-        Ok(SqlService { context: Arc::new(context), limits })
+            running,
+        })
     }
 
     pub fn context(&self) -> Arc<SessionContext> {
         self.context.clone()
     }
 
-    pub fn limits(&self) -> QueryLimits {
-        self.limits.clone()
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
     }
 
-    /// Plans and starts one read-only query; its rows stream from the returned `Rows`, within the
-    /// time limit counted from now. The first batch is computed here, so most failures are
-    /// reported before any row is sent.
-    pub async fn query(&self, sql: &str) -> Result<Rows, QueryError> {
-        let (slot, deadline) = self.limits.admit().await?;
-        let timeout = self.limits.timeout.as_secs();
-        let start = async {
-            let frame = self.context.sql_with_options(sql, read_only()).await.map_err(QueryError::from_datafusion)?;
-            let mut stream = frame.execute_stream().await.map_err(QueryError::from_datafusion)?;
-            let first = stream.next().await.transpose().map_err(QueryError::from_datafusion)?;
-            Ok::<_, QueryError>((stream, first))
-        };
-        let (stream, first) =
-            tokio::time::timeout_at(deadline, start).await.map_err(|_| QueryError::Timeout(timeout))??;
-        let done = first.is_none();
-        Ok(Rows { schema: stream.schema(), first, stream, done, deadline, timeout, _slot: slot })
+    /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
+    pub async fn admit(&self) -> Result<Ticket, QueryError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout_secs = self.timeout.as_secs();
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| QueryError::Busy(timeout_secs))?
+            .expect("semaphore is never closed");
+        self.running.inc();
+        let slot = Slot { _permit: permit, running: self.running.clone() };
+        Ok(Ticket { _slot: Arc::new(slot), deadline, timeout_secs })
+    }
+
+    /// Runs `work` on the SQL threads under `ticket`: the answer comes by the deadline or the
+    /// query has timed out (the work holds the ticket until it stops).
+    async fn on_sql_threads<T: Send + 'static>(
+        &self,
+        ticket: &Ticket,
+        work: impl FnOnce(SessionState, Bounds) -> BoxFuture<'static, Result<T, QueryError>> + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let (state, bounds, held) = (self.context.state(), self.bounds, ticket.clone());
+        let task = self.threads.handle().spawn(async move {
+            let _held = held;
+            work(state, bounds).await
+        });
+        match tokio::time::timeout_at(ticket.deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panicked)) => Err(QueryError::Internal(format!("the query's planner failed: {panicked}"))),
+            Err(_) => Err(ticket.timed_out()),
+        }
+    }
+
+    /// Parses one statement of DataFusion's SQL (the HTTP dialect), checks it and plans it.
+    pub async fn plan(&self, ticket: &Ticket, text: &str) -> Result<LogicalPlan, QueryError> {
+        self.bounds.check_text(text)?;
+        let text = text.to_owned();
+        self.on_sql_threads(ticket, move |state, bounds| {
+            async move {
+                let statement = state
+                    .sql_to_statement(&text, &datafusion::config::Dialect::Generic)
+                    .map_err(QueryError::from_datafusion)?;
+                let sql = match &statement {
+                    DfStatement::Statement(sql) => sql.as_ref(),
+                    // EXPLAIN ANALYZE runs what it explains: only a query may be explained.
+                    DfStatement::Explain(explain) => match explain.statement.as_ref() {
+                        DfStatement::Statement(sql) if matches!(sql.as_ref(), Statement::Query(_)) => sql.as_ref(),
+                        other => return Err(refused(&other.to_string())),
+                    },
+                    _ => return Err(refused(&statement.to_string())),
+                };
+                bounds.check_depth(sql)?;
+                let plan = state.statement_to_plan(statement).await.map_err(QueryError::from_datafusion)?;
+                bounds.check_plan(&plan, state.config().batch_size())?;
+                Ok(plan)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Parses PostgreSQL's SQL as its clients send it (`pg_catalog` queries rewritten to what
+    /// DataFusion plans), checks each statement and plans the reads.
+    pub async fn classify_postgres(
+        &self,
+        ticket: &Ticket,
+        text: &str,
+    ) -> Result<Vec<(Statement, Classified)>, QueryError> {
+        self.bounds.check_text(text)?;
+        let text = text.to_owned();
+        self.on_sql_threads(ticket, move |state, bounds| {
+            async move {
+                let parser = datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser::new();
+                let statements = parser.parse(&text).map_err(|e| QueryError::Invalid(e.to_string()))?;
+                let mut classified = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    bounds.check_depth(&statement)?;
+                    let class = classify(&state, bounds, &statement).await?;
+                    classified.push((statement, class));
+                }
+                Ok(classified)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Starts a checked plan under `ticket`: its rows stream from the returned `Rows`, cut at the
+    /// deadline, and its slot is held until `Rows` is dropped. Bound parameters, if any, are put
+    /// in first, and the plan is checked again with them.
+    pub async fn run(&self, ticket: Ticket, plan: LogicalPlan, params: Option<ParamValues>) -> Result<Rows, QueryError> {
+        let (tx, rx) = mpsc::channel(1);
+        let (deadline, held) = (ticket.deadline, ticket.clone());
+        let started = self.on_sql_threads(&ticket, move |state, bounds| {
+            async move {
+                let plan = match params {
+                    Some(params) => plan.replace_params_with_values(&params).map_err(QueryError::from_datafusion)?,
+                    None => plan,
+                };
+                bounds.check_plan(&plan, state.config().batch_size())?;
+                let physical = state.create_physical_plan(&plan).await.map_err(QueryError::from_datafusion)?;
+                let stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                    .map_err(QueryError::from_datafusion)?;
+                let schema = stream.schema();
+                // The stream goes on on these threads, feeding the reader one batch at a time.
+                tokio::spawn(feed(stream, tx, held));
+                Ok(schema)
+            }
+            .boxed()
+        });
+        let schema = started.await?;
+        Ok(Rows { schema, first: None, rx, deadline, timeout_secs: ticket.timeout_secs, done: false })
+    }
+
+    /// Admits, plans and starts one read-only query of DataFusion's SQL (HTTP): its rows stream
+    /// from the returned `Rows` within one time limit counted from now. The first batch is
+    /// computed here, so most failures are reported before any row is sent.
+    pub async fn query(&self, text: &str) -> Result<Rows, QueryError> {
+        let ticket = self.admit().await?;
+        let plan = self.plan(&ticket, text).await?;
+        let mut rows = self.run(ticket, plan, None).await?;
+        match rows.next().await {
+            Some(Err(error)) => Err(error),
+            first => {
+                rows.first = first;
+                Ok(rows)
+            }
+        }
     }
 
     /// Runs a query to the end.
@@ -174,35 +409,129 @@ impl SqlService {
     }
 }
 
+/// Moves a running query's batches to its reader until the stream ends, the reader goes away or
+/// the deadline passes; the query's slot is held until then.
+async fn feed(
+    mut stream: SendableRecordBatchStream,
+    tx: mpsc::Sender<Result<RecordBatch, QueryError>>,
+    ticket: Ticket,
+) {
+    let moving = async {
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = tx.closed() => return,
+            };
+            let Some(next) = next else { return };
+            let failed = next.is_err();
+            if tx.send(next.map_err(QueryError::from_datafusion)).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout_at(ticket.deadline, moving).await.is_err() {
+        // The reader, if still there, learns of the timeout by its own clock.
+        let _ = tx.try_send(Err(ticket.timed_out()));
+    }
+}
+
 /// The rows of a running query, batch by batch; holds its query slot until dropped.
 pub struct Rows {
     pub schema: SchemaRef,
-    first: Option<RecordBatch>,
-    stream: SendableRecordBatchStream,
-    /// The stream has ended: it is not polled again.
-    done: bool,
+    /// A batch (or the error) already received, handed out first.
+    first: Option<Result<RecordBatch, QueryError>>,
+    rx: mpsc::Receiver<Result<RecordBatch, QueryError>>,
     deadline: tokio::time::Instant,
-    timeout: u64,
-    _slot: Slot,
+    timeout_secs: u64,
+    /// The stream has ended or failed: nothing more comes.
+    done: bool,
 }
 
 impl Rows {
     pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
         if let Some(first) = self.first.take() {
-            return Some(Ok(first));
+            return Some(first);
         }
         if self.done {
             return None;
         }
-        let next = match tokio::time::timeout_at(self.deadline, self.stream.next()).await {
-            Ok(next) => next.map(|batch| batch.map_err(QueryError::from_datafusion)),
-            Err(_) => Some(Err(QueryError::Timeout(self.timeout))),
+        let next = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(next) => next,
+            Err(_) => Some(Err(QueryError::Timeout(self.timeout_secs))),
         };
         self.done = !matches!(next, Some(Ok(_)));
         next
     }
 }
 
+/// Statements answered per connection (a client's own settings, SHOW, transaction control): they
+/// touch nothing shared. A `SET` is one only for the variables of `SESSION_VARIABLES`.
+pub fn is_session(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Set(Set::SingleAssignment { .. })
+    )
+}
+
+fn refused(statement: &str) -> QueryError {
+    let verb = statement.split_whitespace().next().unwrap_or("").to_uppercase();
+    QueryError::Refused(format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"))
+}
+
+/// Decides what a PostgreSQL statement is; plans and checks the reads. What is neither a read,
+/// a cursor over one, nor a per-connection setting is refused, and so is whatever does not plan.
+async fn classify(state: &SessionState, bounds: Bounds, statement: &Statement) -> Result<Classified, QueryError> {
+    let plan_read = |query: Statement| async move {
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(query)))
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        bounds.check_plan(&plan, state.config().batch_size())?;
+        Ok::<_, QueryError>(plan)
+    };
+    Ok(match statement {
+        Statement::Set(Set::SingleAssignment { variable, .. }) => {
+            let name = variable.to_string().trim_matches('"').to_lowercase();
+            match SESSION_VARIABLES.contains(&name.as_str()) {
+                true => Classified::Session,
+                false => return Err(refused(&statement.to_string())),
+            }
+        }
+        Statement::Set(_) => return Err(refused(&statement.to_string())),
+        s if is_session(s) => Classified::Session,
+        Statement::Fetch { .. } | Statement::Close { .. } => Classified::Cursor,
+        Statement::Declare { stmts } => {
+            let [declare] = stmts.as_slice() else {
+                return Err(QueryError::Invalid("declare one cursor at a time".into()));
+            };
+            let (Some(name), Some(query)) = (declare.names.first(), declare.for_query.as_ref()) else {
+                return Err(QueryError::Invalid("DECLARE name CURSOR FOR SELECT …: a name and a query".into()));
+            };
+            if declare.declare_type != Some(datafusion::sql::sqlparser::ast::DeclareType::Cursor) {
+                return Err(QueryError::Invalid("only DECLARE … CURSOR FOR … is served".into()));
+            }
+            Classified::Declare { name: name.value.clone(), plan: plan_read(Statement::Query(query.clone())).await? }
+        }
+        // EXPLAIN ANALYZE runs what it explains: only a query may be explained.
+        Statement::Explain { statement: explained, .. } if !matches!(explained.as_ref(), Statement::Query(_)) => {
+            return Err(refused(&explained.to_string()))
+        }
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+            Classified::Read(plan_read(statement.clone()).await?)
+        }
+        // SHOW TABLES, SHOW COLUMNS and kin plan into reads of information_schema.
+        Statement::ShowTables { .. } | Statement::ShowColumns { .. } | Statement::ShowFunctions { .. } => {
+            Classified::Read(plan_read(statement.clone()).await?)
+        }
+        _ => return Err(refused(&statement.to_string())),
+    })
+}
 /// A table whose rows are whatever `read` returns when a query scans it.
 struct LiveTable {
     schema: SchemaRef,
@@ -420,7 +749,7 @@ impl Encoder {
             Encoder::Csv { header_written, .. } => {
                 let header = !std::mem::replace(header_written, true);
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(header).build(Vec::new());
-                writer.write(batch).map_err(arrow_failed)?;
+                writer.write(&neutralised(batch).map_err(arrow_failed)?).map_err(arrow_failed)?;
                 Ok(writer.into_inner())
             }
             Encoder::ArrowIpc(writer) => {
@@ -444,6 +773,46 @@ impl Encoder {
                 Ok(std::mem::take(writer.get_mut()))
             }
         }
+    }
+}
+
+/// A spreadsheet runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return as a
+/// formula: such text cells get a leading `'` (OWASP's advice against CSV injection). Numbers are
+/// not text and stay as they are.
+fn neutralised(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let risky = |v: &str| v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let is_text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let mut changed = false;
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let text = match column.data_type() {
+            DataType::Dictionary(_, value) if is_text(value) => true,
+            other => is_text(other),
+        };
+        if !text {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let plain = datafusion::arrow::compute::cast(column, &DataType::Utf8)?;
+        let strings = plain.as_string::<i32>();
+        if !strings.iter().flatten().any(risky) {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        changed = true;
+        let safe: StringArray =
+            strings.iter().map(|v| v.map(|v| if risky(v) { format!("'{v}") } else { v.to_owned() })).collect();
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, safe.null_count() > 0 || field.is_nullable())));
+        columns.push(Arc::new(safe));
+    }
+    match changed {
+        true => RecordBatch::try_new(Arc::new(Schema::new(fields)), columns),
+        false => Ok(batch.clone()),
     }
 }
 
@@ -478,7 +847,7 @@ mod tests {
     async fn service_over(sources: LiveSources) -> SqlService {
         let views = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/views");
         let config = crate::config::Config::from_toml(&format!("[sql]\nviews_dir = {views:?}")).unwrap();
-        SqlService::start(&config.sql, sources).await.unwrap()
+        SqlService::start(&config.sql, sources, prometheus::IntGauge::new("running", "slots").unwrap()).await.unwrap()
     }
 
     fn encode(format: Format, results: &Results) -> Vec<u8> {

@@ -130,8 +130,12 @@ impl FileSource {
             }
         }
         let result = decoding.await.expect("the file reader does not panic");
-        if result.is_ok() && !self.files.keep_serving {
-            shutdown.cancel();
+        if result.is_ok() {
+            match self.files.keep_serving {
+                // The engine goes on (and so does serving) while this source lives.
+                true => shutdown.cancelled().await,
+                false => shutdown.cancel(),
+            }
         }
         result
     }

@@ -41,7 +41,8 @@ fn scenario_view() -> View {
 async fn golden_queries_print_their_expected_output() {
     let dir = repo_root().join("sql/golden");
     let config = scenario::config("unused:9092", &std::env::temp_dir());
-    let service = SqlService::start(&config.sql, LiveSources::fixed(scenario_view())).await.unwrap();
+    let running = prometheus::IntGauge::new("running", "slots").unwrap();
+    let service = SqlService::start(&config.sql, LiveSources::fixed(scenario_view()), running).await.unwrap();
     let bless = std::env::var_os("INDEX766_BLESS").is_some();
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -4,6 +4,7 @@
 //! - `contract`: the shipped schemas and examples against the pipeline's decoder;
 //! - `faults`: every kind of bad input, and a broker restart mid-ingest, on a real broker;
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
+//! - `hostile`: hostile SQL against the running demo binary, over HTTP, psql, psycopg and raw sockets;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `reference`: a batch reference implementation the incremental engine must agree with;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
@@ -16,6 +17,7 @@ mod contract;
 mod crash;
 mod faults;
 mod golden;
+mod hostile;
 mod mock_consumer;
 mod real_broker;
 mod reference;
