@@ -203,9 +203,13 @@ impl Config {
                 self.http.idle_timeout_secs, self.sql.timeout_secs
             )));
         }
-        if self.http.header_timeout_secs == 0 || self.http.idle_timeout_secs == 0 || self.sql.postgres_idle_timeout_secs == 0 {
+        if self.http.header_timeout_secs == 0
+            || self.http.idle_timeout_secs == 0
+            || self.sql.postgres_idle_timeout_secs == 0
+        {
             return Err(ConfigError::Invalid(
-                "[http] header_timeout_secs, idle_timeout_secs and [sql] postgres_idle_timeout_secs must be at least 1".into(),
+                "[http] header_timeout_secs, idle_timeout_secs and [sql] postgres_idle_timeout_secs must be at least 1"
+                    .into(),
             ));
         }
         if !(0.0..=100.0).contains(&self.scoring.target_total) {

@@ -156,7 +156,9 @@ fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
         }
     };
     let trusted = |name: &str| {
-        name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        name == "localhost"
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
     };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !trusted(&name_of(host)) {
@@ -167,7 +169,9 @@ fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-        if !(authority.eq_ignore_ascii_case(host) || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name_of(authority)))) {
+        if !(authority.eq_ignore_ascii_case(host)
+            || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name_of(authority))))
+        {
             return Err(format!(
                 "a query from the page at {origin:?} is refused: POST /sql from this server's own pages, \
                  or add the page's host to [http] allowed_hosts"

@@ -26,7 +26,12 @@ pub struct HttpLimits {
 }
 
 /// Serves `app` until `shutdown`, then lets open connections finish their responses.
-pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let open = TaskTracker::new();
     loop {

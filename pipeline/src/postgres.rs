@@ -62,7 +62,8 @@ pub async fn serve(
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(Handlers { service: Arc::new(PgService { sql: sql.clone(), metrics }), startup: Arc::new(Startup) });
+    let handlers =
+        Arc::new(Handlers { service: Arc::new(PgService { sql: sql.clone(), metrics }), startup: Arc::new(Startup) });
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let max_query_bytes = sql.bounds().max_query_bytes;
     loop {
@@ -226,7 +227,12 @@ impl PgService {
     }
 
     /// A statement datafusion-postgres's hooks answer per connection.
-    async fn hooked<C>(&self, hooks: &[Box<dyn QueryHook>], statement: &Statement, client: &mut C) -> PgWireResult<Response>
+    async fn hooked<C>(
+        &self,
+        hooks: &[Box<dyn QueryHook>],
+        statement: &Statement,
+        client: &mut C,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -256,7 +262,8 @@ async fn fetch(
 ) -> PgWireResult<Response> {
     let count = match direction {
         FetchDirection::Next | FetchDirection::Forward { limit: None } => Some(1),
-        FetchDirection::Forward { limit: Some(Value::Number(n, _)) } | FetchDirection::Count { limit: Value::Number(n, _) } => {
+        FetchDirection::Forward { limit: Some(Value::Number(n, _)) }
+        | FetchDirection::Count { limit: Value::Number(n, _) } => {
             Some(n.parse::<usize>().map_err(|_| pg_error(QueryError::Invalid(format!("FETCH {n}: a row count"))))?)
         }
         FetchDirection::ForwardAll | FetchDirection::All => None,
@@ -354,7 +361,10 @@ impl QueryParser for PgParser {
         match &statement.1 {
             Some((statement, _))
                 if crate::query::is_session(statement)
-                    || matches!(statement, Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. }) =>
+                    || matches!(
+                        statement,
+                        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. }
+                    ) =>
             {
                 Ok(Vec::new())
             }

@@ -68,11 +68,11 @@ impl QueryError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             QueryError::Invalid(_) => "42000",
-            QueryError::Refused(_) => "25006", // read_only_sql_transaction
+            QueryError::Refused(_) => "25006",  // read_only_sql_transaction
             QueryError::TooLarge(_) => "54000", // program_limit_exceeded
-            QueryError::Timeout(_) => "57014", // query_canceled
-            QueryError::Busy(_) => "53300",    // too_many_connections
-            QueryError::Memory(_) => "53200",  // out_of_memory
+            QueryError::Timeout(_) => "57014",  // query_canceled
+            QueryError::Busy(_) => "53300",     // too_many_connections
+            QueryError::Memory(_) => "53200",   // out_of_memory
             QueryError::Internal(_) => "XX000",
         }
     }
@@ -357,7 +357,12 @@ impl SqlService {
     /// Starts a checked plan under `ticket`: its rows stream from the returned `Rows`, cut at the
     /// deadline, and its slot is held until `Rows` is dropped. Bound parameters, if any, are put
     /// in first, and the plan is checked again with them.
-    pub async fn run(&self, ticket: Ticket, plan: LogicalPlan, params: Option<ParamValues>) -> Result<Rows, QueryError> {
+    pub async fn run(
+        &self,
+        ticket: Ticket,
+        plan: LogicalPlan,
+        params: Option<ParamValues>,
+    ) -> Result<Rows, QueryError> {
         let (tx, rx) = mpsc::channel(1);
         let (deadline, held) = (ticket.deadline, ticket.clone());
         let started = self.on_sql_threads(&ticket, move |state, bounds| {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature,
+    ColumnarValue, Documentation, Expr, LogicalPlan, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Visit, Visitor};
@@ -202,8 +202,8 @@ impl Capped {
             Growth::Length => largest_int(args_.get(1)).saturating_mul(8).saturating_mul(rows),
             Growth::Steps => {
                 // Constant bounds give the exact count; bounds from columns, the largest of them.
-                let steps = range_steps(args_)
-                    .unwrap_or_else(|| largest_int(args_.first()).max(largest_int(args_.get(1))));
+                let steps =
+                    range_steps(args_).unwrap_or_else(|| largest_int(args_.first()).max(largest_int(args_.get(1))));
                 steps.saturating_mul(8).saturating_mul(rows)
             }
             Growth::Replace => {
@@ -253,15 +253,24 @@ impl ScalarUDFImpl for Capped {
         self.inner.signature()
     }
 
-    fn return_type(&self, arg_types: &[datafusion::arrow::datatypes::DataType]) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+    fn return_type(
+        &self,
+        arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
         self.inner.return_type(arg_types)
     }
 
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
         self.inner.return_field_from_args(args)
     }
 
-    fn coerce_types(&self, arg_types: &[datafusion::arrow::datatypes::DataType]) -> datafusion::error::Result<Vec<datafusion::arrow::datatypes::DataType>> {
+    fn coerce_types(
+        &self,
+        arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<Vec<datafusion::arrow::datatypes::DataType>> {
         self.inner.coerce_types(arg_types)
     }
 

@@ -374,12 +374,16 @@ async fn hostile_queries_leave_the_process_whole() {
     }
     let constant = format!("SELECT '{}' AS c FROM range(10000000)", "x".repeat(200_000));
     refused(http(addr, "POST", "/sql", &constant), "constant", "a 200 KB constant copied into every row");
-    let (status, body) = http(addr, "POST", "/sql", "SELECT count(*) AS n FROM (SELECT value FROM range(30000000) ORDER BY value DESC)");
+    let (status, body) =
+        http(addr, "POST", "/sql", "SELECT count(*) AS n FROM (SELECT value FROM range(30000000) ORDER BY value DESC)");
     assert!(status == 200 || body.contains("memory"), "a large sort spills or is refused: {status} {body}");
     demo.still_whole("memory-hungry functions and constants").await;
 
     // 6. Many concurrent planners: the other ports keep answering.
-    let wide = format!("SELECT count(*) FROM units WHERE unit_code IN ({})", (0..20_000).map(|i| format!("'U{i}'")).collect::<Vec<_>>().join(","));
+    let wide = format!(
+        "SELECT count(*) FROM units WHERE unit_code IN ({})",
+        (0..20_000).map(|i| format!("'U{i}'")).collect::<Vec<_>>().join(",")
+    );
     let planners: Vec<_> = (0..6)
         .map(|_| {
             let wide = wide.clone();
@@ -425,7 +429,9 @@ async fn hostile_queries_leave_the_process_whole() {
     let mut answer = [0u8; 256];
     match slow.read(&mut answer) {
         Ok(n) => assert!(n == 0 || answer.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&answer[..n])),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "headers never finished: closed, not left open"),
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "headers never finished: closed, not left open")
+        }
     }
     drop((idle_http, idle_pg));
     demo.still_whole("idle and slow connections").await;
@@ -452,7 +458,10 @@ async fn hostile_queries_leave_the_process_whole() {
     let mut s = pg_raw(pg);
     s.write_all(&[b'Q', 0x3f, 0xff, 0xff, 0xf0]).unwrap();
     let (kinds, bytes) = read_until(&mut s, b'Z');
-    assert!(kinds.contains(&b'E') && String::from_utf8_lossy(&bytes).contains("max_query_bytes"), "a 1 GB message: {kinds:?}");
+    assert!(
+        kinds.contains(&b'E') && String::from_utf8_lossy(&bytes).contains("max_query_bytes"),
+        "a 1 GB message: {kinds:?}"
+    );
     demo.still_whole("malformed protocol messages").await;
 
     // 9. Cross-site requests, and CSV cells a spreadsheet would run.

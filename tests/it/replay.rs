@@ -121,15 +121,25 @@ async fn a_replay_of_files_scores_as_the_broker_does() {
 async fn a_replay_that_serves_keeps_serving_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let options = HistoryOptions { provinces: 1, dossiers: 500, days: 5, seed: 9, now: Some(index766::time::parse_time(AS_OF).unwrap()) };
+    let options = HistoryOptions {
+        provinces: 1,
+        dossiers: 500,
+        days: 5,
+        seed: 9,
+        now: Some(index766::time::parse_time(AS_OF).unwrap()),
+    };
     let jsonl = dir.join("events.jsonl");
     generate_history(&HistoryOut::File(jsonl.clone()), Some(dir), &options).unwrap();
     let files = Files { paths: vec![jsonl], dead_letters: dir.join("dead-letters.jsonl"), keep_serving: true };
     let stop = CancellationToken::new();
-    let pipeline = Pipeline::start_with(nation_config("", dir, "served"), Feed::Files(files), stop.clone()).await.unwrap();
+    let pipeline =
+        Pipeline::start_with(nation_config("", dir, "served"), Feed::Files(files), stop.clone()).await.unwrap();
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
     let waiting = tokio::spawn(pipeline.wait());
-    wait_for("the files are scored", std::time::Duration::from_secs(60), || (metrics.events_applied.get() > 0).then_some(())).await;
+    wait_for("the files are scored", std::time::Duration::from_secs(60), || {
+        (metrics.events_applied.get() > 0).then_some(())
+    })
+    .await;
     // Past the point where the old code stopped (about 5 s after the files), it still answers.
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
     assert!(!waiting.is_finished(), "the pipeline stopped after the files instead of serving");
