@@ -3,6 +3,7 @@
 //! for a request's headers, and connections closed when nothing moves either way for the idle
 //! timeout (a client that stopped reading a result frees its query at once).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
-use datafusion::sql::sqlparser::ast::{FetchDirection, Statement, Value};
+use datafusion::sql::sqlparser::ast::{FetchDirection, Statement, Value, ValueWithSpan};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
@@ -32,7 +32,7 @@ use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
-use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::{Execute, PortalSuspended};
@@ -142,6 +142,15 @@ fn pg_error(error: QueryError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string())))
 }
 
+/// The connection's portal store under its one concrete type: pgwire hands the simple protocol
+/// the store without its statement type, as it does datafusion-postgres's hooks.
+fn cursors(store: &impl PortalStore) -> PgWireResult<&MemPortalStore<Prepared>> {
+    store
+        .as_any()
+        .downcast_ref()
+        .ok_or_else(|| pg_error(QueryError::Internal("the connection's portal store is not index766's".into())))
+}
+
 fn no_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation { produce_one_row: false, schema: Arc::new(DFSchema::empty()) })
 }
@@ -197,7 +206,7 @@ impl PgService {
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -215,11 +224,11 @@ impl PgService {
                 let stored = Arc::new(StoredStatement::new(name.clone(), (statement.to_string(), None), vec![]));
                 let portal = Portal::new_cursor(name, stored);
                 portal.start(response).await;
-                client.portal_store().put_portal(Arc::new(portal));
+                cursors(client.portal_store())?.put_portal(Arc::new(portal));
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
             }
             Classified::Cursor => match statement {
-                Statement::Fetch { name, direction, .. } => fetch(client.portal_store(), &name.value, direction).await,
+                Statement::Fetch { name, direction, .. } => fetch(cursors(client.portal_store())?, &name.value, direction).await,
                 _ => self.hooked(&[Box::new(CursorStatementHook)], statement, client).await,
             },
             Classified::Session => self.hooked(&session_hooks(), statement, client).await,
@@ -235,7 +244,7 @@ impl PgService {
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -262,8 +271,8 @@ async fn fetch(
 ) -> PgWireResult<Response> {
     let count = match direction {
         FetchDirection::Next | FetchDirection::Forward { limit: None } => Some(1),
-        FetchDirection::Forward { limit: Some(Value::Number(n, _)) }
-        | FetchDirection::Count { limit: Value::Number(n, _) } => {
+        FetchDirection::Forward { limit: Some(ValueWithSpan { value: Value::Number(n, _), .. }) }
+        | FetchDirection::Count { limit: ValueWithSpan { value: Value::Number(n, _), .. } } => {
             Some(n.parse::<usize>().map_err(|_| pg_error(QueryError::Invalid(format!("FETCH {n}: a row count"))))?)
         }
         FetchDirection::ForwardAll | FetchDirection::All => None,
@@ -305,7 +314,7 @@ impl SimpleQueryHandler for PgService {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
@@ -443,7 +452,7 @@ impl ExtendedQueryHandler for PgService {
         let portal = match client.portal_store().get_portal(name) {
             Some(Entry::Value(portal)) => portal,
             Some(Entry::Empty) => {
-                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
                 client.set_state(PgWireConnectionState::ReadyForQuery);
                 return Ok(());
             }
@@ -451,13 +460,13 @@ impl ExtendedQueryHandler for PgService {
         };
         let started = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
         let rows_follow = if started {
-            match self.do_query(client, &portal, max_rows).await? {
+            match ExtendedQueryHandler::do_query(self, client, &portal, max_rows).await? {
                 Response::Query(results) => {
                     portal.start(results).await;
                     true
                 }
                 Response::EmptyQuery => {
-                    client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse)).await?;
+                    client.feed(PgWireBackendMessage::EmptyQueryResponse(EmptyQueryResponse::new())).await?;
                     false
                 }
                 Response::Execution(tag) => {
