@@ -165,6 +165,7 @@ impl PgService {
     fn respond(&self, rows: Rows, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<QueryResponse> {
         let fields: Arc<Vec<FieldInfo>> = Arc::new(arrow_schema_to_pg_fields(&rows.schema, format, Some(options))?);
         let (encoding, metrics, started) = (fields.clone(), self.metrics.clone(), std::time::Instant::now());
+        let deadline = rows.deadline;
         let batches = futures::stream::unfold(Some(rows), move |rows| {
             let (encoding, metrics) = (encoding.clone(), metrics.clone());
             async move {
@@ -185,7 +186,17 @@ impl PgService {
                 }
             }
         });
-        Ok(QueryResponse::new(fields, batches.flatten()))
+        // A batch is encoded whole; rows still unsent at the deadline are not sent (a cursor's
+        // FETCH can come long after its batch was made).
+        let cut = batches.flatten().scan(false, move |ended, row| {
+            let row = match *ended {
+                true => None,
+                false => Some(deadline.check().map_err(pg_error).and(row)),
+            };
+            *ended = matches!(row, Some(Err(_)));
+            futures::future::ready(row)
+        });
+        Ok(QueryResponse::new(fields, cut))
     }
 
     async fn admit(&self) -> PgWireResult<Ticket> {
@@ -218,17 +229,23 @@ impl PgService {
                 Ok(Response::Query(self.respond(rows, format, options)?))
             }
             Classified::Declare { name, plan } => {
+                // The cursor's portal describes as its query's rows (clients Describe it before FETCH).
+                let Statement::Declare { stmts } = statement else { unreachable!("classified from a DECLARE") };
+                let query = stmts.first().and_then(|d| d.for_query.clone()).expect("classified with a query");
+                let described = (statement.to_string(), Some((Statement::Query(query), plan.clone())));
                 let ticket = self.admit().await?;
                 let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
                 let response = self.respond(rows, &Format::UnifiedText, options)?;
-                let stored = Arc::new(StoredStatement::new(name.clone(), (statement.to_string(), None), vec![]));
+                let stored = Arc::new(StoredStatement::new(name.clone(), described, vec![]));
                 let portal = Portal::new_cursor(name, stored);
                 portal.start(response).await;
                 cursors(client.portal_store())?.put_portal(Arc::new(portal));
                 Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
             }
             Classified::Cursor => match statement {
-                Statement::Fetch { name, direction, .. } => fetch(cursors(client.portal_store())?, &name.value, direction).await,
+                Statement::Fetch { name, direction, .. } => {
+                    fetch(cursors(client.portal_store())?, &name.value, direction).await
+                }
                 _ => self.hooked(&[Box::new(CursorStatementHook)], statement, client).await,
             },
             Classified::Session => self.hooked(&session_hooks(), statement, client).await,

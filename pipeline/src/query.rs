@@ -117,8 +117,28 @@ pub struct SqlService {
 #[derive(Clone)]
 pub struct Ticket {
     _slot: Arc<Slot>,
-    pub deadline: tokio::time::Instant,
-    timeout_secs: u64,
+    pub deadline: Deadline,
+}
+
+/// When a query must have sent its last row: [sql] timeout_secs after its admission.
+#[derive(Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    secs: u64,
+}
+
+impl Deadline {
+    pub fn error(&self) -> QueryError {
+        QueryError::Timeout(self.secs)
+    }
+
+    /// The error, once the deadline has passed.
+    pub fn check(&self) -> Result<(), QueryError> {
+        match tokio::time::Instant::now() < self.at {
+            true => Ok(()),
+            false => Err(self.error()),
+        }
+    }
 }
 
 /// A taken query slot, shown in `index766_sql_queries_running` while it is held.
@@ -130,12 +150,6 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.running.dec();
-    }
-}
-
-impl Ticket {
-    fn timed_out(&self) -> QueryError {
-        QueryError::Timeout(self.timeout_secs)
     }
 }
 
@@ -270,15 +284,14 @@ impl SqlService {
 
     /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
     pub async fn admit(&self) -> Result<Ticket, QueryError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let timeout_secs = self.timeout.as_secs();
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+        let deadline = Deadline { at: tokio::time::Instant::now() + self.timeout, secs: self.timeout.as_secs() };
+        let permit = tokio::time::timeout_at(deadline.at, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| QueryError::Busy(timeout_secs))?
+            .map_err(|_| QueryError::Busy(deadline.secs))?
             .expect("semaphore is never closed");
         self.running.inc();
         let slot = Slot { _permit: permit, running: self.running.clone() };
-        Ok(Ticket { _slot: Arc::new(slot), deadline, timeout_secs })
+        Ok(Ticket { _slot: Arc::new(slot), deadline })
     }
 
     /// Runs `work` on the SQL threads under `ticket`: the answer comes by the deadline or the
@@ -293,10 +306,10 @@ impl SqlService {
             let _held = held;
             work(state, bounds).await
         });
-        match tokio::time::timeout_at(ticket.deadline, task).await {
+        match tokio::time::timeout_at(ticket.deadline.at, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(panicked)) => Err(QueryError::Internal(format!("the query's planner failed: {panicked}"))),
-            Err(_) => Err(ticket.timed_out()),
+            Err(_) => Err(ticket.deadline.error()),
         }
     }
 
@@ -383,7 +396,7 @@ impl SqlService {
             .boxed()
         });
         let schema = started.await?;
-        Ok(Rows { schema, first: None, rx, deadline, timeout_secs: ticket.timeout_secs, done: false })
+        Ok(Rows { schema, first: None, rx, deadline, done: false })
     }
 
     /// Admits, plans and starts one read-only query of DataFusion's SQL (HTTP): its rows stream
@@ -415,39 +428,35 @@ impl SqlService {
 }
 
 /// Moves a running query's batches to its reader until the stream ends, the reader goes away or
-/// the deadline passes; the query's slot is held until then.
-async fn feed(
-    mut stream: SendableRecordBatchStream,
-    tx: mpsc::Sender<Result<RecordBatch, QueryError>>,
-    ticket: Ticket,
-) {
+/// the deadline passes; the query's slot is held until then. The end is sent as `None`: a channel
+/// that closes without it was cut.
+async fn feed(mut stream: SendableRecordBatchStream, tx: mpsc::Sender<Fed>, ticket: Ticket) {
     let moving = async {
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
                 () = tx.closed() => return,
             };
-            let Some(next) = next else { return };
-            let failed = next.is_err();
-            if tx.send(next.map_err(QueryError::from_datafusion)).await.is_err() || failed {
+            let failed = matches!(next, Some(Err(_)));
+            let ended = next.is_none();
+            if tx.send(next.map(|n| n.map_err(QueryError::from_datafusion))).await.is_err() || failed || ended {
                 return;
             }
         }
     };
-    if tokio::time::timeout_at(ticket.deadline, moving).await.is_err() {
-        // The reader, if still there, learns of the timeout by its own clock.
-        let _ = tx.try_send(Err(ticket.timed_out()));
-    }
+    let _ = tokio::time::timeout_at(ticket.deadline.at, moving).await;
 }
 
-/// The rows of a running query, batch by batch; holds its query slot until dropped.
+/// What the feeder sends: a batch or an error, then `None` at the end of the rows.
+type Fed = Option<Result<RecordBatch, QueryError>>;
+
+/// The rows of a running query, batch by batch, cut at its deadline.
 pub struct Rows {
     pub schema: SchemaRef,
     /// A batch (or the error) already received, handed out first.
     first: Option<Result<RecordBatch, QueryError>>,
-    rx: mpsc::Receiver<Result<RecordBatch, QueryError>>,
-    deadline: tokio::time::Instant,
-    timeout_secs: u64,
+    rx: mpsc::Receiver<Fed>,
+    pub deadline: Deadline,
     /// The stream has ended or failed: nothing more comes.
     done: bool,
 }
@@ -460,9 +469,10 @@ impl Rows {
         if self.done {
             return None;
         }
-        let next = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Ok(next) => next,
-            Err(_) => Some(Err(QueryError::Timeout(self.timeout_secs))),
+        let next = match tokio::time::timeout_at(self.deadline.at, self.rx.recv()).await {
+            Ok(Some(fed)) => fed,
+            // The feeder stopped without the end: the deadline cut the stream.
+            Ok(None) | Err(_) => Some(Err(self.deadline.error())),
         };
         self.done = !matches!(next, Some(Ok(_)));
         next

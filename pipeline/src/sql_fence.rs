@@ -194,7 +194,8 @@ impl Capped {
                 None => 0,
             }
         };
-        let per_row = |v: Option<&ColumnarValue>| v.map(|v| size(v) / rows).unwrap_or(0).max(1);
+        let per_row =
+            |v: Option<&ColumnarValue>| v.map(|v| text_bytes(v).unwrap_or(size(v) / rows)).unwrap_or(0).max(1);
         let args_ = &args.args;
         let sum: usize = args_.iter().map(size).fold(0, usize::saturating_add);
         match self.growth {
@@ -207,9 +208,15 @@ impl Capped {
                 steps.saturating_mul(8).saturating_mul(rows)
             }
             Growth::Replace => {
-                let from = per_row(args_.get(1));
-                let to = per_row(args_.get(2));
-                size(&args_[0]).saturating_mul(to.div_ceil(from).max(1))
+                // Each match becomes `to`: at most one match per `from` bytes of text (per byte
+                // for a regular expression, whose matches can be that short or empty).
+                let text = args_.first().map(size).unwrap_or(0);
+                let to = args_.get(2).map_or(0, |v| text_bytes(v).unwrap_or_else(|| size(v)));
+                let from = match self.inner.name() {
+                    "replace" => args_.get(1).and_then(text_bytes).unwrap_or(1).max(1),
+                    _ => 1,
+                };
+                text.saturating_add((text / from).saturating_mul(to))
             }
             Growth::Sum => sum,
         }
@@ -231,6 +238,16 @@ fn range_steps(args: &[ColumnarValue]) -> Option<usize> {
         return Some(0);
     }
     Some(usize::try_from((i128::from(stop) - i128::from(start)) / i128::from(step)).unwrap_or(0))
+}
+
+/// The length in bytes of a constant text.
+fn text_bytes(value: &ColumnarValue) -> Option<usize> {
+    match value {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)),
+        ) => Some(s.len()),
+        _ => None,
+    }
 }
 
 fn scalar_int(value: &ScalarValue) -> Option<i64> {
