@@ -248,6 +248,7 @@ impl SqlService {
         let bounds = Bounds {
             max_query_bytes: config.max_query_bytes,
             max_expression_depth: config.max_expression_depth,
+            max_plan_nodes: config.max_plan_nodes,
             max_value_bytes: config.max_value_mib << 20,
         };
         crate::sql_fence::cap_functions(&context, bounds.max_value_bytes);
@@ -331,7 +332,7 @@ impl SqlService {
                     },
                     _ => return Err(refused(&statement.to_string())),
                 };
-                bounds.check_depth(sql)?;
+                bounds.check_statement(sql)?;
                 let plan = state.statement_to_plan(statement).await.map_err(QueryError::from_datafusion)?;
                 bounds.check_plan(&plan, state.config().batch_size())?;
                 Ok(plan)
@@ -356,7 +357,7 @@ impl SqlService {
                 let statements = parser.parse(&text).map_err(|e| QueryError::Invalid(e.to_string()))?;
                 let mut classified = Vec::with_capacity(statements.len());
                 for statement in statements {
-                    bounds.check_depth(&statement)?;
+                    bounds.check_statement(&statement)?;
                     let class = classify(&state, bounds, &statement).await?;
                     classified.push((statement, class));
                 }

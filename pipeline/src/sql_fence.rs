@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
     Signature,
 };
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{ObjectName, SetExpr, Statement, Visit, Visitor};
 
 use crate::query::{QueryError, READ_ONLY_HINT};
 
@@ -23,6 +23,7 @@ use crate::query::{QueryError, READ_ONLY_HINT};
 pub struct Bounds {
     pub max_query_bytes: usize,
     pub max_expression_depth: usize,
+    pub max_plan_nodes: usize,
     pub max_value_bytes: usize,
 }
 
@@ -40,27 +41,40 @@ impl Bounds {
         Ok(())
     }
 
-    /// Every expression of the parsed statement nests at most `max_expression_depth` deep.
-    pub fn check_depth<T: Visit>(&self, statement: &T) -> Result<(), QueryError> {
+    /// The parsed statement is small enough to plan: every expression nests at most
+    /// `max_expression_depth` deep, and its tables, each CTE counted once a reference, are at
+    /// most `max_plan_nodes` (DataFusion's planner copies a CTE's plan into every reference).
+    pub fn check_statement(&self, statement: &Statement) -> Result<(), QueryError> {
+        let expanded = expanded_tables(statement);
+        if expanded > self.max_plan_nodes {
+            return Err(QueryError::TooLarge(format!(
+                "the query reads tables {expanded} times over, each CTE counted once for each reference to it, \
+                 more than [sql] max_plan_nodes ({}): reference a CTE fewer times, or join fewer tables",
+                self.max_plan_nodes
+            )));
+        }
         let mut depth = Depth { now: 0, limit: self.max_expression_depth };
         match statement.visit(&mut depth) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(QueryError::TooLarge(format!(
-                "an expression nests deeper than {} levels ([sql] max_expression_depth); a long chain \
-                 of OR or + counts one level a term: write x IN (…) or split the query",
+                "an expression or a chain of UNION nests deeper than {} levels ([sql] max_expression_depth); \
+                 a long chain of OR or + counts one level a term: write x IN (…) or split the query",
                 self.max_expression_depth
             ))),
         }
     }
 
-    /// The plan only reads, and none of its constants is too large to copy into every row of a batch.
+    /// The plan only reads, is small enough to optimise, and none of its constants is too large
+    /// to copy into every row of a batch. Checked before the optimiser, which would copy every
+    /// node a CTE shares.
     pub fn check_plan(&self, plan: &LogicalPlan, batch_rows: usize) -> Result<(), QueryError> {
-        crate::query::read_only()
-            .verify_plan(plan)
-            .map_err(|e| QueryError::Refused(format!("{e} ({READ_ONLY_HINT})")))?;
         let largest = self.max_value_bytes / batch_rows.max(1);
-        let mut too_large = None;
+        let (mut too_large, mut nodes) = (None, 0);
         plan.apply_with_subqueries(|node| {
+            nodes += 1;
+            if nodes > self.max_plan_nodes {
+                return Ok(TreeNodeRecursion::Stop);
+            }
             node.apply_expressions(|expr| {
                 expr.apply(|e| {
                     if let Expr::Literal(value, _) = e {
@@ -74,6 +88,17 @@ impl Bounds {
             })
         })
         .map_err(|e| QueryError::Internal(e.to_string()))?;
+        if nodes > self.max_plan_nodes {
+            return Err(QueryError::TooLarge(format!(
+                "the plan has more than {} nodes ([sql] max_plan_nodes); a CTE counts once for each \
+                 reference to it: join fewer tables, or reference a CTE fewer times",
+                self.max_plan_nodes
+            )));
+        }
+        // After the count: verify_plan visits every node as often as it is shared.
+        crate::query::read_only()
+            .verify_plan(plan)
+            .map_err(|e| QueryError::Refused(format!("{e} ({READ_ONLY_HINT})")))?;
         match too_large {
             Some(bytes) => Err(QueryError::TooLarge(format!(
                 "a constant of {bytes} bytes: constants are copied into every row of a batch and may be at most \
@@ -93,6 +118,14 @@ struct Depth {
 impl Visitor for Depth {
     type Break = ();
 
+    /// `a UNION b UNION c …` nests one level a branch, like `a + b + c`.
+    fn pre_visit_query(&mut self, query: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<()> {
+        match self.now + set_operations(&query.body) > self.limit {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
+    }
+
     fn pre_visit_expr(&mut self, _: &datafusion::sql::sqlparser::ast::Expr) -> ControlFlow<()> {
         self.now += 1;
         if self.now > self.limit {
@@ -105,6 +138,66 @@ impl Visitor for Depth {
     fn post_visit_expr(&mut self, _: &datafusion::sql::sqlparser::ast::Expr) -> ControlFlow<()> {
         self.now -= 1;
         ControlFlow::Continue(())
+    }
+}
+
+/// How many table scans the statement plans into once each CTE reference is replaced by the
+/// CTE's own tables (a CTE referenced before it is defined, or by itself, counts one).
+fn expanded_tables(statement: &Statement) -> usize {
+    let mut ctes = Ctes::default();
+    let _ = statement.visit(&mut ctes);
+    let mut weights: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let weight_of = |weights: &std::collections::HashMap<String, usize>, names: &[String]| {
+        names.iter().map(|n| weights.get(n).copied().unwrap_or(1)).fold(1usize, usize::saturating_add)
+    };
+    for (name, references) in &ctes.defined {
+        let weight = weight_of(&weights, references);
+        weights.insert(name.clone(), weight);
+    }
+    let mut all = Relations::default();
+    let _ = statement.visit(&mut all);
+    weight_of(&weights, &all.0)
+}
+
+/// The CTEs of a statement in the order they are defined, with the tables each one reads.
+#[derive(Default)]
+struct Ctes {
+    defined: Vec<(String, Vec<String>)>,
+}
+
+impl Visitor for Ctes {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &datafusion::sql::sqlparser::ast::Query) -> ControlFlow<()> {
+        for cte in query.with.iter().flat_map(|with| &with.cte_tables) {
+            let mut read = Relations::default();
+            let _ = cte.query.visit(&mut read);
+            self.defined.push((cte.alias.name.value.to_lowercase(), read.0));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Every table name a statement reads, as often as it is named.
+#[derive(Default)]
+struct Relations(Vec<String>);
+
+impl Visitor for Relations {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        // The table's own name, unquoted: "T" and t name the same CTE here, to count no less.
+        let name = relation.0.last().and_then(|part| part.as_ident()).map(|ident| ident.value.to_lowercase());
+        self.0.push(name.unwrap_or_default());
+        ControlFlow::Continue(())
+    }
+}
+
+/// How deep the UNION / INTERSECT / EXCEPT operations of a query body nest.
+fn set_operations(body: &SetExpr) -> usize {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => 1 + set_operations(left).max(set_operations(right)),
+        _ => 0,
     }
 }
 

@@ -283,6 +283,18 @@ async fn hostile_queries_leave_the_process_whole() {
     let within = (0..400).map(|i| format!("unit_code = 'U{i}'")).collect::<Vec<_>>().join(" OR ");
     let (ok, out) = psql(pg, &format!("SELECT count(*) FROM units WHERE {within}"));
     assert!(ok, "an OR chain within the bound plans and runs: {}", short(&out));
+    let unions = format!("SELECT 1 AS x{}", " UNION ALL SELECT 1".repeat(13_000));
+    refused(http(addr, "POST", "/sql", &unions), "max_expression_depth", "a chain of 13,000 UNION ALL");
+    let (ok, out) = psql(pg, &format!("SELECT count(*) FROM (SELECT 1 AS x{}) u", " UNION ALL SELECT 1".repeat(400)));
+    assert!(ok && out.trim() == "401", "a chain of 400 UNION ALL plans and runs: {}", short(&out));
+    // Each CTE reads the one before twice: 2^22 scans once the optimiser copies what they share.
+    let ctes: Vec<String> = (1..22)
+        .map(|i| format!("t{i} AS (SELECT a.x FROM t{} a UNION ALL SELECT b.x FROM t{} b)", i - 1, i - 1))
+        .collect();
+    let doubling = format!("WITH t0 AS (SELECT 1 AS x), {} SELECT count(*) FROM t21", ctes.join(", "));
+    refused(http(addr, "POST", "/sql", &doubling), "max_plan_nodes", "21 CTEs that each read the one before twice");
+    let (ok, out) = psql(pg, &format!("WITH t0 AS (SELECT 1 AS x), {} SELECT count(*) FROM t8", ctes[..8].join(", ")));
+    assert!(ok && out.trim() == "256", "8 such CTEs plan and run: {}", short(&out));
     demo.still_whole("deep and wide expressions").await;
 
     // 2. Oversized text, over both ports.
