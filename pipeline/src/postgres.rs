@@ -230,8 +230,13 @@ impl PgService {
             }
             Classified::Declare { name, plan } => {
                 // The cursor's portal describes as its query's rows (clients Describe it before FETCH).
-                let Statement::Declare { stmts } = statement else { unreachable!("classified from a DECLARE") };
-                let query = stmts.first().and_then(|d| d.for_query.clone()).expect("classified with a query");
+                let query = match statement {
+                    Statement::Declare { stmts } => stmts.first().and_then(|d| d.for_query.clone()),
+                    _ => None,
+                };
+                let Some(query) = query else {
+                    return Err(pg_error(QueryError::Invalid("DECLARE name CURSOR FOR SELECT …".into())));
+                };
                 let described = (statement.to_string(), Some((Statement::Query(query), plan.clone())));
                 let ticket = self.admit().await?;
                 let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
