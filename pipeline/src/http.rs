@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use crate::alerts::{Alert, AlertState};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{Encoder, Format, QueryError, Rows, SqlService};
+use crate::query::{Encoder, Format, Rows, SqlService};
+use crate::sql_error::QueryError;
 use crate::view::View;
 
 #[derive(Clone)]

@@ -32,6 +32,7 @@ pub mod scoring;
 pub mod simulate;
 pub mod snapshot;
 pub mod spec;
+pub mod sql_error;
 pub mod sql_fence;
 pub mod state;
 pub mod store;
@@ -88,7 +89,7 @@ pub enum RunError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
-    Query(#[from] query::QueryError),
+    Query(#[from] sql_error::QueryError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]

@@ -44,7 +44,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::query::{Classified, QueryError, Rows, SqlService, Ticket};
+use crate::query::{Classified, Rows, SqlService, Ticket};
+use crate::sql_error::QueryError;
 
 /// What the PostgreSQL listener allows each connection.
 #[derive(Debug, Clone, Copy)]

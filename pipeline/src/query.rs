@@ -11,12 +11,11 @@ use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
-use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use futures::future::BoxFuture;
@@ -25,58 +24,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::SqlConfig;
 use crate::history::HistoryTables;
+use crate::sql_error::{refused, QueryError};
 use crate::sql_fence::Bounds;
 use crate::view::View;
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// The query's own fault: it does not parse or plan (HTTP 400, SQLSTATE 42000 and kin).
-    #[error("{0}")]
-    Invalid(String),
-    /// Not a read: DDL, DML, settings (HTTP 400, SQLSTATE 25006).
-    #[error("{0}")]
-    Refused(String),
-    /// Past a bound on its size or on what it may make (HTTP 400, SQLSTATE 54000).
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("the query ran longer than the {0} s limit ([sql] timeout_secs); narrow it with WHERE or LIMIT")]
-    Timeout(u64),
-    #[error("every query slot stayed busy for the {0} s limit ([sql] max_concurrent queries at once); try again")]
-    Busy(u64),
-    /// Past the memory all queries share (HTTP 503, SQLSTATE 53200).
-    #[error("{0}")]
-    Memory(String),
-    /// Ours, not the query's (HTTP 500, SQLSTATE XX000).
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl QueryError {
-    fn from_datafusion(error: DataFusionError) -> QueryError {
-        match error.find_root() {
-            DataFusionError::ResourcesExhausted(_) => {
-                QueryError::Memory(format!("{error} ([sql] memory_limit_mib, max_value_mib); narrow the query"))
-            }
-            DataFusionError::Internal(_) | DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
-                QueryError::Internal(error.to_string())
-            }
-            _ => QueryError::Invalid(explain(error)),
-        }
-    }
-
-    /// The SQLSTATE a PostgreSQL client is told.
-    pub fn sqlstate(&self) -> &'static str {
-        match self {
-            QueryError::Invalid(_) => "42000",
-            QueryError::Refused(_) => "25006",  // read_only_sql_transaction
-            QueryError::TooLarge(_) => "54000", // program_limit_exceeded
-            QueryError::Timeout(_) => "57014",  // query_canceled
-            QueryError::Busy(_) => "53300",     // too_many_connections
-            QueryError::Memory(_) => "53200",   // out_of_memory
-            QueryError::Internal(_) => "XX000",
-        }
-    }
-}
 
 /// Where the live tables come from: each query reads the newest value of each.
 pub struct LiveSources {
@@ -152,13 +102,6 @@ impl Drop for Slot {
         self.running.dec();
     }
 }
-
-/// Statements that only read. Everything else (DDL, DML, COPY, SET, external tables) is refused.
-pub fn read_only() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
-}
-
-pub const READ_ONLY_HINT: &str = "index766 SQL is read-only: SELECT, WITH, EXPLAIN, SHOW over the published tables";
 
 /// The tokio runtime that plans and runs queries: a few threads with stacks large enough for
 /// any query the bounds let through, at a lower CPU priority than ingest and the HTTP workers.
@@ -495,11 +438,6 @@ pub fn is_session(statement: &Statement) -> bool {
     )
 }
 
-fn refused(statement: &str) -> QueryError {
-    let verb = statement.split_whitespace().next().unwrap_or("").to_uppercase();
-    QueryError::Refused(format!("{verb} refused: {READ_ONLY_HINT}; the engine's settings are fixed by the server"))
-}
-
 /// Decides what a PostgreSQL statement is; plans and checks the reads. What is neither a read,
 /// a cursor over one, nor a per-connection setting is refused, and so is whatever does not plan.
 async fn classify(state: &SessionState, bounds: Bounds, statement: &Statement) -> Result<Classified, QueryError> {
@@ -660,18 +598,6 @@ fn load_views(dir: &Path) -> Result<Vec<(String, String)>, QueryError> {
     }
     views.sort();
     Ok(views)
-}
-
-/// DataFusion's messages, with a hint where the user hit the read-only fence.
-fn explain(error: datafusion::error::DataFusionError) -> String {
-    let message = error.to_string();
-    if message.contains("not supported")
-        && (message.contains("DDL") || message.contains("DML") || message.contains("Statement"))
-    {
-        format!("{message} ({READ_ONLY_HINT})")
-    } else {
-        message
-    }
 }
 
 /// A query's answer: its schema (known even when no row comes back) and its rows.

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ObjectName, SetExpr, Statement, Visit, Visitor};
 
-use crate::query::{QueryError, READ_ONLY_HINT};
+use crate::sql_error::{read_only, QueryError, READ_ONLY_HINT};
 
 /// The bounds every query is held to (`[sql]` keys).
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +96,7 @@ impl Bounds {
             )));
         }
         // After the count: verify_plan visits every node as often as it is shared.
-        crate::query::read_only()
-            .verify_plan(plan)
-            .map_err(|e| QueryError::Refused(format!("{e} ({READ_ONLY_HINT})")))?;
+        read_only().verify_plan(plan).map_err(|e| QueryError::Refused(format!("{e} ({READ_ONLY_HINT})")))?;
         match too_large {
             Some(bytes) => Err(QueryError::TooLarge(format!(
                 "a constant of {bytes} bytes: constants are copied into every row of a batch and may be at most \
