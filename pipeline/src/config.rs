@@ -187,14 +187,17 @@ impl Config {
             return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
         }
         let at_least_one = [
-            ("[sql] max_concurrent", self.sql.max_concurrent),
-            ("[sql] max_query_bytes", self.sql.max_query_bytes),
-            ("[sql] max_expression_depth", self.sql.max_expression_depth),
-            ("[sql] max_plan_nodes", self.sql.max_plan_nodes),
-            ("[sql] max_value_mib", self.sql.max_value_mib),
-            ("[sql] threads", self.sql.threads),
-            ("[sql] postgres_max_connections", self.sql.postgres_max_connections),
-            ("[http] max_connections", self.http.max_connections),
+            ("[sql] max_concurrent", self.sql.max_concurrent as u64),
+            ("[sql] max_query_bytes", self.sql.max_query_bytes as u64),
+            ("[sql] max_expression_depth", self.sql.max_expression_depth as u64),
+            ("[sql] max_plan_nodes", self.sql.max_plan_nodes as u64),
+            ("[sql] max_value_mib", self.sql.max_value_mib as u64),
+            ("[sql] threads", self.sql.threads as u64),
+            ("[sql] postgres_max_connections", self.sql.postgres_max_connections as u64),
+            ("[sql] postgres_idle_timeout_secs", self.sql.postgres_idle_timeout_secs),
+            ("[http] max_connections", self.http.max_connections as u64),
+            ("[http] header_timeout_secs", self.http.header_timeout_secs),
+            ("[http] idle_timeout_secs", self.http.idle_timeout_secs),
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
@@ -204,15 +207,6 @@ impl Config {
                 "[http] idle_timeout_secs = {} must be longer than [sql] timeout_secs = {}: a query may be silent that long",
                 self.http.idle_timeout_secs, self.sql.timeout_secs
             )));
-        }
-        if self.http.header_timeout_secs == 0
-            || self.http.idle_timeout_secs == 0
-            || self.sql.postgres_idle_timeout_secs == 0
-        {
-            return Err(ConfigError::Invalid(
-                "[http] header_timeout_secs, idle_timeout_secs and [sql] postgres_idle_timeout_secs must be at least 1"
-                    .into(),
-            ));
         }
         if !(0.0..=100.0).contains(&self.scoring.target_total) {
             return Err(ConfigError::Invalid("[scoring] target_total must be between 0 and 100".into()));

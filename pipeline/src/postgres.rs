@@ -391,20 +391,28 @@ impl QueryParser for PgParser {
 
     fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         match &statement.1 {
-            Some((statement, _))
-                if crate::query::is_session(statement)
-                    || matches!(
-                        statement,
-                        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. }
-                    ) =>
-            {
-                Ok(Vec::new())
-            }
-            Some((_, plan)) => {
-                arrow_schema_to_pg_fields(plan.schema().as_arrow(), format.unwrap_or(&Format::UnifiedText), None)
-            }
+            Some((statement, plan)) => match prepared_class(statement, plan) {
+                Classified::Read(plan) => {
+                    arrow_schema_to_pg_fields(plan.schema().as_arrow(), format.unwrap_or(&Format::UnifiedText), None)
+                }
+                Classified::Declare { .. } | Classified::Cursor | Classified::Session => Ok(Vec::new()),
+            },
             None => Ok(Vec::new()),
         }
+    }
+}
+
+/// What a prepared statement is. Only what passed the fence at Parse is in the portal store, so
+/// its kind is all that is left to tell.
+fn prepared_class(statement: &Statement, plan: &LogicalPlan) -> Classified {
+    match statement {
+        Statement::Declare { stmts } => Classified::Declare {
+            name: stmts.first().and_then(|d| d.names.first()).map(|n| n.value.clone()).unwrap_or_default(),
+            plan: plan.clone(),
+        },
+        Statement::Fetch { .. } | Statement::Close { .. } => Classified::Cursor,
+        s if crate::query::is_session(s) => Classified::Session,
+        _ => Classified::Read(plan.clone()),
     }
 }
 
@@ -442,16 +450,7 @@ impl ExtendedQueryHandler for PgService {
             &types.iter().map(Option::as_ref).collect::<Vec<_>>(),
             &wire.iter().map(Some).collect::<Vec<_>>(),
         )?;
-        // Only what passed the fence at Parse is in the portal store: its kind is all that is left to tell.
-        let class = match statement {
-            Statement::Declare { stmts } => Classified::Declare {
-                name: stmts.first().and_then(|d| d.names.first()).map(|n| n.value.clone()).unwrap_or_default(),
-                plan: plan.clone(),
-            },
-            Statement::Fetch { .. } | Statement::Close { .. } => Classified::Cursor,
-            s if crate::query::is_session(s) => Classified::Session,
-            _ => Classified::Read(plan.clone()),
-        };
+        let class = prepared_class(statement, plan);
         self.execute(client, statement, class, Some(params), &portal.result_column_format).await
     }
 
