@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use index766::replay::Files;
+use index766::ingest::replay::Files;
 use index766::{Config, Feed, Pipeline};
 use tokio_util::sync::CancellationToken;
 
@@ -105,16 +105,16 @@ fn config(work: &Path, snapshots: &Path, bootstrap: &str, topic: &str) -> Config
 
 fn generate(work: &Path, name: &str, dossiers: u64, days: i64, seed: u64) -> (PathBuf, u64) {
     let path = work.join(name);
-    let options = index766::demo::HistoryOptions {
+    let options = index766::tools::demo::HistoryOptions {
         provinces: 34,
         dossiers,
         days,
         seed,
-        now: Some(index766::time::parse_time(AS_OF).unwrap()),
+        now: Some(index766_core::time::parse_time(AS_OF).unwrap()),
     };
     let started = Instant::now();
-    let out = index766::demo::HistoryOut::File(path.clone());
-    let events = index766::demo::generate_history(&out, Some(work), &options).expect("history generated");
+    let out = index766::tools::demo::HistoryOut::File(path.clone());
+    let events = index766::tools::demo::generate_history(&out, Some(work), &options).expect("history generated");
     eprintln!(
         "bench: {events} events of {dossiers} dossiers in {} ({:.0} s)",
         path.display(),
@@ -131,7 +131,7 @@ fn decode_only(path: &Path) -> (u64, f64) {
     let mut line = Vec::new();
     while lines.read_until(b'\n', &mut line).unwrap() > 0 {
         let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        events += std::hint::black_box(index766::event::decode(payload, None, 65_536)).is_ok() as u64;
+        events += std::hint::black_box(index766_core::event::decode(payload, None, 65_536)).is_ok() as u64;
         line.clear();
     }
     (events, cpu_seconds() - cpu)
@@ -291,10 +291,10 @@ fn sql_tables(work: &Path, snapshots: &Path) -> Vec<(&'static str, PathBuf)> {
     let rows = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let count = rows.metadata().file_metadata().num_rows() as u64;
     let batches = rows.build().unwrap().map(|batch| batch.map_err(|e| e.to_string()));
-    let catalog = Arc::new(index766::catalog::Catalog::load(&work.join("procedures.jsonl")).unwrap());
-    let now = index766::time::parse_time(AS_OF).unwrap();
-    let state = index766::checkpoint::restore_state(now, catalog, count, batches).unwrap();
-    let table = index766::view::dossiers_batch(&state);
+    let catalog = Arc::new(index766_core::catalog::Catalog::load(&work.join("procedures.jsonl")).unwrap());
+    let now = index766_core::time::parse_time(AS_OF).unwrap();
+    let state = index766::persist::checkpoint::restore_state(now, catalog, count, batches).unwrap();
+    let table = index766::engine::view::dossiers_batch(&state);
     let path = work.join("sql-dossiers.parquet");
     let mut writer =
         datafusion::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), table.schema(), None)
@@ -427,7 +427,7 @@ async fn bench(args: Args) {
 async fn broker_figures(args: &Args, work: &Path, history: &Path, figures: &mut Vec<Figure>) {
     let broker = support::Broker::start();
     let topic = "bench.events";
-    index766::produce::ensure_topics(&broker.bootstrap, &[topic, "bench.dead-letter"], 2).await.unwrap();
+    index766::tools::produce::ensure_topics(&broker.bootstrap, &[topic, "bench.dead-letter"], 2).await.unwrap();
     let sent = produce_lines(&broker.bootstrap, topic, history, args.broker_events);
 
     let started = Instant::now();
@@ -464,7 +464,7 @@ async fn broker_figures(args: &Args, work: &Path, history: &Path, figures: &mut 
 /// Sends the first `count` lines of the file, keyed by dossier id; returns how many.
 fn produce_lines(bootstrap: &str, topic: &str, file: &Path, count: u64) -> u64 {
     use std::io::BufRead;
-    let mut producer = index766::produce::EventProducer::new(bootstrap, topic).unwrap();
+    let mut producer = index766::tools::produce::EventProducer::new(bootstrap, topic).unwrap();
     let mut sent = 0;
     for line in std::io::BufReader::new(std::fs::File::open(file).unwrap()).lines().take(count as usize) {
         let line = line.unwrap();
@@ -507,7 +507,7 @@ fn raw_consume(bootstrap: &str, topic: &str, count: u64) -> u64 {
 /// scrapes every 15 s. 50 ms adds at most 50 ms to each latency.)
 async fn freshness(args: &Args, work: &Path, broker: &support::Broker, figures: &mut Vec<Figure>) {
     let topic = "bench.fresh";
-    index766::produce::ensure_topics(&broker.bootstrap, &[topic], 1).await.unwrap();
+    index766::tools::produce::ensure_topics(&broker.bootstrap, &[topic], 1).await.unwrap();
     let snapshots = work.join("fresh-snapshots");
     let _ = std::fs::remove_dir_all(&snapshots);
     let shutdown = CancellationToken::new();
@@ -520,7 +520,7 @@ async fn freshness(args: &Args, work: &Path, broker: &support::Broker, figures: 
     let producer = std::thread::spawn({
         let (bootstrap, sent_at) = (broker.bootstrap.clone(), sent_at.clone());
         move || {
-            let mut producer = index766::produce::EventProducer::with(
+            let mut producer = index766::tools::produce::EventProducer::with(
                 rdkafka::ClientConfig::new().set("linger.ms", "5"),
                 &bootstrap,
                 topic,

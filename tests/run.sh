@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 
 source tests/tools.sh
 
-cargo test --workspace --locked "$@"
+# The scoring core on its own: its tests compile neither DataFusion nor librdkafka.
+cargo test -p index766-core --locked "$@"
+# The pipeline. Run per package, not --workspace: one invocation unifies the features of every
+# member's dev-dependencies, and the demo's `cargo run -p index766` would then build DataFusion again.
+cargo test -p index766 --locked "$@"
+bash tests/one_build.sh

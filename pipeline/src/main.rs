@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use index766::demo::{self, StreamOptions};
+use index766::tools::demo::{self, StreamOptions};
 use index766::Config;
 use tokio_util::sync::CancellationToken;
 
@@ -156,7 +156,7 @@ fn shutdown_on_signal() -> CancellationToken {
 }
 
 /// Replays the files; prints what was counted and how fast.
-async fn replay(mut config: Config, files: index766::replay::Files) -> Result<(), index766::RunError> {
+async fn replay(mut config: Config, files: index766::ingest::replay::Files) -> Result<(), index766::RunError> {
     if !files.keep_serving {
         // Nothing is served after the replay: any free port, no PostgreSQL listener.
         config.http.listen = "127.0.0.1:0".parse().expect("an address");
@@ -168,7 +168,7 @@ async fn replay(mut config: Config, files: index766::replay::Files) -> Result<()
     let pipeline = index766::Pipeline::start_with(config, index766::Feed::Files(files), shutdown_on_signal()).await?;
     let metrics = pipeline.metrics.clone();
     // Counters resume from the snapshot's: this replay's share is what they gain.
-    let reasons = index766::event::RejectReason::ALL.map(|r| r.as_str());
+    let reasons = index766_core::event::RejectReason::ALL.map(|r| r.as_str());
     let counts = || {
         let rejected = reasons.map(|r| metrics.events_rejected.with_label_values(&[r]).get());
         (metrics.events_consumed.get(), metrics.events_applied.get(), rejected)
@@ -206,12 +206,13 @@ async fn generate_history(
     as_of: Option<String>,
     seed: u64,
 ) -> anyhow::Result<()> {
-    let now = as_of.map(|t| index766::time::parse_time(&t)).transpose().map_err(|e| anyhow::anyhow!("--as-of: {e}"))?;
+    let now =
+        as_of.map(|t| index766_core::time::parse_time(&t)).transpose().map_err(|e| anyhow::anyhow!("--as-of: {e}"))?;
     let options = demo::HistoryOptions { provinces, dossiers, days, seed, now };
     let out = match (out, brokers) {
         (Some(path), _) => demo::HistoryOut::File(path),
         (None, Some(brokers)) => {
-            index766::produce::ensure_topics(&brokers, &[&topic], 4).await?;
+            index766::tools::produce::ensure_topics(&brokers, &[&topic], 4).await?;
             demo::HistoryOut::Topic { brokers, topic }
         }
         (None, None) => unreachable!("clap requires --out or --brokers"),
@@ -252,9 +253,11 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         Command::Replay { files, config, dead_letters, serve } => match Config::load(config.as_deref()) {
-            Ok(config) => replay(config, index766::replay::Files { paths: files, dead_letters, keep_serving: serve })
-                .await
-                .map_err(Into::into),
+            Ok(config) => {
+                replay(config, index766::ingest::replay::Files { paths: files, dead_letters, keep_serving: serve })
+                    .await
+                    .map_err(Into::into)
+            }
             Err(e) => Err(e.into()),
         },
         Command::GenerateHistory { out, brokers, topic, provinces, dossiers, days, as_of, seed, files_out } => {
@@ -262,13 +265,13 @@ async fn main() -> ExitCode {
         }
         Command::PrometheusRules { config } => Config::load(config.as_deref())
             .and_then(|config| config.alert_rules())
-            .map(|rules| print!("{}", index766::prometheus_rules::render(&rules)))
+            .map(|rules| print!("{}", index766::alerts::prometheus_rules::render(&rules)))
             .map_err(Into::into),
         Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
             let stop = shutdown_on_signal();
             let options: StreamOptions = stream.into();
             if let Err(error) =
-                index766::produce::ensure_topics(&brokers, &[&topic, &petitions_topic], partitions).await
+                index766::tools::produce::ensure_topics(&brokers, &[&topic, &petitions_topic], partitions).await
             {
                 eprintln!("index766: {error}");
                 return ExitCode::FAILURE;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use index766::produce::{ensure_topics, EventProducer};
+use index766::tools::produce::{ensure_topics, EventProducer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -29,8 +29,8 @@ struct Stream {
 /// The simulated province's history (over 200,000 events), some events sent twice, some
 /// malformed messages; and its petitions.
 fn produce(bootstrap: &str, dir: &Path) -> Stream {
-    let now = index766::time::parse_time(AS_OF).unwrap();
-    let mut sim = index766::demo::simulator(766);
+    let now = index766_core::time::parse_time(AS_OF).unwrap();
+    let mut sim = index766::tools::demo::simulator(766);
     std::fs::write(dir.join("units.jsonl"), sim.province().registry_jsonl()).unwrap();
     std::fs::write(dir.join("procedures.jsonl"), sim.province().catalog_jsonl(now)).unwrap();
     let events = sim.history(now, 30, 2400);

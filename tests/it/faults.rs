@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use index766::event::{RejectReason, WireEvent};
-use index766::produce::{ensure_topics, EventProducer};
+use index766::tools::produce::{ensure_topics, EventProducer};
 use index766::Config;
+use index766_core::event::{RejectReason, WireEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -172,8 +172,8 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     let prefix = "restart";
     let topics = ["restart.dossier-events", "restart.dead-letter"];
     ensure_topics(&broker.bootstrap, &topics, 2).await.unwrap();
-    let now = index766::time::parse_time(AS_OF).unwrap();
-    let mut sim = index766::demo::simulator(99);
+    let now = index766_core::time::parse_time(AS_OF).unwrap();
+    let mut sim = index766::tools::demo::simulator(99);
     // The province's own registry and catalog: its events are counted, not dead-lettered.
     std::fs::write(dir.path().join("units.jsonl"), sim.province().registry_jsonl()).unwrap();
     std::fs::write(dir.path().join("procedures.jsonl"), sim.province().catalog_jsonl(now)).unwrap();

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use index766::catalog::Catalog;
-use index766::petition::{Calendar, Petitions};
-use index766::query::{LiveSources, SqlService};
-use index766::spec::Spec;
-use index766::state::State;
-use index766::units::Registry;
-use index766::view::View;
+use index766::engine::view::View;
+use index766::serve::query::{LiveSources, SqlService};
+use index766_core::catalog::Catalog;
+use index766_core::petition::{Calendar, Petitions};
+use index766_core::spec::Spec;
+use index766_core::state::State;
+use index766_core::units::Registry;
 
 use crate::scenario;
 use crate::support::repo_root;
@@ -24,11 +24,11 @@ fn scenario_view() -> View {
     let mut state = State::new(config.as_of().unwrap().unwrap(), catalog);
     for event in scenario::events() {
         let bytes = serde_json::to_vec(&event).unwrap();
-        state.apply(&index766::event::decode(&bytes, None, 65536).unwrap());
+        state.apply(&index766_core::event::decode(&bytes, None, 65536).unwrap());
     }
     let mut petitions = Petitions::default();
     for line in std::fs::read_to_string(root.join("schemas/examples/petitions.jsonl")).unwrap().lines() {
-        let (event, time) = index766::petition::decode(line.as_bytes(), None).unwrap();
+        let (event, time) = index766_core::petition::decode(line.as_bytes(), None).unwrap();
         petitions.apply(&event, time);
     }
     let calendar = Calendar::new(&config.petitions.holidays).unwrap();

@@ -407,11 +407,10 @@ async fn hostile_queries_leave_the_process_whole() {
         ("SELECT string_agg(repeat('x', 100), ',') FROM range(100000000)", "memory"),
     ] {
         let (status, body) = http(addr, "POST", "/sql", query);
-        assert!(
-            (400..600).contains(&status) && body.to_lowercase().contains(needle),
-            "{query}: {status} {}",
-            short(&body)
-        );
+        // An aggregate grows until the memory limit stops it; with the other tests taking both
+        // cores, the query's deadline can come first. Either bound holds the process.
+        let bounded = body.to_lowercase().contains(needle) || (needle == "memory" && status == 504);
+        assert!((400..600).contains(&status) && bounded, "{query}: {status} {}", short(&body));
         demo.still_whole(query).await;
     }
     let constant = format!("SELECT '{}' AS c FROM range(10000000)", "x".repeat(200_000));

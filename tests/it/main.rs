@@ -1,14 +1,14 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
 //! - `crash`: SIGKILLs at random against a real broker; the result must equal an uninterrupted run;
-//! - `contract`: the shipped schemas and examples against the pipeline's decoder;
+//! - `contract`: the simulator's output against the core's decoders;
 //! - `faults`: every kind of bad input, and a broker restart mid-ingest, on a real broker;
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `hostile`: hostile SQL against the running demo binary, over HTTP, psql, psycopg and raw sockets;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
-//! - `reference`: a batch reference implementation the incremental engine must agree with;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
 //!   in a real Chromium (`browser`), the Prometheus rules under promtool;
+//! - `supervise`: a part that panics stops the process, non-zero, with the part named;
 //! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
 //! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
 
@@ -20,9 +20,9 @@ mod golden;
 mod hostile;
 mod mock_consumer;
 mod real_broker;
-mod reference;
 mod replay;
 mod s3;
 mod scenario;
 mod serving;
+mod supervise;
 mod support;

@@ -7,7 +7,7 @@ use rdkafka::producer::DefaultProducerContext;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use index766::produce::EventProducer;
+use index766::tools::produce::EventProducer;
 
 use crate::scenario::{self, TOPICS};
 use crate::support::{repo_root, sql, wait_for};
@@ -158,5 +158,36 @@ async fn latest_starts_at_the_end_and_keeps_that_position() {
         .await;
     shutdown.cancel();
     pipeline.wait().await.unwrap();
+    drop(cluster);
+}
+
+/// A dead letter no broker will take (larger than the producer's `message.max.bytes`, librdkafka's
+/// default 1,000,000 bytes) stops the pipeline with what to fix, instead of being retried forever
+/// with ingest waiting behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_dead_letter_stops_the_pipeline_with_its_reason() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let (cluster, bootstrap) = mock_cluster(1);
+    let dir = tempfile::tempdir().unwrap();
+    // Too large for [ingest] max_event_bytes, so dead-lettered as it is; a producer of the
+    // test's own may send it.
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 1_500_000];
+    producer.send(BaseRecord::to(scenario::EVENTS_TOPIC).key("big").payload(&payload)).map_err(|(e, _)| e).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(scenario::config(&bootstrap, dir.path()), shutdown.clone()).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), pipeline.wait())
+        .await
+        .expect("the pipeline stops instead of retrying the dead letter forever");
+    let error = stopped.expect_err("a refused dead letter is an error").to_string();
+    for needed in ["MessageSizeTooLarge", "index766.dead-letter", "message.max.bytes", "the pipeline stopped"] {
+        assert!(error.contains(needed), "{needed:?} missing from: {error}");
+    }
+    assert!(shutdown.is_cancelled());
     drop(cluster);
 }

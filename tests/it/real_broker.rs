@@ -1,6 +1,6 @@
 //! End to end against a real Kafka-compatible broker process (tansu) over TCP on loopback.
 
-use index766::produce::ensure_topics;
+use index766::tools::produce::ensure_topics;
 
 use crate::scenario::{self, TOPICS};
 use crate::support::Broker;

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use index766::demo::{generate_history, HistoryOptions, HistoryOut};
-use index766::replay::Files;
+use index766::ingest::replay::Files;
+use index766::tools::demo::{generate_history, HistoryOptions, HistoryOut};
 use index766::{Config, Feed, Pipeline};
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ async fn a_replay_of_files_scores_as_the_broker_does() {
         dossiers: 3_000,
         days: 20,
         seed: 5,
-        now: Some(index766::time::parse_time(AS_OF).unwrap()),
+        now: Some(index766_core::time::parse_time(AS_OF).unwrap()),
     };
     let jsonl = dir.join("events.jsonl");
     let parquet = dir.join("events.parquet");
@@ -89,7 +89,7 @@ async fn a_replay_of_files_scores_as_the_broker_does() {
         cluster.create_topic(topic, 2, 1).unwrap();
     }
     let bootstrap = cluster.bootstrap_servers();
-    let mut producer = index766::produce::EventProducer::new(&bootstrap, EVENTS_TOPIC).unwrap();
+    let mut producer = index766::tools::produce::EventProducer::new(&bootstrap, EVENTS_TOPIC).unwrap();
     for line in std::fs::read_to_string(&jsonl).unwrap().lines().filter(|l| !l.is_empty()) {
         let key = serde_json::from_str::<serde_json::Value>(line)
             .ok()
@@ -126,7 +126,7 @@ async fn a_replay_that_serves_keeps_serving_until_stopped() {
         dossiers: 500,
         days: 5,
         seed: 9,
-        now: Some(index766::time::parse_time(AS_OF).unwrap()),
+        now: Some(index766_core::time::parse_time(AS_OF).unwrap()),
     };
     let jsonl = dir.join("events.jsonl");
     generate_history(&HistoryOut::File(jsonl.clone()), Some(dir), &options).unwrap();

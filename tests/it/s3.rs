@@ -1,7 +1,7 @@
 //! Snapshots and history in an S3-compatible object store (moto's server over HTTP), so
 //! replicas can share them: a pipeline writes there, a fresh one resumes from there.
 
-use index766::store::Store;
+use index766::persist::store::Store;
 use rdkafka::mocking::MockCluster;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

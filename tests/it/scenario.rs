@@ -23,9 +23,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use index766::event::{Channel, WireEvent};
-use index766::produce::EventProducer;
+use index766::tools::produce::EventProducer;
 use index766::Config;
+use index766_core::event::{Channel, WireEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -169,9 +169,9 @@ pub async fn start_and_settle(config: Config, shutdown: &CancellationToken) -> i
 }
 
 /// Messages applied or dropped so far (a kept reject is also applied: counted once).
-pub fn settled(metrics: &index766::metrics::Metrics) -> u64 {
+pub fn settled(metrics: &index766::telemetry::metrics::Metrics) -> u64 {
     metrics.events_applied.get()
-        + index766::event::RejectReason::ALL
+        + index766_core::event::RejectReason::ALL
             .iter()
             .filter(|r| !r.is_kept())
             .map(|r| metrics.events_rejected.with_label_values(&[r.as_str()]).get())

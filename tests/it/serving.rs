@@ -16,8 +16,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use index766::event::WireEvent;
-use index766::produce::{ensure_topics, EventProducer};
+use index766::tools::produce::{ensure_topics, EventProducer};
+use index766_core::event::WireEvent;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -376,7 +376,7 @@ fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
     let root = repo_root();
     let shipped_path = root.join("helm/prometheus/index766-alerts.rules.yml");
     let rules = index766::Config::from_toml("").unwrap().alert_rules().unwrap();
-    let generated = index766::prometheus_rules::render(&rules);
+    let generated = index766::alerts::prometheus_rules::render(&rules);
     let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
     assert_eq!(
         shipped,

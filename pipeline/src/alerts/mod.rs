@@ -1,0 +1,837 @@
+//! Drop alerts for unit heads: rules from `[alerts]`, evaluated on every published view. A rule
+//! compares a unit's total (or a group's points, or its rank) with the previous period or with the
+//! same day last week (the daily history), or with a target; it fires past `fire_at` and clears
+//! only past `clear_at` (hysteresis), never on fewer than `min_dossiers` dossiers, and not again
+//! within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
+//! an Alertmanager webhook, `GET /api/alerts` and the `alerts` SQL table, with the criteria that
+//! lost the points. The log is kept in the snapshot store, so a restart neither forgets an active
+//! alert nor sends it again.
+
+pub mod prometheus_rules;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{
+    Array, ArrayAccessor, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int64Array, RecordBatch,
+    StringArray, TypedDictionaryArray, UInt32Array, UInt8Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use index766_core::time::{format_time, local_date, Instant, Period, PeriodKind};
+
+use crate::config::alerts::{Condition, Measure, Rule};
+use crate::engine::view::View;
+use crate::persist::history::HistoryTables;
+use crate::persist::store::Store;
+use crate::telemetry::metrics::Metrics;
+
+const LOG_PATH: &str = "alerts/log.json";
+
+impl Rule {
+    /// The compared quantity: points (or places) lost against the baseline, or the value itself.
+    fn gauge(&self, now: &Figures, before: &Figures) -> f64 {
+        match self.when {
+            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek => self.value(before) - self.value(now),
+            Condition::BelowTarget => self.value(now),
+            Condition::RankLoss => now.rank as f64 - before.rank as f64,
+        }
+    }
+
+    fn fires(&self, gauge: f64) -> bool {
+        if self.when.fires_low() {
+            gauge < self.fire_at
+        } else {
+            gauge >= self.fire_at
+        }
+    }
+
+    fn clears(&self, gauge: f64) -> bool {
+        if self.when.fires_low() {
+            gauge >= self.clear_at
+        } else {
+            gauge < self.clear_at
+        }
+    }
+
+    fn value(&self, f: &Figures) -> f64 {
+        match self.when {
+            Condition::RankLoss => f.rank as f64,
+            _ => match self.measure {
+                Measure::Total => f.total,
+                Measure::Group(g) => f.groups[g as usize - 1],
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// A criterion that lost points between the baseline and now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cause {
+    pub criterion: String,
+    pub name: String,
+    pub before: f64,
+    pub after: f64,
+    pub change: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `<rule>/<unit>/<fired_at as unix seconds>`: unique, stable across restarts.
+    pub id: String,
+    pub rule: String,
+    pub condition: Condition,
+    pub unit_code: String,
+    pub unit_name: String,
+    pub measure: String,
+    pub period_kind: String,
+    pub period: String,
+    pub state: AlertState,
+    /// The baseline's value (previous period or same day last week; a rank for rank_loss).
+    pub before: f64,
+    /// The value when the alert fired (or cleared).
+    pub after: f64,
+    pub change: f64,
+    pub fire_at: f64,
+    pub clear_at: f64,
+    /// Dossiers behind the figure (the largest denominator of the unit's criteria).
+    pub dossiers: i64,
+    pub causes: Vec<Cause>,
+    pub summary: String,
+    pub fired_at: String,
+    pub resolved_at: Option<String>,
+}
+
+impl Alert {
+    fn key(&self) -> (&str, &str) {
+        (&self.rule, &self.unit_code)
+    }
+}
+
+/// A unit's figures in one period: what rules compare.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub unit_name: String,
+    pub depth: u32,
+    pub period: String,
+    pub total: f64,
+    pub rank: u32,
+    pub groups: [f64; 6],
+    /// (criterion, English name, points)
+    pub criteria: Vec<(String, String, f64)>,
+    pub dossiers: i64,
+}
+
+/// Figures by (unit code, period kind).
+pub type FigureMap = HashMap<(String, String), Figures>;
+
+/// A change of an alert, to be told to every channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Fired(Alert),
+    Resolved(Alert),
+}
+
+/// The rules and the alert log: a pure state machine over the figures it is shown.
+pub struct AlertEngine {
+    rules: Vec<Rule>,
+    keep_resolved: usize,
+    /// Firing alerts first, then resolved ones, newest first.
+    log: Vec<Alert>,
+}
+
+impl AlertEngine {
+    pub fn new(rules: Vec<Rule>, keep_resolved: usize, log: Vec<Alert>) -> AlertEngine {
+        AlertEngine { rules, keep_resolved, log }
+    }
+
+    pub fn log(&self) -> &[Alert] {
+        &self.log
+    }
+
+    pub fn needs_last_week(&self) -> bool {
+        self.rules.iter().any(|r| r.when == Condition::DropVsLastWeek)
+    }
+
+    pub fn max_depth(&self) -> u32 {
+        self.rules.iter().map(|r| r.max_depth).max().unwrap_or(0)
+    }
+
+    /// Judges every rule for every unit it covers at instant `now`: `current`, `previous`
+    /// (the period before) and `last_week` (the same day a week ago; empty if not kept).
+    pub fn evaluate(
+        &mut self,
+        now: Instant,
+        current: &FigureMap,
+        previous: &FigureMap,
+        last_week: &FigureMap,
+    ) -> Vec<Transition> {
+        let mut changes = Vec::new();
+        let mut units: Vec<&(String, String)> = current.keys().collect();
+        units.sort();
+        for rule in &self.rules {
+            let baselines = if rule.when == Condition::DropVsLastWeek { last_week } else { previous };
+            for key in units.iter().filter(|(_, kind)| kind == rule.period.as_str()) {
+                let figures = &current[*key];
+                if figures.depth > rule.max_depth {
+                    continue;
+                }
+                let before = match (baselines.get(*key), rule.when) {
+                    // A target needs no baseline: "before" is only shown, the figure itself if none.
+                    (baseline, Condition::BelowTarget) => baseline.unwrap_or(figures),
+                    // A baseline is a figure too: behind fewer than min_dossiers dossiers (a
+                    // period without data, where every unit ties first) it proves nothing; and
+                    // last week's of another period (the month rolled over) is no baseline.
+                    (Some(b), when)
+                        if b.dossiers >= rule.min_dossiers
+                            && (when != Condition::DropVsLastWeek || b.period == figures.period) =>
+                    {
+                        b
+                    }
+                    _ => continue,
+                };
+                let gauge = rule.gauge(figures, before);
+                let active =
+                    self.log.iter().position(|a| a.state == AlertState::Firing && a.key() == (&rule.name, &key.0));
+                match active {
+                    Some(i) if rule.clears(gauge) => changes.push(Transition::Resolved(resolve(&mut self.log[i], now))),
+                    Some(_) => {}
+                    None if rule.fires(gauge)
+                        && figures.dossiers >= rule.min_dossiers
+                        && !self.cooling(rule, &key.0, now) =>
+                    {
+                        let alert = fire(rule, &key.0, figures, before, now);
+                        changes.push(Transition::Fired(alert.clone()));
+                        self.log.push(alert);
+                    }
+                    None => {}
+                }
+            }
+        }
+        // A firing alert whose rule is gone from the config, or whose unit is no longer in the
+        // rule's reach (removed from the registry, below a lowered max_depth), can never clear
+        // by its rule: it is resolved rather than left firing for ever.
+        for alert in self.log.iter_mut().filter(|a| a.state == AlertState::Firing) {
+            let in_reach = self.rules.iter().find(|r| r.name == alert.rule).is_some_and(|rule| {
+                current
+                    .get(&(alert.unit_code.clone(), alert.period_kind.clone()))
+                    .is_some_and(|f| f.depth <= rule.max_depth)
+            });
+            if !in_reach {
+                changes.push(Transition::Resolved(resolve(alert, now)));
+            }
+        }
+        if !changes.is_empty() {
+            self.tidy();
+        }
+        changes
+    }
+
+    /// Whether the rule fired for this unit less than its cooldown ago.
+    fn cooling(&self, rule: &Rule, unit: &str, now: Instant) -> bool {
+        self.log
+            .iter()
+            .filter(|a| a.key() == (&rule.name, unit))
+            .any(|a| index766_core::time::parse_time(&a.fired_at).is_ok_and(|fired| now - fired < rule.cooldown_secs))
+    }
+
+    /// Firing first, then the newest resolved, at most `keep_resolved` of them.
+    fn tidy(&mut self) {
+        self.log.sort_by(|a, b| {
+            (a.state == AlertState::Resolved, std::cmp::Reverse(&a.fired_at), &a.id).cmp(&(
+                b.state == AlertState::Resolved,
+                std::cmp::Reverse(&b.fired_at),
+                &b.id,
+            ))
+        });
+        let firing = self.log.iter().filter(|a| a.state == AlertState::Firing).count();
+        self.log.truncate(firing + self.keep_resolved);
+    }
+}
+
+fn resolve(alert: &mut Alert, now: Instant) -> Alert {
+    alert.state = AlertState::Resolved;
+    alert.resolved_at = Some(format_time(now));
+    alert.clone()
+}
+
+fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: Instant) -> Alert {
+    let (b, a) = (rule.value(before), rule.value(now_figures));
+    let in_measure = |criterion: &str| match rule.measure {
+        Measure::Group(g) => criterion.starts_with(&format!("{g}.")),
+        Measure::Total => true,
+    };
+    let mut causes: Vec<Cause> = now_figures
+        .criteria
+        .iter()
+        .filter(|(c, _, _)| in_measure(c))
+        .filter_map(|(criterion, name, after)| {
+            let (_, _, before) = before.criteria.iter().find(|(c, _, _)| c == criterion)?;
+            (after < before).then(|| Cause {
+                criterion: criterion.clone(),
+                name: name.clone(),
+                before: *before,
+                after: *after,
+                change: after - before,
+            })
+        })
+        .collect();
+    causes.sort_by(|x, y| x.change.total_cmp(&y.change).then_with(|| x.criterion.cmp(&y.criterion)));
+    causes.truncate(5);
+    let baseline = match rule.when {
+        Condition::DropVsLastWeek => "the same day last week",
+        _ => "the previous period",
+    };
+    let what = rule.measure.label();
+    let summary = match rule.when {
+        Condition::RankLoss => format!("{} fell from rank {b} to {a} against {baseline}", now_figures.unit_name),
+        Condition::BelowTarget => format!("{} {what} is {a:.2}, below {:.2}", now_figures.unit_name, rule.fire_at),
+        _ => format!("{} {what} fell {:.2} points against {baseline}: {b:.2} → {a:.2}", now_figures.unit_name, b - a),
+    };
+    Alert {
+        id: format!("{}/{unit}/{now}", rule.name),
+        rule: rule.name.clone(),
+        condition: rule.when,
+        unit_code: unit.to_owned(),
+        unit_name: now_figures.unit_name.clone(),
+        measure: what,
+        period_kind: rule.period.as_str().to_owned(),
+        period: now_figures.period.clone(),
+        state: AlertState::Firing,
+        before: b,
+        after: a,
+        change: a - b,
+        fire_at: rule.fire_at,
+        clear_at: rule.clear_at,
+        dossiers: now_figures.dossiers,
+        causes,
+        summary,
+        fired_at: format_time(now),
+        resolved_at: None,
+    }
+}
+
+/// Reads figures out of score tables (the view's, or a day of history): rows of `totals`,
+/// `group_scores` and `scores` that `keep` selects, for units down to `max_depth`. A batch
+/// without the expected columns (history kept under an older layout) is left out.
+pub fn figures(
+    totals: &[RecordBatch],
+    groups: &[RecordBatch],
+    scores: &[RecordBatch],
+    max_depth: u32,
+    keep: &dyn Fn(&RecordBatch, usize) -> bool,
+) -> FigureMap {
+    let mut map = FigureMap::new();
+    let key = |b: &RecordBatch, i: usize| {
+        let text = |name| text(b, name).map_or(String::new(), |c| c.value(i).to_owned());
+        (text("unit_code"), text("period_kind"))
+    };
+    for (b, i) in selected_rows(totals, max_depth, keep) {
+        let (Some(name), Some(depth), Some(period), Some(total), Some(rank)) = (
+            text(b, "unit_name"),
+            column::<UInt32Array>(b, "depth"),
+            text(b, "period"),
+            column::<Float64Array>(b, "total"),
+            column::<UInt32Array>(b, "rank"),
+        ) else {
+            continue;
+        };
+        let f = map.entry(key(b, i)).or_default();
+        (f.unit_name, f.depth, f.period) = (name.value(i).to_owned(), depth.value(i), period.value(i).to_owned());
+        (f.total, f.rank) = (total.value(i), rank.value(i));
+    }
+    for (b, i) in selected_rows(groups, max_depth, keep) {
+        let (Some(group), Some(points)) = (column::<UInt8Array>(b, "group_id"), column::<Float64Array>(b, "points"))
+        else {
+            continue;
+        };
+        if let Some(f) = map.get_mut(&key(b, i)) {
+            f.groups[(group.value(i) as usize).clamp(1, 6) - 1] = points.value(i);
+        }
+    }
+    for (b, i) in selected_rows(scores, max_depth, keep) {
+        let (Some(criterion), Some(name), Some(points), Some(denominator)) = (
+            text(b, "criterion"),
+            text(b, "criterion_name_en"),
+            column::<Float64Array>(b, "points"),
+            column::<Int64Array>(b, "denominator"),
+        ) else {
+            continue;
+        };
+        if let Some(f) = map.get_mut(&key(b, i)) {
+            f.criteria.push((criterion.value(i).to_owned(), name.value(i).to_owned(), points.value(i)));
+            f.dossiers = f.dossiers.max(denominator.value(i));
+        }
+    }
+    map
+}
+
+/// The rows of `batches` down to `max_depth` that `keep` selects; batches without the key
+/// columns are left out.
+fn selected_rows<'a>(
+    batches: &'a [RecordBatch],
+    max_depth: u32,
+    keep: &dyn Fn(&RecordBatch, usize) -> bool,
+) -> Vec<(&'a RecordBatch, usize)> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let (Some(depth), Some(_), Some(_)) =
+            (column::<UInt32Array>(b, "depth"), text(b, "unit_code"), text(b, "period_kind"))
+        else {
+            continue;
+        };
+        rows.extend((0..b.num_rows()).filter(|&i| depth.value(i) <= max_depth && keep(b, i)).map(|i| (b, i)));
+    }
+    rows
+}
+
+fn column<'a, T: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Option<&'a T> {
+    batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>())
+}
+
+/// A text column, plain or with its repeated values stored once (as the view's are; history
+/// written before that has plain text).
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Repeated(TypedDictionaryArray<'a, Int32Type, StringArray>),
+}
+
+impl<'a> Text<'a> {
+    fn value(&self, i: usize) -> &'a str {
+        match self {
+            Text::Plain(strings) => strings.value(i),
+            Text::Repeated(repeated) => repeated.value(i),
+        }
+    }
+}
+
+fn text<'a>(batch: &'a RecordBatch, name: &str) -> Option<Text<'a>> {
+    let c = batch.column_by_name(name)?;
+    if let Some(strings) = c.as_any().downcast_ref::<StringArray>() {
+        return Some(Text::Plain(strings));
+    }
+    let repeated = c.as_any().downcast_ref::<DictionaryArray<Int32Type>>()?;
+    Some(Text::Repeated(repeated.downcast_dict::<StringArray>()?))
+}
+
+/// The figures of a view: its current periods, and the periods just before them.
+pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
+    let tables = |name| view.table(name);
+    let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
+    let previous: Vec<String> =
+        PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();
+    let before =
+        |b: &RecordBatch, i: usize| text(b, "period").is_some_and(|c| previous.iter().any(|p| p == c.value(i)));
+    (
+        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &current),
+        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &before),
+    )
+}
+
+/// The figures kept for the same day a week before `now` (the last snapshot of that day).
+pub fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) -> FigureMap {
+    let day = local_date(now) - chrono::Duration::days(7);
+    let days_since_epoch = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+    let table = |name: &str| history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+    let on_day =
+        |b: &RecordBatch, i: usize| column::<Date32Array>(b, "day").is_some_and(|c| c.value(i) == days_since_epoch);
+    figures(table("daily_totals"), table("daily_group_scores"), table("daily_scores"), max_depth, &on_day)
+}
+
+/// The alert log as the `alerts` SQL table.
+pub fn table(log: &[Alert]) -> RecordBatch {
+    let text =
+        |f: &dyn Fn(&Alert) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(log.iter().map(f))) };
+    let float = |f: &dyn Fn(&Alert) -> f64| -> ArrayRef { Arc::new(Float64Array::from_iter_values(log.iter().map(f))) };
+    let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    let causes =
+        |a: &Alert| a.causes.iter().map(|c| format!("{} {:+.2}", c.criterion, c.change)).collect::<Vec<_>>().join(", ");
+    let schema = Schema::new(vec![
+        field("id", DataType::Utf8, false),
+        field("rule", DataType::Utf8, false),
+        field("condition", DataType::Utf8, false),
+        field("unit_code", DataType::Utf8, false),
+        field("unit_name", DataType::Utf8, false),
+        field("measure", DataType::Utf8, false),
+        field("period_kind", DataType::Utf8, false),
+        field("period", DataType::Utf8, false),
+        field("state", DataType::Utf8, false),
+        field("before", DataType::Float64, false),
+        field("after", DataType::Float64, false),
+        field("change", DataType::Float64, false),
+        field("dossiers", DataType::Int64, false),
+        field("causes", DataType::Utf8, false),
+        field("summary", DataType::Utf8, false),
+        field("fired_at", DataType::Utf8, false),
+        field("resolved_at", DataType::Utf8, true),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        text(&|a| a.id.clone()),
+        text(&|a| a.rule.clone()),
+        text(&|a| a.condition.as_str().to_owned()),
+        text(&|a| a.unit_code.clone()),
+        text(&|a| a.unit_name.clone()),
+        text(&|a| a.measure.clone()),
+        text(&|a| a.period_kind.clone()),
+        text(&|a| a.period.clone()),
+        text(&|a| if a.state == AlertState::Firing { "firing".into() } else { "resolved".into() }),
+        float(&|a| a.before),
+        float(&|a| a.after),
+        float(&|a| a.change),
+        Arc::new(Int64Array::from_iter_values(log.iter().map(|a| a.dossiers))),
+        text(&causes),
+        text(&|a| a.summary.clone()),
+        text(&|a| a.fired_at.clone()),
+        Arc::new(StringArray::from(log.iter().map(|a| a.resolved_at.clone()).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(Arc::new(schema), columns).expect("columns match their schema")
+}
+
+/// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
+/// future (they are re-sent before that), resolved ones now. `now` is the wall clock, which
+/// Alertmanager runs on, even when scores are judged at a fixed instant.
+pub fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
+    let ends = match alert.state {
+        AlertState::Resolved => format_time(now),
+        AlertState::Firing => format_time(now + 4 * resend.as_secs() as i64),
+    };
+    let causes =
+        alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
+    serde_json::json!({
+        "labels": {
+            "alertname": alert.rule,
+            "unit": alert.unit_code,
+            "period": alert.period_kind,
+            "measure": alert.measure,
+            "condition": alert.condition.as_str(),
+            "severity": "warning",
+            "source": "index766",
+        },
+        "annotations": {
+            "summary": alert.summary,
+            "unit_name": alert.unit_name,
+            "before": format!("{:.2}", alert.before),
+            "after": format!("{:.2}", alert.after),
+            "causes": causes.join("; "),
+        },
+        "startsAt": alert.fired_at,
+        "endsAt": ends,
+    })
+}
+
+/// Where alerts are told: the Kafka topic and the webhook (both optional).
+pub struct Notifier {
+    pub producer: Option<(FutureProducer, String)>,
+    pub webhook: Option<(reqwest::Client, String)>,
+    pub resend: Duration,
+}
+
+impl Notifier {
+    async fn to_topic(&self, alert: &Alert, metrics: &Metrics) {
+        let Some((producer, topic)) = &self.producer else { return };
+        let payload = serde_json::to_vec(alert).expect("alerts serialize");
+        let record = FutureRecord::to(topic).key(&alert.id).payload(&payload);
+        if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+            metrics.alert_notifications_failed.with_label_values(&["kafka"]).inc();
+            tracing::error!(%error, alert = alert.id, topic, "alert not written to its topic");
+        }
+    }
+
+    /// Posts alerts to Alertmanager, trying three times.
+    async fn to_webhook(&self, alerts: &[&Alert], metrics: &Metrics) {
+        let Some((client, url)) = &self.webhook else { return };
+        if alerts.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let body = serde_json::Value::Array(alerts.iter().map(|a| alertmanager_json(a, self.resend, now)).collect());
+        for attempt in 1..=3 {
+            let request = client
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .timeout(Duration::from_secs(10));
+            match request.send().await {
+                Ok(answer) if answer.status().is_success() => return,
+                Ok(answer) => tracing::warn!(status = %answer.status(), attempt, url, "webhook refused the alerts"),
+                Err(error) => tracing::warn!(%error, attempt, url, "webhook unreachable"),
+            }
+            tokio::time::sleep(Duration::from_secs(attempt)).await;
+        }
+        metrics.alert_notifications_failed.with_label_values(&["webhook"]).inc();
+        tracing::error!(url, "alerts not delivered to the webhook after 3 attempts");
+    }
+}
+
+/// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
+/// cannot be read stops the start: going on would forget the firing alerts and send them again.
+pub async fn load_log(store: &Store) -> Result<Vec<Alert>, String> {
+    match store.get(LOG_PATH).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            format!("the alert log {LOG_PATH} in {} is not readable JSON: {e} (fix or remove it)", store.describe())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read the alert log {LOG_PATH} in {}: {e}", store.describe())),
+    }
+}
+
+/// The alert task: evaluates on every published view, keeps the log, tells the channels.
+pub struct AlertTask {
+    pub engine: AlertEngine,
+    pub max_lag: i64,
+    pub views: watch::Receiver<Arc<View>>,
+    pub history: watch::Receiver<Arc<HistoryTables>>,
+    pub log: watch::Sender<Arc<Vec<Alert>>>,
+    pub store: Store,
+    pub notifier: Notifier,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AlertTask {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.publish();
+        let mut resend = tokio::time::interval(self.notifier.resend);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resend.tick().await;
+        loop {
+            let resend_due = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = self.views.changed() => match changed {
+                    Ok(()) => false,
+                    Err(_) => return,
+                },
+                _ = resend.tick() => true,
+            };
+            // The work itself gives way to shutdown too: a channel that does not answer (a
+            // topic that does not exist) cannot keep the task alive after the pipeline stops.
+            let work = async {
+                if resend_due {
+                    let firing: Vec<&Alert> =
+                        self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
+                    self.notifier.to_webhook(&firing, &self.metrics).await;
+                } else {
+                    self.evaluate().await;
+                    // At most once a second: views come every publish interval, and a rule
+                    // needs no finer grain (the newest view is judged next; none is queued).
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = work => {}
+            }
+        }
+    }
+
+    async fn evaluate(&mut self) {
+        let view = self.views.borrow_and_update().clone();
+        // Until ingest has measured its lag, it is not known to be caught up.
+        if self.metrics.total_lag().is_none_or(|lag| lag > self.max_lag) {
+            return;
+        }
+        let depth = self.engine.max_depth();
+        let (current, previous) = view_figures(&view, depth);
+        let last_week = match self.engine.needs_last_week() {
+            true => last_week_figures(&self.history.borrow(), view.as_of, depth),
+            false => FigureMap::new(),
+        };
+        let changes = self.engine.evaluate(view.as_of, &current, &previous, &last_week);
+        if changes.is_empty() {
+            return;
+        }
+        // Kept before it is told, so a restart never tells it twice.
+        let bytes = serde_json::to_vec_pretty(self.engine.log()).expect("alerts serialize");
+        if let Err(error) = self.store.put(LOG_PATH, bytes).await {
+            tracing::error!(%error, "alert log not kept; a restart may send these alerts again");
+        }
+        self.publish();
+        let told: Vec<&Alert> = changes
+            .iter()
+            .map(|c| match c {
+                Transition::Fired(a) | Transition::Resolved(a) => a,
+            })
+            .collect();
+        for (change, alert) in changes.iter().zip(&told) {
+            let outcome = if matches!(change, Transition::Fired(_)) { "fired" } else { "resolved" };
+            tracing::warn!(alert = alert.id, summary = alert.summary, outcome, "alert");
+            self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
+        }
+        // Both channels at once: a slow broker does not hold Alertmanager back.
+        let to_topic = futures::future::join_all(told.iter().map(|a| self.notifier.to_topic(a, &self.metrics)));
+        futures::join!(to_topic, self.notifier.to_webhook(&told, &self.metrics));
+    }
+
+    fn publish(&self) {
+        let log = self.engine.log();
+        let mut firing: HashMap<&str, i64> = HashMap::new();
+        for alert in log.iter().filter(|a| a.state == AlertState::Firing) {
+            *firing.entry(&alert.rule).or_default() += 1;
+        }
+        self.metrics.alerts_firing.reset();
+        for (rule, n) in firing {
+            self.metrics.alerts_firing.with_label_values(&[rule]).set(n);
+        }
+        self.log.send_replace(Arc::new(log.to_vec()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::alerts::RuleConfig;
+
+    fn rule(when: Condition, fire_at: f64, clear_at: f64) -> Rule {
+        Rule::from_config(&RuleConfig {
+            name: "r".into(),
+            when,
+            measure: "total".into(),
+            period: "month".into(),
+            fire_at,
+            clear_at,
+            min_dossiers: 20,
+            cooldown_mins: 60,
+            max_depth: 1,
+        })
+        .unwrap()
+    }
+
+    fn unit(total: f64, dossiers: i64) -> FigureMap {
+        let criteria = vec![
+            ("2.1".to_owned(), "On time".to_owned(), total / 5.0),
+            ("6.1".to_owned(), "Satisfaction".to_owned(), 8.0),
+        ];
+        let f = Figures {
+            unit_name: "Sở Tư pháp".into(),
+            period: "2026-11".into(),
+            total,
+            rank: 1,
+            criteria,
+            dossiers,
+            ..Default::default()
+        };
+        FigureMap::from([(("H99.03".to_owned(), "month".to_owned()), f)])
+    }
+
+    #[test]
+    fn a_drop_fires_once_holds_through_the_band_and_clears_past_it() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let before = unit(80.0, 100);
+        let at = |minutes: i64| 1_800_000_000 + minutes * 60;
+        assert!(engine.evaluate(at(0), &unit(77.0, 100), &before, &FigureMap::new()).is_empty(), "3 points: no alert");
+        let fired = engine.evaluate(at(1), &unit(74.0, 100), &before, &FigureMap::new());
+        let [Transition::Fired(alert)] = fired.as_slice() else { panic!("{fired:?}") };
+        assert_eq!((alert.before, alert.after, alert.change), (80.0, 74.0, -6.0));
+        assert_eq!(alert.causes.len(), 1, "only 2.1 lost points: {:?}", alert.causes);
+        assert_eq!(alert.causes[0].criterion, "2.1");
+        assert!(
+            engine.evaluate(at(2), &unit(73.0, 100), &before, &FigureMap::new()).is_empty(),
+            "still firing: not again"
+        );
+        let cleared = engine.evaluate(at(3), &unit(78.5, 100), &before, &FigureMap::new());
+        assert!(matches!(cleared.as_slice(), [Transition::Resolved(_)]), "1.5 lost is under clear_at: {cleared:?}");
+    }
+
+    #[test]
+    fn hysteresis_volume_and_cooldown() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let before = unit(80.0, 100);
+        let none = FigureMap::new();
+        let at = |minutes: i64| 1_800_000_000 + minutes * 60;
+        assert!(
+            engine.evaluate(at(0), &unit(70.0, 19), &before, &none).is_empty(),
+            "19 dossiers: under the volume guard"
+        );
+        assert_eq!(engine.evaluate(at(1), &unit(70.0, 20), &before, &none).len(), 1);
+        assert!(engine.evaluate(at(2), &unit(77.5, 20), &before, &none).is_empty(), "2.5 lost: inside the band, holds");
+        let cleared = engine.evaluate(at(3), &unit(78.5, 20), &before, &none);
+        assert!(matches!(cleared.as_slice(), [Transition::Resolved(a)] if a.resolved_at.is_some()), "{cleared:?}");
+        assert!(engine.evaluate(at(30), &unit(70.0, 20), &before, &none).is_empty(), "within the 60-minute cooldown");
+        assert_eq!(engine.evaluate(at(62), &unit(70.0, 20), &before, &none).len(), 1, "after the cooldown");
+        assert_eq!(engine.log().len(), 2);
+        assert_eq!(engine.log()[0].state, AlertState::Firing, "firing first");
+    }
+
+    #[test]
+    fn below_target_and_rank_loss() {
+        let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
+        let now = 1_800_000_000;
+        assert_eq!(below.evaluate(now, &unit(74.9, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert!(below.evaluate(now, &unit(75.5, 50), &unit(80.0, 50), &FigureMap::new()).is_empty());
+        assert_eq!(below.evaluate(now, &unit(76.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
+        let mut now_figures = unit(70.0, 50);
+        now_figures.values_mut().for_each(|f| f.rank = 5);
+        let fired = rank.evaluate(now, &now_figures, &unit(80.0, 50), &FigureMap::new());
+        assert!(matches!(fired.as_slice(), [Transition::Fired(a)] if a.before == 1.0 && a.after == 5.0), "{fired:?}");
+    }
+
+    #[test]
+    fn an_alert_out_of_its_rules_reach_is_resolved_and_targets_need_no_baseline() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let now = 1_800_000_000;
+        assert_eq!(engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        // The unit left the registry: nothing to judge it by any more.
+        let gone = engine.evaluate(now + 60, &FigureMap::new(), &FigureMap::new(), &FigureMap::new());
+        assert!(matches!(gone.as_slice(), [Transition::Resolved(_)]), "{gone:?}");
+        // The rule was removed from the config.
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new());
+        let mut restarted = AlertEngine::new(Vec::new(), 10, engine.log().to_vec());
+        assert_eq!(restarted.evaluate(now + 60, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert!(restarted.log().iter().all(|a| a.state == AlertState::Resolved));
+        // Below target in a unit's first period: no previous period, still judged.
+        let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
+        assert_eq!(below.evaluate(now, &unit(60.0, 50), &FigureMap::new(), &FigureMap::new()).len(), 1);
+    }
+
+    #[test]
+    fn a_previous_period_without_data_is_no_baseline() {
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
+        let mut now_figures = unit(70.0, 50);
+        now_figures.values_mut().for_each(|f| f.rank = 40);
+        // October had no dossiers: every unit tied first.
+        assert!(rank.evaluate(1_800_000_000, &now_figures, &unit(0.0, 0), &FigureMap::new()).is_empty());
+    }
+
+    #[test]
+    fn last_week_of_another_month_is_no_baseline() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsLastWeek, 5.0, 2.0)], 10, Vec::new());
+        let mut last_week = unit(90.0, 50);
+        last_week.values_mut().for_each(|f| f.period = "2026-10".into());
+        assert!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &last_week).is_empty());
+        assert_eq!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &unit(80.0, 50)).len(), 1);
+    }
+
+    #[test]
+    fn bad_rules_say_what_to_fix() {
+        let mut c = RuleConfig {
+            name: "x".into(),
+            when: Condition::DropVsPreviousPeriod,
+            measure: "group 7".into(),
+            period: "month".into(),
+            fire_at: 5.0,
+            clear_at: 2.0,
+            min_dossiers: 0,
+            cooldown_mins: 0,
+            max_depth: 1,
+        };
+        assert!(Rule::from_config(&c).unwrap_err().contains("group 6"));
+        c.measure = "group 2".into();
+        c.clear_at = 6.0;
+        assert!(Rule::from_config(&c).unwrap_err().contains("clear_at <= fire_at"));
+        c.when = Condition::BelowTarget;
+        assert!(Rule::from_config(&c).is_ok());
+    }
+}

@@ -1,0 +1,316 @@
+//! Layered configuration: `config/default.toml` (compiled in) → the `--config` file →
+//! `INDEX766__SECTION__KEY` environment variables. Unknown keys are errors, so a typo never
+//! silently falls back to a default.
+
+pub mod alerts;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist: pass an existing file to --config")]
+    Missing { path: PathBuf },
+    #[error("invalid configuration: {0}\n(see pipeline/config/default.toml for every key and its meaning)")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka client properties, passed through unchanged.
+    pub kafka: BTreeMap<String, String>,
+    pub topics: TopicsConfig,
+    pub ingest: IngestConfig,
+    pub registry: RegistryConfig,
+    pub catalog: CatalogConfig,
+    pub petitions: PetitionsConfig,
+    pub scoring: ScoringConfig,
+    pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub sql: SqlConfig,
+    pub snapshot: SnapshotConfig,
+    pub alerts: alerts::AlertsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub events: String,
+    pub petitions: String,
+    pub catalog: String,
+    pub units: String,
+    pub dead_letter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PetitionsConfig {
+    pub holidays: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+}
+
+/// What to do when a snapshot's position is no longer held by the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfRange {
+    Fail,
+    Earliest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub start_from: StartFrom,
+    pub out_of_range: OutOfRange,
+    pub max_future_secs: i64,
+    pub batch_max_events: usize,
+    pub batch_linger_ms: u64,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub units_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    pub spec_file: PathBuf,
+    pub target_total: f64,
+    pub as_of: String,
+    pub publish_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub header_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    /// Host names (beside loopback addresses and the listen address) a browser may reach `POST /sql` by.
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub score_depth: u32,
+    pub criterion_depth: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// The PostgreSQL wire protocol's address; empty: not served.
+    pub postgres_listen: String,
+    pub views_dir: PathBuf,
+    pub timeout_secs: u64,
+    pub memory_limit_mib: usize,
+    pub max_concurrent: usize,
+    pub max_query_bytes: usize,
+    pub max_expression_depth: usize,
+    pub max_plan_nodes: usize,
+    pub max_value_mib: usize,
+    pub threads: usize,
+    pub postgres_max_connections: usize,
+    pub postgres_idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub dir: PathBuf,
+    pub url: String,
+    pub options: BTreeMap<String, String>,
+    pub interval_secs: u64,
+    pub keep: usize,
+    pub shutdown_deadline_secs: u64,
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing { path: path.to_owned() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("INDEX766__").split("__"));
+        Self::extract(figment)
+    }
+
+    /// Defaults with a TOML text layered on top; no environment (used by tests and the demo).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_layers(&[text])
+    }
+
+    /// Defaults with TOML texts layered on top in order, each overriding the ones before; no environment.
+    pub fn from_layers(texts: &[&str]) -> Result<Config, ConfigError> {
+        let layered = texts.iter().fold(Figment::from(Toml::string(DEFAULTS)), |f, text| f.merge(Toml::string(text)));
+        Self::extract(layered)
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.kafka.contains_key("bootstrap.servers") {
+            return Err(ConfigError::Invalid("[kafka] needs \"bootstrap.servers\"".into()));
+        }
+        if self.ingest.batch_max_events == 0 {
+            return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
+        }
+        let at_least_one = [
+            ("[sql] max_concurrent", self.sql.max_concurrent as u64),
+            ("[sql] max_query_bytes", self.sql.max_query_bytes as u64),
+            ("[sql] max_expression_depth", self.sql.max_expression_depth as u64),
+            ("[sql] max_plan_nodes", self.sql.max_plan_nodes as u64),
+            ("[sql] max_value_mib", self.sql.max_value_mib as u64),
+            ("[sql] threads", self.sql.threads as u64),
+            ("[sql] postgres_max_connections", self.sql.postgres_max_connections as u64),
+            ("[sql] postgres_idle_timeout_secs", self.sql.postgres_idle_timeout_secs),
+            ("[http] max_connections", self.http.max_connections as u64),
+            ("[http] header_timeout_secs", self.http.header_timeout_secs),
+            ("[http] idle_timeout_secs", self.http.idle_timeout_secs),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+        }
+        if self.http.idle_timeout_secs <= self.sql.timeout_secs {
+            return Err(ConfigError::Invalid(format!(
+                "[http] idle_timeout_secs = {} must be longer than [sql] timeout_secs = {}: a query may be silent that long",
+                self.http.idle_timeout_secs, self.sql.timeout_secs
+            )));
+        }
+        if !(0.0..=100.0).contains(&self.scoring.target_total) {
+            return Err(ConfigError::Invalid("[scoring] target_total must be between 0 and 100".into()));
+        }
+        if self.snapshot.interval_secs == 0 {
+            return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));
+        }
+        if self.snapshot.keep < 2 {
+            return Err(ConfigError::Invalid(
+                "[snapshot] keep must be at least 2: the one before the newest is the fallback".into(),
+            ));
+        }
+        if self.ingest.max_future_secs < 0 {
+            return Err(ConfigError::Invalid("[ingest] max_future_secs must be 0 or more".into()));
+        }
+        self.as_of()?;
+        self.alert_rules()?;
+        self.postgres_listen()?;
+        if self.alerts.resend_secs == 0 {
+            return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
+        }
+        index766_core::petition::Calendar::new(&self.petitions.holidays)
+            .map_err(|e| ConfigError::Invalid(format!("[petitions] holidays: {e}")))?;
+        Ok(())
+    }
+
+    /// The `[[alerts.rules]]`, checked; two rules may not share a name.
+    pub fn alert_rules(&self) -> Result<Vec<alerts::Rule>, ConfigError> {
+        let rules = self
+            .alerts
+            .rules
+            .iter()
+            .map(alerts::Rule::from_config)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Invalid)?;
+        if let Some(twice) = rules.iter().find(|r| rules.iter().filter(|o| o.name == r.name).count() > 1) {
+            return Err(ConfigError::Invalid(format!(
+                "[[alerts.rules]]: two rules are named {:?}; rename one",
+                twice.name
+            )));
+        }
+        Ok(rules)
+    }
+
+    /// `[sql] postgres_listen`, if the PostgreSQL protocol is served.
+    pub fn postgres_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self.sql.postgres_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "[sql] postgres_listen = {text:?} is not an address like 127.0.0.1:5766 (or \"\" to turn it off)"
+            ))
+        })
+    }
+
+    /// The fixed judging instant, if `[scoring] as_of` is set.
+    pub fn as_of(&self) -> Result<Option<i64>, ConfigError> {
+        let text = self.scoring.as_of.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        index766_core::time::parse_time(text).map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "[scoring] as_of = {text:?} is not an RFC 3339 time with offset, e.g. 2026-11-24T17:00:00+07:00"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_shipped_example_load() {
+        Config::from_toml("").expect("defaults load");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+        assert!(loaded >= 2, "default.toml and example.toml at least");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_say_what_to_fix() {
+        let err = Config::from_toml("[ingest]\nbatch_max = 5").unwrap_err().to_string();
+        assert!(err.contains("batch_max"), "{err}");
+        let err = Config::from_toml("[ingest]\nstart_from = \"end\"").unwrap_err().to_string();
+        assert!(err.contains("start_from") || err.contains("earliest"), "{err}");
+        let err = Config::from_toml("[scoring]\nas_of = \"yesterday\"").unwrap_err().to_string();
+        assert!(err.contains("as_of"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/index766.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/index766.toml"));
+    }
+}

@@ -1,0 +1,257 @@
+//! One HTTP port: the IOC dashboard (`/`), `/metrics` (Prometheus), `POST /sql` (DataFusion;
+//! JSON, CSV or Arrow IPC, streamed), `/healthz`, and for the dashboard and unit heads
+//! `/api/alerts` and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::alerts::{Alert, AlertState};
+use crate::engine::view::View;
+use crate::serve::exposition::ScoreGauges;
+use crate::serve::query::{Encoder, Format, Rows, SqlService};
+use crate::serve::sql_error::QueryError;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub view: watch::Receiver<Arc<View>>,
+    pub metrics: Arc<Metrics>,
+    pub score_gauges: Arc<ScoreGauges>,
+    pub sql: Arc<SqlService>,
+    pub health: Arc<Health>,
+    pub alerts: watch::Receiver<Arc<Vec<Alert>>>,
+    /// Host names a browser may reach `POST /sql` by, besides loopback and IP addresses.
+    pub allowed_hosts: Arc<Vec<String>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/api", get(index))
+        .route("/api/alerts", get(alerts))
+        .route("/api/updates", get(updates))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/sql", post(sql))
+        // The body is read whole before the query's own size check: room for a JSON wrapper.
+        .layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096))
+        .with_state(state)
+}
+
+/// The IOC page: one self-contained file, so the wall needs nothing but this port.
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("web/ioc.html"))
+}
+
+async fn index() -> &'static str {
+    "index766: real-time Index 766 scores\n\
+     GET  /             the IOC dashboard\n\
+     GET  /metrics      Prometheus metrics (index766_total_points{unit,period}, ..., pipeline health)\n\
+     POST /sql          SQL over units, scores, group_scores, totals, gaps, dossiers, alerts, the daily_* and\n\
+                        weekly_* history and the views; body: the query text, or {\"sql\": \"...\"};\n\
+                        Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream\n\
+     GET  /api/alerts   active drop alerts (?state=resolved or ?state=all for the log)\n\
+     GET  /api/updates  server-sent events: `view` when new scores are published, `alerts` when an alert\n\
+                        fires or clears, each with {\"as_of\"}\n\
+     GET  /healthz      200 while the events topic is being read, 503 with the fault otherwise\n\
+     PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U any)\n"
+}
+
+#[derive(serde::Deserialize)]
+struct AlertFilter {
+    state: Option<String>,
+}
+
+async fn alerts(State(app): State<AppState>, Query(filter): Query<AlertFilter>) -> Response {
+    let wanted = match filter.state.as_deref().unwrap_or("firing") {
+        "firing" => Some(AlertState::Firing),
+        "resolved" => Some(AlertState::Resolved),
+        "all" => None,
+        other => {
+            return error(StatusCode::BAD_REQUEST, format!("state={other}: use firing (default), resolved or all"))
+        }
+    };
+    let log = app.alerts.borrow().clone();
+    let shown: Vec<&Alert> = log.iter().filter(|a| wanted.is_none_or(|s| a.state == s)).collect();
+    json_response(StatusCode::OK, serde_json::json!({ "alerts": shown }))
+}
+
+/// One `view` event now, then one each time the engine publishes new scores (`view`) or an alert
+/// fires or clears (`alerts`), each with the scores' `as_of`.
+async fn updates(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let watched = (app.view.clone(), app.alerts.clone(), true);
+    let events = futures::stream::unfold(watched, |(mut views, mut alerts, first)| async move {
+        let name = match first {
+            true => "view",
+            false => tokio::select! {
+                changed = views.changed() => changed.ok().map(|()| "view")?,
+                changed = alerts.changed() => changed.ok().map(|()| "alerts")?,
+            },
+        };
+        alerts.borrow_and_update();
+        let as_of = index766_core::time::format_time(views.borrow_and_update().as_of);
+        let event = Event::default().event(name).data(serde_json::json!({ "as_of": as_of }).to_string());
+        Some((Ok(event), (views, alerts, false)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    // Off the async workers: the first read after a view builds its score gauges.
+    let view = app.view.borrow().clone();
+    let text = tokio::task::spawn_blocking(move || app.metrics.render() + &app.score_gauges.text(&view))
+        .await
+        .expect("rendering does not panic");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    let as_of = index766_core::time::format_time(app.view.borrow().as_of);
+    let notices = app.health.notices();
+    match app.health.status() {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "scores_as_of": as_of, "notices": notices}),
+        ),
+        Err(fault) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "degraded", "fault": fault, "scores_as_of": as_of, "serving": "the last published scores", "notices": notices}),
+        ),
+    }
+}
+
+/// The query is the body as text, or `{"sql": "..."}` when sent as JSON.
+fn sql_text(headers: &HeaderMap, body: &str) -> Result<String, String> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Ok(body.to_owned());
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        sql: String,
+    }
+    serde_json::from_str::<Request>(body)
+        .map(|r| r.sql)
+        .map_err(|e| format!("a JSON body must be {{\"sql\": \"SELECT ...\"}}: {e}"))
+}
+
+/// A state-free POST must come from this site: a page elsewhere that the wall's browser visits
+/// could otherwise send it (a `text/plain` POST needs no CORS preflight). The Host must be an
+/// address, localhost or an allowed name (a DNS-rebinding page carries its own name), and an
+/// Origin, when sent, must be the Host itself or an allowed name.
+fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let name_of = |authority: &str| -> String {
+        let authority = authority.trim().to_ascii_lowercase();
+        match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or("").to_owned(),
+            None => authority.rsplit_once(':').map_or(authority.clone(), |(host, _)| host.to_owned()),
+        }
+    };
+    let trusted = |name: &str| {
+        name == "localhost"
+            || name.parse::<std::net::IpAddr>().is_ok()
+            || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !trusted(&name_of(host)) {
+        return Err(format!(
+            "Host {host:?} is not this server's: add it to [http] allowed_hosts if the page is served under that name"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+        if !(authority.eq_ignore_ascii_case(host)
+            || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name_of(authority))))
+        {
+            return Err(format!(
+                "a query from the page at {origin:?} is refused: POST /sql from this server's own pages, \
+                 or add the page's host to [http] allowed_hosts"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    if let Err(message) = same_site(&headers, &app.allowed_hosts) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
+    let text = match sql_text(&headers, &body) {
+        Ok(text) if !text.trim().is_empty() => text,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "empty query: POST the SQL text as the body".into()),
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let started = std::time::Instant::now();
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
+    let started_rows = app.sql.query(&text).await.and_then(|rows| Ok((format.encoder(&rows.schema)?, rows)));
+    let (encoder, rows) = match started_rows {
+        Ok(started_rows) => started_rows,
+        Err(e) => {
+            app.metrics.observe_query("http", false, started.elapsed().as_secs_f64());
+            let status = match e {
+                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                QueryError::Busy(_) | QueryError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::Invalid(_) | QueryError::Refused(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
+                QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return error(status, e.to_string());
+        }
+    };
+    let body = Body::from_stream(stream_rows(rows, encoder, app.metrics.clone(), started));
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// The rows, encoded batch by batch as they come; a failure after the first row ends the body
+/// early (the status is sent by then), and is counted.
+fn stream_rows(
+    rows: Rows,
+    encoder: Encoder,
+    metrics: Arc<Metrics>,
+    started: std::time::Instant,
+) -> impl Stream<Item = Result<Bytes, QueryError>> {
+    futures::stream::unfold(Some((rows, Some(encoder))), move |running| {
+        let metrics = metrics.clone();
+        async move {
+            let (mut rows, mut encoder) = running?;
+            let encoded = match rows.next().await {
+                Some(batch) => batch.and_then(|b| encoder.as_mut().expect("open until the end").batch(&b)),
+                None => {
+                    let tail = encoder.take().expect("finished once").finish();
+                    metrics.observe_query("http", tail.is_ok(), started.elapsed().as_secs_f64());
+                    return Some((tail.map(Bytes::from), None));
+                }
+            };
+            match encoded {
+                Ok(bytes) => Some((Ok(Bytes::from(bytes)), Some((rows, encoder)))),
+                Err(e) => {
+                    metrics.observe_query("http", false, started.elapsed().as_secs_f64());
+                    tracing::warn!(error = %e, "SQL result stream ended early");
+                    Some((Err(e), None))
+                }
+            }
+        }
+    })
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json_response(status, serde_json::json!({ "error": message }))
+}

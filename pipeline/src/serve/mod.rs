@@ -1,0 +1,13 @@
+//! Serving the views: SQL (`query`, held to `sql_fence`, failing with a `sql_error`) over HTTP
+//! (`http` on the `listen`er: the wall, /sql, /metrics with the `exposition` of the scores,
+//! /healthz, alerts) and over the
+//! PostgreSQL protocol (`postgres`, behind `pg_guard`).
+
+pub mod exposition;
+pub mod http;
+pub mod listen;
+pub mod pg_guard;
+pub mod postgres;
+pub mod query;
+pub mod sql_error;
+pub mod sql_fence;
