@@ -180,7 +180,7 @@ fn refusal(error: &KafkaError) -> Option<&'static str> {
     use RDKafkaErrorCode::*;
     let KafkaError::MessageProduction(code) = error else { return None };
     Some(match code {
-        MessageSizeTooLarge | RecordListTooLarge | InvalidRecord => {
+        MessageSizeTooLarge | MessageBatchTooLarge | InvalidRecord => {
             "raise the topic's max.message.bytes and the producer's message.max.bytes ([kafka] options) \
              above [ingest] max_event_bytes and the largest message of the input topics"
         }
