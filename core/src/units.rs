@@ -85,6 +85,10 @@ pub struct Registry {
     depth: Vec<u32>,
 }
 
+/// The example registry this build ships (`schemas/examples/units.jsonl`): the default when the
+/// config names no units file.
+pub const EXAMPLE: &str = include_str!("../../schemas/examples/units.jsonl");
+
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry, RegistryError> {
         let text =

@@ -162,7 +162,10 @@ impl Pipeline {
             Some(t) => Clock::fixed(t),
             None => Clock::Wall,
         });
-        let registry = Arc::new(Registry::load(&config.registry.units_file)?);
+        let registry = Arc::new(match config.registry.units_file.as_os_str().is_empty() {
+            true => Registry::parse(units::EXAMPLE)?,
+            false => Registry::load(&config.registry.units_file)?,
+        });
         let spec = Arc::new(match config.scoring.spec_file.as_os_str().is_empty() {
             true => Spec::shipped(),
             false => Spec::load(&config.scoring.spec_file)?,

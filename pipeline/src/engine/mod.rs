@@ -22,12 +22,12 @@ use index766_core::units::{Registry, Unit};
 
 use crate::engine::view::{DossierRequests, DossierRows, View, ViewBuilder};
 use crate::ingest::dead_letter::{DeadLetter, DeadLetters, Undelivered};
-use crate::supervise::{Part, Supervisor};
 use crate::ingest::{Batch, Input, Sourced};
 use crate::persist::checkpoint;
 use crate::persist::checkpoint::StateCopy;
 use crate::persist::snapshot::Checkpoint;
 use crate::position::{Ledger, Offsets};
+use crate::supervise::{Part, Supervisor};
 use crate::telemetry::metrics::Metrics;
 
 pub struct Engine {
@@ -136,11 +136,7 @@ impl Engine {
 
     /// Delivers dead letters, which waits as long as their topic is unreachable; meanwhile queries
     /// of the `dossiers` table are still answered, from the state as it stands.
-    async fn deliver(
-        &mut self,
-        letters: &[DeadLetter],
-        dossiers: &mut Option<RecordBatch>,
-    ) -> Result<(), Undelivered> {
+    async fn deliver(&mut self, letters: &[DeadLetter], dossiers: &mut Option<RecordBatch>) -> Result<(), Undelivered> {
         let (dead_letters, shutdown) = (self.dead_letters.clone(), self.shutdown.clone());
         let delivery = dead_letters.deliver(letters, &shutdown);
         tokio::pin!(delivery);
