@@ -294,7 +294,7 @@ fn sql_tables(work: &Path, snapshots: &Path) -> Vec<(&'static str, PathBuf)> {
     let catalog = Arc::new(index766_core::catalog::Catalog::load(&work.join("procedures.jsonl")).unwrap());
     let now = index766_core::time::parse_time(AS_OF).unwrap();
     let state = index766::persist::checkpoint::restore_state(now, catalog, count, batches).unwrap();
-    let table = index766::engine::view::dossiers_batch(&state);
+    let table = index766::engine::view::dossiers_batch(&state.copy_dossiers());
     let path = work.join("sql-dossiers.parquet");
     let mut writer =
         datafusion::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), table.schema(), None)

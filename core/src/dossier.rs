@@ -378,11 +378,22 @@ impl<I: Iterator> Iterator for Counted<I> {
 
 impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
-/// The dossiers as they stood at a checkpoint, with the names of their codes: what the snapshot
-/// writer encodes, off the engine's thread.
+/// The dossiers as they stood at an instant, with the names of their codes and the catalog entry
+/// of each procedure: what the snapshot writer encodes and the `dossiers` table shows, built off
+/// the engine's thread. Shared with the state until it changes them.
 #[derive(Debug, Clone)]
 pub struct DossiersCopy {
     pub dossiers: Dossiers,
     pub units: Vec<Box<str>>,
     pub procedures: Vec<Box<str>>,
+    /// The catalog entry of each procedure (None: not listed).
+    pub listed: Vec<Option<Procedure>>,
+    /// The instant they are judged at.
+    pub now: Instant,
+}
+
+impl DossiersCopy {
+    pub fn procedure_of(&self, d: &Dossier) -> Option<&Procedure> {
+        self.listed[d.procedure as usize].as_ref()
+    }
 }

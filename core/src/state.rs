@@ -126,6 +126,8 @@ impl State {
             dossiers: self.dossiers.clone(),
             units: self.units.names.clone(),
             procedures: self.procedures.names.clone(),
+            listed: self.listed.clone(),
+            now: self.now,
         }
     }
 

@@ -440,8 +440,10 @@ async fn hostile_queries_leave_the_process_whole() {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // With the other tests on both cores, a planner can also reach its deadline (504).
     for planner in planners {
-        assert!([200, 503].contains(&planner.join().unwrap()), "a wide query runs or waits for its slot");
+        let status = planner.join().unwrap();
+        assert!([200, 503, 504].contains(&status), "a wide query runs, waits for its slot or times out: {status}");
     }
     demo.still_whole("six concurrent 200 KB planners").await;
 

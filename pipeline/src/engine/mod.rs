@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use index766_core::catalog::{Catalog, Procedure};
+use index766_core::dossier::DossiersCopy;
 use index766_core::event::{reject, DossierEvent, RejectReason, Rejection};
 use index766_core::petition::{Calendar, PetitionEvent, Petitions};
 use index766_core::spec::Spec;
@@ -58,7 +58,7 @@ pub struct Engine {
     /// Told when a dead letter is refused for good: the pipeline stops, saying what to fix.
     pub supervisor: Supervisor,
     /// Queries asking for the `dossiers` table (see `View::dossiers`), with the sender views carry.
-    pub dossier_requests: (DossierRequests, mpsc::Receiver<oneshot::Sender<RecordBatch>>),
+    pub dossier_requests: (DossierRequests, mpsc::Receiver<oneshot::Sender<DossiersCopy>>),
     /// Keeps what the last view built, for the periods that have not changed since.
     pub views_built: ViewBuilder,
 }
@@ -79,18 +79,15 @@ impl Engine {
         let (mut last_publish, mut last_build) = (tokio::time::Instant::now(), Duration::ZERO);
         let mut undelivered = false;
         let checkpoints = self.checkpoints.clone();
-        // The last `dossiers` table built, while the state has not changed since.
-        let mut dossiers: Option<RecordBatch> = None;
         loop {
             tokio::select! {
-                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state, &mut dossiers),
+                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state),
                 batch = batches.recv() => match batch {
                     Some(batch) => {
                         let letters = self.apply(batch);
                         dirty = true;
-                        dossiers = None;
                         // Delivered before the next batch: a snapshot never covers an undelivered reject.
-                        if let Err(why) = self.deliver(&letters, &mut dossiers).await {
+                        if let Err(why) = self.deliver(&letters).await {
                             if !matches!(why, Undelivered::ShuttingDown) {
                                 self.supervisor.fail(Part::Engine, why.to_string());
                             }
@@ -105,7 +102,6 @@ impl Engine {
                     if now > self.state.now() {
                         self.state.advance_to(now);
                         dirty = true;
-                        dossiers = None;
                     }
                     // A view costs the engine time it does not spend on events: while events
                     // wait (a replay, a catch-up), building views never takes more than a tenth
@@ -136,14 +132,14 @@ impl Engine {
 
     /// Delivers dead letters, which waits as long as their topic is unreachable; meanwhile queries
     /// of the `dossiers` table are still answered, from the state as it stands.
-    async fn deliver(&mut self, letters: &[DeadLetter], dossiers: &mut Option<RecordBatch>) -> Result<(), Undelivered> {
+    async fn deliver(&mut self, letters: &[DeadLetter]) -> Result<(), Undelivered> {
         let (dead_letters, shutdown) = (self.dead_letters.clone(), self.shutdown.clone());
         let delivery = dead_letters.deliver(letters, &shutdown);
         tokio::pin!(delivery);
         loop {
             tokio::select! {
                 delivered = &mut delivery => return delivered,
-                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state, dossiers),
+                Some(reply) = self.dossier_requests.1.recv() => answer(reply, &self.state),
             }
         }
     }
@@ -313,8 +309,8 @@ impl Engine {
     }
 }
 
-/// Answers a query of the `dossiers` table, building it only if the state changed since the last.
-fn answer(reply: oneshot::Sender<RecordBatch>, state: &State, dossiers: &mut Option<RecordBatch>) {
-    let table = dossiers.get_or_insert_with(|| crate::engine::view::dossiers_batch(state));
-    let _ = reply.send(table.clone()); // the query may have timed out meanwhile
+/// Answers a query of the `dossiers` table with a copy of the dossiers (chunks shared, so it
+/// costs the engine little); the query builds the table on its own thread.
+fn answer(reply: oneshot::Sender<DossiersCopy>, state: &State) {
+    let _ = reply.send(state.copy_dossiers()); // the query may have timed out meanwhile
 }

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use tokio::sync::{mpsc, oneshot};
 
-use index766_core::dossier::Verdict;
+use index766_core::dossier::{DossiersCopy, Verdict};
 use index766_core::event::flag;
 use index766_core::judge::{self, DOSSIER_CRITERIA};
 use index766_core::scoring::{PeriodScores, Scoreboard, Scorer};
@@ -35,15 +35,15 @@ pub struct View {
     pub dossiers: DossierRows,
 }
 
-/// Asks the engine for the `dossiers` table of its current state.
-pub type DossierRequests = mpsc::Sender<oneshot::Sender<RecordBatch>>;
+/// Asks the engine for a copy of its dossiers, from which the reader builds the `dossiers` table.
+pub type DossierRequests = mpsc::Sender<oneshot::Sender<DossiersCopy>>;
 
 #[derive(Debug, Clone)]
 pub enum DossierRows {
     /// Built with the view (a fixed view: tests, golden files).
     Built(RecordBatch),
-    /// Built by the engine when a query reads it, from the state as it is then (the
-    /// engine, once stopped, answers no more).
+    /// Built when a query reads it, by the query, from a copy of the dossiers the engine hands
+    /// over as they are then (the engine, once stopped, answers no more).
     OnRequest(DossierRequests),
 }
 
@@ -112,18 +112,18 @@ impl View {
         state: &State,
         petitions: &index766_core::scoring::PetitionTallies,
     ) -> View {
-        let rows = DossierRows::Built(dossiers_batch(state));
+        let rows = DossierRows::Built(dossiers_batch(&state.copy_dossiers()));
         ViewBuilder::default().build(registry, spec, target_total, state, &BTreeSet::new(), petitions, rows)
     }
 
-    /// The `dossiers` table; None once the engine has stopped.
+    /// The `dossiers` table, built on the caller's thread; None once the engine has stopped.
     pub async fn dossiers(&self) -> Option<RecordBatch> {
         match &self.dossiers {
             DossierRows::Built(batch) => Some(batch.clone()),
             DossierRows::OnRequest(requests) => {
                 let (reply, answer) = oneshot::channel();
                 requests.send(reply).await.ok()?;
-                answer.await.ok()
+                Some(dossiers_batch(&answer.await.ok()?))
             }
         }
     }
@@ -444,19 +444,19 @@ pub fn dossiers_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// One row per dossier, judged at the state's instant.
-pub fn dossiers_batch(state: &State) -> RecordBatch {
-    let ds = state.dossiers();
-    let now = state.now();
-    let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(state.procedure_of(d))).collect();
+/// One row per dossier, judged at the copy's instant.
+pub fn dossiers_batch(copy: &DossiersCopy) -> RecordBatch {
+    let ds = &copy.dossiers;
+    let now = copy.now;
+    let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(copy.procedure_of(d))).collect();
     // Marks judged now: true good, false lost, null not counted.
     let marks: Vec<judge::Marks> =
-        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), state.procedure_of(d))).collect();
+        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), copy.procedure_of(d))).collect();
     let has = |bit: u16| bools(ds.iter().map(move |d| d.flags & bit != 0));
     let mut columns = vec![
         strings(ds.iter().map(|d| &*d.id)),
-        strings(ds.iter().map(|d| state.units.name(d.unit))),
-        strings(ds.iter().map(|d| state.procedures.name(d.procedure))),
+        strings(ds.iter().map(|d| &*copy.units[d.unit as usize])),
+        strings(ds.iter().map(|d| &*copy.procedures[d.procedure as usize])),
         Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.channel as u8))) as ArrayRef,
         Arc::new(UInt8Array::from_iter_values(ds.iter().map(|d| d.last_status))),
         timestamps(ds.iter().map(|d| d.received_at())),

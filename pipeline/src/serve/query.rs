@@ -11,6 +11,7 @@ use datafusion::arrow::json::{writer::JsonArray, WriterBuilder};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{Expr, LogicalPlan, TableType};
@@ -536,15 +537,18 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
         let (name, receiver) = (*name, sources.view.clone());
         tables.push((name, LiveTable::at_hand(batches[0].schema(), move || receiver.borrow().table(name).to_vec())));
     }
-    let receiver = sources.view.clone();
+    let (receiver, pool) = (sources.view.clone(), context.runtime_env().memory_pool.clone());
     let read = move || {
-        let view = receiver.borrow().clone();
+        let (view, pool) = (receiver.borrow().clone(), pool.clone());
         async move {
             let batch = view.dossiers().await.ok_or_else(|| {
                 datafusion::error::DataFusionError::Execution(
                     "the pipeline is stopping: dossiers are no longer served".into(),
                 )
             })?;
+            // Built for this query, on its thread: a table larger than what the SQL memory limit
+            // has left is refused like any operator that outgrows it.
+            MemoryConsumer::new("dossiers table").register(&pool).try_grow(batch.get_array_memory_size())?;
             Ok(vec![batch])
         }
         .boxed()
@@ -874,6 +878,30 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &rows)).unwrap();
         assert_eq!(json, serde_json::json!([{"n": 0}]));
         sql.collect("SELECT * FROM week_over_week").await.expect("the view over it still plans and runs");
+    }
+
+    /// The `dossiers` table is built for the query that reads it, and held to the SQL memory
+    /// limit: 20,000 dossiers do not fit in 1 MiB; they do in 64.
+    #[tokio::test]
+    async fn the_dossiers_table_counts_against_the_memory_limit() {
+        let registry =
+            Arc::new(Registry::parse("{\"code\":\"U1\",\"name\":\"Xã Một\",\"level\":\"commune\"}").unwrap());
+        let mut state = state_at("2026-11-20T00:00:00+07:00");
+        for i in 0..20_000 {
+            let (event, dossier) = (format!("e{i}"), format!("D{i}"));
+            state.apply(&reception(&event, &dossier, "2026-11-02T08:00:00+07:00", "2026-11-30T17:00:00+07:00"));
+        }
+        let spec = index766_core::spec::Spec::shipped();
+        for (limit_mib, fits) in [(1, false), (64, true)] {
+            let view = View::build(registry.clone(), &spec, 80.0, &state, &Default::default());
+            let config = crate::config::Config::from_toml(&format!("[sql]\nmemory_limit_mib = {limit_mib}")).unwrap();
+            let gauge = prometheus::IntGauge::new("running", "slots").unwrap();
+            let sql = SqlService::start(&config.sql, LiveSources::fixed(view), gauge).await.unwrap();
+            match sql.collect("SELECT count(*) AS n FROM dossiers").await {
+                Ok(rows) => assert!(fits, "20,000 dossiers read within {limit_mib} MiB: {:?}", rows.batches),
+                Err(err) => assert!(!fits && err.to_string().contains("dossiers table"), "{limit_mib} MiB: {err}"),
+            }
+        }
     }
 
     #[tokio::test]
