@@ -288,7 +288,8 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("index766: {error:#}");
+            // Each error names its cause in its own message: the chain is not printed again.
+            eprintln!("index766: {error}");
             ExitCode::FAILURE
         }
     }

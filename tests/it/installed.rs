@@ -73,4 +73,12 @@ fn the_binary_runs_the_demo_and_run_from_an_empty_folder() {
     let (status, health) = http(addr, "GET", "/healthz", "");
     assert_eq!(status, 503, "no broker, yet healthy: {health}");
     stop(run, &log);
+
+    // A file of its own that is not there: one clear line, its cause said once.
+    std::fs::write(&config, "[scoring]\nspec_file = \"my-spec.toml\"\n").unwrap();
+    let out = Command::new(bin).current_dir(dir.path()).args(["run", "--config", "run.toml"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("cannot read the scoring spec my-spec.toml"), "{said}");
+    assert_eq!(said.matches("No such file").count(), 1, "the cause is said once: {said}");
 }
