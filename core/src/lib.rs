@@ -3,17 +3,21 @@
 //!
 //! The flow through it runs one way:
 //! - `time` (instants, the clock, UTC+7 periods) and the registries: `units` (the unit tree),
-//!   `catalog` (procedures), `spec` (points and conversions per criterion);
+//!   `catalog` (procedures);
+//! - `criteria`: the table of the criteria this build counts, each declared once with its
+//!   source, its judging function and how its figure is derived; `spec` (points, conversions
+//!   and dates per criterion) is checked against it at load;
 //! - `event` decodes the dossier lifecycle contract; `petition` decodes petitions and keeps
 //!   their criteria;
-//! - `dossier` merges a dossier's events and says what 2.1 makes of it; `judge` says what one
-//!   dossier contributes to each dossier criterion; `state` sums those per unit and period as
+//! - `dossier` merges a dossier's events and says what 2.1 makes of it; `judge` sums what one
+//!   dossier contributes to the dossier criteria; `state` sums those per unit and period as
 //!   dossiers change and deadlines pass;
 //! - `scoring` turns the sums into scores, ranks and gaps under the spec.
 //!
 //! The pipeline crate feeds it events and turns its results into Arrow tables.
 
 pub mod catalog;
+pub mod criteria;
 pub mod dossier;
 pub mod event;
 pub mod fixtures;

@@ -90,12 +90,20 @@ pub struct Calendar {
     holidays: BTreeSet<NaiveDate>,
 }
 
+/// A holiday that is not a date.
+#[derive(Debug, thiserror::Error)]
+#[error("holiday {holiday:?} is not YYYY-MM-DD: {source}")]
+pub struct HolidayError {
+    holiday: String,
+    source: chrono::ParseError,
+}
+
 impl Calendar {
-    pub fn new(holidays: &[String]) -> Result<Calendar, String> {
+    pub fn new(holidays: &[String]) -> Result<Calendar, HolidayError> {
         let holidays = holidays
             .iter()
             .map(|d| {
-                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| format!("holiday {d:?} is not YYYY-MM-DD: {e}"))
+                NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|source| HolidayError { holiday: d.clone(), source })
             })
             .collect::<Result<_, _>>()?;
         Ok(Calendar { holidays })
@@ -215,15 +223,19 @@ impl Petitions {
         self.by_id.is_empty()
     }
 
-    /// (numerator, denominator) of 6.1, 6.2 and 6.3 per (unit code, period), for the unit's own
-    /// petitions (the caller pools them up the tree).
+    /// (numerator, denominator) of 6.1, 6.2 and 6.3 (at [`CLASSIFIED`], [`ON_TIME`],
+    /// [`SATISFIED`]) per (unit code, period), for the unit's own petitions (the caller pools
+    /// them up the tree).
     pub fn tallies(&self, calendar: &Calendar, now: Instant) -> HashMap<(&str, Period), [(i64, i64); 3]> {
         let mut out: HashMap<(&str, Period), [(i64, i64); 3]> = HashMap::new();
         for p in self.by_id.values() {
             let Some(submitted) = p.submitted_at else { continue };
             for period in Period::all_containing(submitted) {
                 let on_time = p.on_time(calendar, now.min(period.last_instant()));
-                let marks = [p.classified, on_time, on_time && !p.unsatisfied && !p.repeated];
+                let mut marks = [false; 3];
+                marks[CLASSIFIED] = p.classified;
+                marks[ON_TIME] = on_time;
+                marks[SATISFIED] = on_time && !p.unsatisfied && !p.repeated;
                 let slot = out.entry((p.unit.as_str(), period)).or_default();
                 for (r, good) in slot.iter_mut().zip(marks) {
                     r.0 += good as i64;
@@ -234,6 +246,11 @@ impl Petitions {
         out
     }
 }
+
+/// The petition tallies' slots: 6.1 classified, 6.2 handled on time, 6.3 satisfied.
+pub const CLASSIFIED: usize = 0;
+pub const ON_TIME: usize = 1;
+pub const SATISFIED: usize = 2;
 
 #[cfg(test)]
 mod tests {

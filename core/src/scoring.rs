@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
-use crate::judge::{self, Facts, Ratio, Tally, DOSSIER_CRITERIA};
-use crate::spec::{Applies, Conversion, CriterionSpec, Spec, CRITERIA};
+use crate::criteria::{Applies, CatalogClock, Facts, Figure, Source, CRITERIA};
+use crate::judge::{Ratio, Tally};
+use crate::spec::{Conversion, CriterionSpec, Spec};
 use crate::state::State;
 use crate::time::{Instant, Period, PeriodKind};
 use crate::units::{Level, LevelSet, Registry};
@@ -136,37 +137,27 @@ fn ratio(num: i64, den: i64) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
 
-/// Catalog criteria (1.1, 1.2, 1.3, 3.1, 5.3) of a root (a province or a ministry): the
-/// procedures under its authority and `communes`, 5.3 of the communes below it; shown unchanged
-/// on every unit of its tree.
-fn catalog_ratios(
-    catalog: &Catalog,
-    root: Authority,
-    communes: Ratio,
-    period: Period,
-    now: Instant,
-) -> HashMap<&'static str, Ratio> {
-    let within = |t: Option<Instant>| t.is_some_and(|t| period.start() <= t && t < period.end());
-    let mut out: HashMap<&'static str, Ratio> = HashMap::new();
-    let mut count = |id: &'static str, counted: bool, good: bool| {
-        let r = out.entry(id).or_default();
-        r.den += counted as i64;
-        r.num += (counted && good) as i64;
-    };
-    for p in catalog.procedures().filter(|p| root.covers(p)) {
-        count(
-            "1.1",
-            within(p.decision_issued_at),
-            p.decision_due_at.is_none_or(|due| p.decision_issued_at <= Some(due)),
-        );
-        let public_due_passed = within(p.public_due_at) && p.public_due_at.is_some_and(|due| due <= now);
-        let made_public_on_time = matches!((p.made_public_at, p.public_due_at), (Some(m), Some(due)) if m <= due)
-            || (p.made_public_at.is_some() && p.public_due_at.is_none());
-        count("1.2", within(p.made_public_at) || public_due_passed, made_public_on_time);
-        count("1.3", p.made_public_at.is_some_and(|m| m <= now), p.record_complete);
-        count("3.1", true, p.online);
+/// Per criterion (by position in [`CRITERIA`]), the ratio of those judged at the root.
+type RootRatios = Vec<Ratio>;
+
+/// The criteria judged at a root (a province or a ministry), from the catalog's procedures under
+/// its authority and from `communes`, the communes below it; shown unchanged on every unit of
+/// its tree.
+fn root_ratios(catalog: &Catalog, root: Authority, communes: Ratio, period: Period, now: Instant) -> RootRatios {
+    let clock = CatalogClock { period, now };
+    let mut out = vec![Ratio::default(); CRITERIA.len()];
+    for (criterion, ratio) in CRITERIA.iter().zip(&mut out) {
+        match criterion.source {
+            Source::Catalog(judge) => {
+                for verdict in catalog.procedures().filter(|p| root.covers(p)).filter_map(|p| judge(p, &clock)) {
+                    ratio.den += 1;
+                    ratio.num += verdict as i64;
+                }
+            }
+            Source::Communes => *ratio = communes,
+            _ => {}
+        }
     }
-    out.insert("5.3", communes);
     out
 }
 
@@ -189,63 +180,55 @@ impl Authority<'_> {
     }
 }
 
-/// Criteria over procedures (3.2, 4.1, 4.2, 5.7) for one unit, from the pooled facts of its
-/// subtree and the catalog procedures under its authority.
-fn procedure_ratio(id: &str, facts: &HashMap<&str, Facts>, catalog: &Catalog, authority: Authority) -> Ratio {
-    let has = |code: &str, fact: usize| facts.get(code).is_some_and(|f| f[fact] > 0);
-    let from_catalog = |applies: &dyn Fn(&crate::catalog::Procedure) -> bool, fact: usize| {
-        let mut r = Ratio::default();
-        for p in catalog.procedures().filter(|p| authority.covers(p) && applies(p)) {
-            r.den += 1;
-            r.num += has(&p.code, fact) as i64;
-        }
-        r
-    };
-    match id {
-        "3.2" => from_catalog(&|p| p.online, judge::ONLINE_DOSSIER),
-        "4.1" => from_catalog(&|p| p.has_fee, judge::FEE_DATA),
-        "5.7" => from_catalog(&|p| p.for_citizens, judge::POPULATION_DATA),
-        "4.2" => {
-            let fee_bearing = facts.values().filter(|f| f[judge::FEE_DATA] > 0);
-            Ratio {
-                den: fee_bearing.clone().count() as i64,
-                num: fee_bearing.filter(|f| f[judge::PAID_ONLINE] > 0).count() as i64,
-            }
-        }
-        _ => unreachable!("{id} is not a procedure criterion"),
-    }
+/// What a criterion is measured on for a unit, before conversion.
+struct Measured<'a> {
+    /// The unit's subtree: its dossiers, petitions and per-procedure facts.
+    tally: &'a Tally,
+    petitions: &'a [(i64, i64); 3],
+    facts: &'a HashMap<&'a str, Facts>,
+    /// The unit's root's criteria.
+    root: &'a RootRatios,
+    catalog: &'a Catalog,
+    authority: Authority<'a>,
 }
 
-/// (numerator, denominator, ratio) of a criterion for a unit before conversion.
-fn measure(
-    id: &str,
-    tally: &Tally,
-    petitions: &[(i64, i64); 3],
-    facts: &HashMap<&str, Facts>,
-    catalog_values: &HashMap<&'static str, Ratio>,
-    catalog: &Catalog,
-    authority: Authority,
-) -> (i64, i64, Option<f64>) {
-    if let Some(i) = DOSSIER_CRITERIA.iter().position(|&c| c == id) {
-        let r = tally.0[i];
-        let value = match i {
-            judge::PROCESSING_TIME => ratio(r.num, r.den).map(|seconds| seconds / 86_400.0),
-            // 3.3 is the online share times the 1.4 sync ratio.
-            judge::ONLINE => ratio(r.num, r.den)
-                .zip(ratio(tally.0[judge::SYNCED].num, tally.0[judge::SYNCED].den))
-                .map(|(a, b)| a * b),
-            _ => ratio(r.num, r.den),
-        };
-        return (r.num, r.den, value);
+impl Measured<'_> {
+    fn ratio(&self, index: usize) -> Ratio {
+        let criterion = &CRITERIA[index];
+        let has = |code: &str, fact: crate::criteria::Fact| self.facts.get(code).is_some_and(|f| fact.of(f) > 0);
+        match criterion.source {
+            Source::Dossier(_) => self.tally.0[criterion.slot().expect("a dossier criterion has a slot")],
+            Source::Procedures { applies, fact } => {
+                let mut r = Ratio::default();
+                for p in self.catalog.procedures().filter(|p| self.authority.covers(p) && applies(p)) {
+                    r.den += 1;
+                    r.num += has(&p.code, fact) as i64;
+                }
+                r
+            }
+            Source::ProceduresSeen { counted, good } => {
+                let seen = self.facts.values().filter(|f| counted.of(f) > 0);
+                Ratio { den: seen.clone().count() as i64, num: seen.filter(|f| good.of(f) > 0).count() as i64 }
+            }
+            Source::Catalog(_) | Source::Communes => self.root[index],
+            Source::Petitions(slot) => Ratio { num: self.petitions[slot].0, den: self.petitions[slot].1 },
+        }
     }
-    let r = match id {
-        "3.2" | "4.1" | "4.2" | "5.7" => procedure_ratio(id, facts, catalog, authority),
-        "6.1" => Ratio { num: petitions[0].0, den: petitions[0].1 },
-        "6.2" => Ratio { num: petitions[1].0, den: petitions[1].1 },
-        "6.3" => Ratio { num: petitions[2].0, den: petitions[2].1 },
-        _ => catalog_values.get(id).copied().unwrap_or_default(),
-    };
-    (r.num, r.den, ratio(r.num, r.den))
+
+    /// (numerator, denominator, figure) of the criterion at `index`.
+    fn measure(&self, index: usize) -> (i64, i64, Option<f64>) {
+        let r = self.ratio(index);
+        let value = match CRITERIA[index].figure {
+            Figure::Ratio => ratio(r.num, r.den),
+            Figure::RatioTimes(other) => {
+                let other =
+                    self.ratio(CRITERIA.iter().position(|c| c.id == other).expect("checked by the table's test"));
+                ratio(r.num, r.den).zip(ratio(other.num, other.den)).map(|(a, b)| a * b)
+            }
+            Figure::MeanDays => ratio(r.num, r.den).map(|seconds| seconds / 86_400.0),
+        };
+        (r.num, r.den, value)
+    }
 }
 
 /// Pools per-procedure facts up the tree: each unit gets the sums over its subtree.
@@ -324,8 +307,8 @@ struct Inputs {
     current: bool,
     /// Per unit, its own petitions.
     petitions: Vec<PetitionSums>,
-    /// Per root, the catalog criteria (they move with the judging instant).
-    catalog: BTreeMap<usize, HashMap<&'static str, Ratio>>,
+    /// Per root, the criteria judged there (they move with the judging instant).
+    catalog: BTreeMap<usize, RootRatios>,
 }
 
 #[derive(Debug)]
@@ -390,7 +373,7 @@ impl Scorer {
                     .iter()
                     .map(|(&r, &communes)| {
                         let authority = Authority { registry, unit: r, levels: levels[r] };
-                        (r, catalog_ratios(catalog, authority, communes, period, now))
+                        (r, root_ratios(catalog, authority, communes, period, now))
                     })
                     .collect();
                 let petitions =
@@ -418,7 +401,7 @@ impl Scorer {
                 }
                 Some(_) => {}
                 // Each dossier is in exactly one month: count it there.
-                None if period.kind == PeriodKind::Month => unregistered_dossiers += tally.0[judge::ON_TIME].den,
+                None if period.kind == PeriodKind::Month => unregistered_dossiers += tally.dossiers(),
                 None => {}
             }
         }
@@ -484,13 +467,15 @@ fn score_period(
     let measured: Vec<Vec<(i64, i64, Option<f64>)>> = (0..registry.len())
         .map(|u| {
             let authority = Authority { registry, unit: u, levels: cx.levels[u] };
-            let catalog_values = &inputs.catalog[&cx.roots[u]];
-            in_force
-                .iter()
-                .map(|c| {
-                    measure(&c.id, &tallies[u], &petition_sums[u].0, &facts[u], catalog_values, cx.catalog, authority)
-                })
-                .collect()
+            let measured = Measured {
+                tally: &tallies[u],
+                petitions: &petition_sums[u].0,
+                facts: &facts[u],
+                root: &inputs.catalog[&cx.roots[u]],
+                catalog: cx.catalog,
+                authority,
+            };
+            in_force.iter().map(|c| measured.measure(c.index)).collect()
         })
         .collect();
     let mut scores = PeriodScores {
@@ -501,7 +486,7 @@ fn score_period(
         totals: Vec::with_capacity(registry.len()),
         gaps: Vec::new(),
         with_data: (0..registry.len())
-            .map(|u| tallies[u].0[judge::ON_TIME].den > 0 || petition_sums[u].0[1].1 > 0)
+            .map(|u| tallies[u].dossiers() > 0 || petition_sums[u].0[crate::petition::ON_TIME].1 > 0)
             .collect(),
     };
     let mut totals = Vec::with_capacity(registry.len());
@@ -570,7 +555,8 @@ fn good_needed(c: &CriterionSpec, s: &CriterionScore, needed: f64, multiplier: f
     if needed <= 0.0 {
         return Some(0);
     }
-    if matches!(c.conversion, Conversion::Shown | Conversion::Full) || s.denominator == 0 || c.id == "2.2" {
+    let a_mean = c.criterion().figure == Figure::MeanDays;
+    if matches!(c.conversion, Conversion::Shown | Conversion::Full) || s.denominator == 0 || a_mean {
         return None;
     }
     let target_points = s.points + needed;
@@ -588,13 +574,16 @@ fn gaps(scores: &PeriodScores, spec: &Spec, target_total: f64) -> Vec<Gap> {
     let mut out = Vec::new();
     for unit_scores in scores.criteria.chunk_by(|a, b| a.unit == b.unit) {
         let needed = target_total - scores.totals[unit_scores[0].unit].total;
-        let sync_ratio =
-            unit_scores.iter().find(|s| CRITERIA[s.criterion] == "1.4").and_then(|s| s.ratio).unwrap_or(0.0);
+        let ratio_of = |id: &str| unit_scores.iter().find(|s| CRITERIA[s.criterion].id == id).and_then(|s| s.ratio);
         let mut ranked: Vec<&CriterionScore> = unit_scores.iter().collect();
         ranked.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
         for (rank, s) in ranked.into_iter().enumerate() {
             let c = in_force.iter().find(|c| c.index == s.criterion).expect("scores come from the spec");
-            let multiplier = if c.id == "3.3" { sync_ratio } else { 1.0 };
+            // A ratio times another's moves by that other ratio per good item.
+            let multiplier = match c.criterion().figure {
+                Figure::RatioTimes(other) => ratio_of(other).unwrap_or(0.0),
+                _ => 1.0,
+            };
             out.push(Gap {
                 unit: s.unit,
                 period: scores.period,
@@ -660,7 +649,7 @@ mod tests {
                     s.unit == pos
                         && board.is_current(s.period)
                         && s.period.kind == PeriodKind::Month
-                        && CRITERIA[s.criterion] == "2.1"
+                        && CRITERIA[s.criterion].id == "2.1"
                 })
                 .unwrap()
                 .clone()
@@ -784,7 +773,8 @@ mod tests {
         let nov = Period::containing(PeriodKind::Month, t("2026-11-15T00:00:00+07:00"));
         let row = |unit: &str, id: &str| {
             let pos = registry.position(unit).unwrap();
-            let s = board.criteria().find(|s| s.unit == pos && s.period == nov && CRITERIA[s.criterion] == id).unwrap();
+            let s =
+                board.criteria().find(|s| s.unit == pos && s.period == nov && CRITERIA[s.criterion].id == id).unwrap();
             (s.numerator, s.denominator, s.points)
         };
         let expected: [(&str, i64, i64, f64); 23] = [
@@ -829,7 +819,7 @@ mod tests {
         // Target 60: 1/6 point short. One more good dossier on 2.1 (3/4 → 15 points) would do;
         // one more procedure published on time would too (1.1: 2/2 → 6).
         let gap =
-            |id: &str| board.gaps().find(|g| g.unit == 0 && g.period == nov && CRITERIA[g.criterion] == id).unwrap();
+            |id: &str| board.gaps().find(|g| g.unit == 0 && g.period == nov && CRITERIA[g.criterion].id == id).unwrap();
         assert_eq!(gap("2.1").good_needed, Some(1));
         assert_eq!(gap("1.1").good_needed, Some(1));
         assert_eq!(gap("2.2").good_needed, None);
@@ -851,13 +841,15 @@ mod tests {
         let levels = registry.subtree_levels();
         let den = |code: &str| {
             let unit = registry.position(code).unwrap();
-            procedure_ratio(
-                "3.2",
-                &HashMap::new(),
-                &catalog,
-                Authority { registry: &registry, unit, levels: levels[unit] },
-            )
-            .den
+            let measured = Measured {
+                tally: &Tally::default(),
+                petitions: &[(0, 0); 3],
+                facts: &HashMap::new(),
+                root: &vec![Ratio::default(); CRITERIA.len()],
+                catalog: &catalog,
+                authority: Authority { registry: &registry, unit, levels: levels[unit] },
+            };
+            measured.ratio(CRITERIA.iter().position(|c| c.id == "3.2").unwrap()).den
         };
         assert_eq!((den("P"), den("A"), den("B")), (1, 1, 0));
     }

@@ -8,13 +8,8 @@ use std::path::Path;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
+use crate::criteria::{Applies, Criterion, Figure, Source, CRITERIA};
 use crate::time::{local_date, Period};
-
-/// The criteria this build knows how to count, in display order.
-pub const CRITERIA: [&str; 23] = [
-    "1.1", "1.2", "1.3", "1.4", "2.1", "2.2", "3.1", "3.2", "3.3", "4.1", "4.2", "4.3", "5.1", "5.2", "5.3", "5.4",
-    "5.5", "5.6", "5.7", "6.1", "6.2", "6.3", "6.4",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -38,13 +33,6 @@ pub enum Conversion {
 pub enum WhenEmpty {
     Zero,
     Full,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Applies {
-    EveryUnit,
-    Root,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +64,11 @@ pub struct CriterionSpec {
 }
 
 impl CriterionSpec {
+    /// What this build knows of the criterion.
+    pub fn criterion(&self) -> &'static Criterion {
+        &CRITERIA[self.index]
+    }
+
     /// The group is the part of the id before the dot.
     pub fn group(&self) -> u8 {
         self.id.split('.').next().and_then(|g| g.parse().ok()).expect("ids are checked at load")
@@ -134,35 +127,66 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SpecError::Read { path: path.display().to_string(), source })?;
-        Spec::parse(&text)
+        Spec::parse(&text).map_err(|e| match e {
+            SpecError::Invalid(m) => SpecError::Invalid(format!("{}, {m}", path.display())),
+            read => read,
+        })
     }
 
+    /// Parses a spec and checks it against the criteria this build counts ([`CRITERIA`]); an
+    /// error names the line to fix.
     pub fn parse(text: &str) -> Result<Spec, SpecError> {
         let mut spec: Spec = parse_toml(text)?;
-        let invalid = |m: String| SpecError::Invalid(m);
-        for c in &mut spec.criteria {
-            c.index = CRITERIA.iter().position(|&id| id == c.id).ok_or_else(|| {
-                invalid(format!("criterion {:?} is not one this build counts ({})", c.id, CRITERIA.join(", ")))
+        let at = |table: &str, entry: usize, key: &str, message: String| {
+            SpecError::Invalid(match line_of(text, table, entry, key) {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            })
+        };
+        for (k, c) in spec.criteria.iter_mut().enumerate() {
+            c.index = CRITERIA.iter().position(|known| known.id == c.id).ok_or_else(|| {
+                let known: Vec<&str> = CRITERIA.iter().map(|c| c.id).collect();
+                at(
+                    "criterion",
+                    k,
+                    "id",
+                    format!("criterion {:?} is not one this build counts ({})", c.id, known.join(", ")),
+                )
             })?;
             if c.conversion == Conversion::Threshold && !c.threshold.is_some_and(|t| t > 0.0 && t <= 1.0) {
-                return Err(invalid(format!("criterion {}: conversion \"threshold\" needs threshold in (0, 1]", c.id)));
+                let message = format!("criterion {}: conversion \"threshold\" needs threshold in (0, 1]", c.id);
+                return Err(at("criterion", k, "conversion", message));
             }
-            if !spec.groups.iter().any(|g| g.id == c.group()) {
-                return Err(invalid(format!(
-                    "criterion {} belongs to group {}, which is not defined",
+            let known = c.criterion();
+            if known.figure == Figure::MeanDays && c.conversion != Conversion::Shown {
+                let message = format!("criterion {} is a mean in days, not a ratio: set conversion = \"shown\"", c.id);
+                return Err(at("criterion", k, "conversion", message));
+            }
+            if c.applies != known.applies() {
+                let message = format!(
+                    "criterion {} is {}: set applies = \"{}\"",
                     c.id,
-                    c.group()
-                )));
+                    counted_from(known.source),
+                    known.applies().as_str()
+                );
+                return Err(at("criterion", k, "applies", message));
             }
         }
-        for id in CRITERIA {
-            let dates: Vec<NaiveDate> = spec.criteria.iter().filter(|c| c.id == id).map(|c| c.in_force_from).collect();
-            if dates.is_empty() {
-                return Err(invalid(format!("criterion {id} is missing")));
+        for (k, c) in spec.criteria.iter().enumerate() {
+            if !spec.groups.iter().any(|g| g.id == c.group()) {
+                let message = format!("criterion {} belongs to group {}, which is not defined", c.id, c.group());
+                return Err(at("criterion", k, "id", message));
             }
-            if (1..dates.len()).any(|i| dates[..i].contains(&dates[i])) {
-                return Err(invalid(format!("criterion {id} has two entries in force from the same date")));
+            if spec.criteria[..k].iter().any(|o| o.id == c.id && o.in_force_from == c.in_force_from) {
+                let message = format!("criterion {} has two entries in force from {}", c.id, c.in_force_from);
+                return Err(at("criterion", k, "in_force_from", message));
             }
+        }
+        if let Some(missing) = CRITERIA.iter().find(|known| spec.criteria.iter().all(|c| c.id != known.id)) {
+            return Err(SpecError::Invalid(format!(
+                "criterion {} is missing: add a [[criterion]] entry with id = \"{}\"",
+                missing.id, missing.id
+            )));
         }
         // Every version in force must add up: criteria to their group's maximum.
         let mut dates: Vec<NaiveDate> = spec.criteria.iter().map(|c| c.in_force_from).collect();
@@ -170,13 +194,14 @@ impl Spec {
         dates.dedup();
         for date in dates {
             let in_force = spec.in_force_on(date);
-            for g in &spec.groups {
+            for (k, g) in spec.groups.iter().enumerate() {
                 let sum: f64 = in_force.iter().filter(|c| c.group() == g.id).map(|c| c.max_points).sum();
                 if (sum - g.max_points).abs() > 1e-9 {
-                    return Err(invalid(format!(
+                    let message = format!(
                         "from {date}, group {}'s criteria add up to {sum} points, but the group is worth {}",
                         g.id, g.max_points
-                    )));
+                    );
+                    return Err(at("group", k, "max_points", message));
                 }
             }
         }
@@ -200,8 +225,8 @@ impl Spec {
         let first_day = local_date(period.start());
         CRITERIA
             .iter()
-            .map(|id| {
-                let entries = self.criteria.iter().filter(|c| c.id == *id);
+            .map(|known| {
+                let entries = self.criteria.iter().filter(|c| c.id == known.id);
                 entries
                     .clone()
                     .filter(|c| c.in_force_from <= first_day)
@@ -219,6 +244,42 @@ impl Spec {
     pub fn band(&self, total: f64) -> &str {
         self.bands.iter().find(|b| total >= b.min).map_or("", |b| b.name.as_str())
     }
+}
+
+/// What a criterion is counted from, as a spec error explains it.
+fn counted_from(source: Source) -> &'static str {
+    match source {
+        Source::Dossier(_) => "counted dossier by dossier, pooled over each unit's subtree",
+        Source::Procedures { .. } | Source::ProceduresSeen { .. } => {
+            "counted over the procedures of each unit's subtree"
+        }
+        Source::Catalog(_) => "judged once from the root's catalog and shown on every unit",
+        Source::Communes => "counted over the root's communes and shown on every unit",
+        Source::Petitions(_) => "counted from petitions, pooled over each unit's subtree",
+    }
+}
+
+/// The line (from 1) of `key` in the `entry`-th `[[table]]` of a spec's text; of the table's
+/// header if the key is not written there; None if the table is not written as `[[table]]`.
+fn line_of(text: &str, table: &str, entry: usize, key: &str) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    let (mut seen, mut inside, mut found) = (0, false, None);
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            if inside {
+                break;
+            }
+            if line == header {
+                inside = seen == entry;
+                found = found.or(inside.then_some(n + 1));
+                seen += 1;
+            }
+        } else if inside && line.split('=').next().is_some_and(|k| k.trim() == key) {
+            return Some(n + 1);
+        }
+    }
+    found
 }
 
 /// A `YYYY-MM-DD` date (chrono's serde support is not compiled in).
@@ -288,5 +349,17 @@ mod tests {
         assert!(err.to_string().contains("6.9"), "{err}");
         let err = Spec::parse(&text.replace("threshold = 0.9\n", "")).unwrap_err();
         assert!(err.to_string().contains("threshold"), "{err}");
+        // A dossier criterion applied at the root would show the root's figure on every unit.
+        let first_every_unit = text.lines().position(|l| l == "applies = \"every_unit\"").unwrap() + 1;
+        let err = Spec::parse(&text.replacen("applies = \"every_unit\"", "applies = \"root\"", 1)).unwrap_err();
+        let expected = format!("line {first_every_unit}: criterion 1.4 is counted dossier by dossier");
+        assert!(
+            err.to_string().contains(&expected) && err.to_string().contains("set applies = \"every_unit\""),
+            "{err}"
+        );
+        let err = Spec::parse(&text.replacen("applies = \"root\"", "applies = \"every_unit\"", 1)).unwrap_err();
+        assert!(err.to_string().contains("criterion 1.1 is judged once from the root's catalog"), "{err}");
+        let err = Spec::parse(&text.replacen("conversion = \"shown\"", "conversion = \"linear\"", 1)).unwrap_err();
+        assert!(err.to_string().contains("criterion 2.2 is a mean in days"), "{err}");
     }
 }

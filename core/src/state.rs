@@ -13,9 +13,10 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashTable};
 
 use crate::catalog::{Catalog, Procedure};
+use crate::criteria::Facts;
 use crate::dossier::{Dossier, Dossiers, DossiersCopy, Interner, Verdict};
 use crate::event::{status, DossierEvent};
-use crate::judge::{Facts, Tally};
+use crate::judge::Tally;
 use crate::time::{Instant, Period};
 
 /// The hash `State::by_id` files a dossier id under.
@@ -247,7 +248,7 @@ impl State {
             Verdict::OpenUntil(due) => due,
             _ => None,
         };
-        let facts = crate::judge::procedure_facts(d);
+        let facts = crate::criteria::procedure_facts(d);
         Some(Contribution {
             dossier: idx,
             unit: d.unit,
@@ -352,7 +353,7 @@ mod tests {
     fn month(state: &State, unit: &str) -> (i64, i64) {
         let nov = Period { kind: PeriodKind::Month, year: 2026, index: 11 };
         let tally = state.tallies().get(&(state.units.get(unit).unwrap(), nov)).copied().unwrap_or_default();
-        (tally.0[crate::judge::ON_TIME].den, tally.0[crate::judge::ON_TIME].num)
+        (tally.of("2.1").den, tally.of("2.1").num)
     }
 
     fn at(t: &str) -> Instant {
@@ -382,7 +383,7 @@ mod tests {
         s.advance_to(at("2026-12-10T00:00:00+07:00"));
         assert_eq!(month(&s, "U1"), (1, 1));
         let q4 = Period { kind: PeriodKind::Quarter, year: 2026, index: 4 };
-        assert_eq!(s.tallies()[&(0, q4)].0[crate::judge::ON_TIME], crate::judge::Ratio { num: 0, den: 1 });
+        assert_eq!(s.tallies()[&(0, q4)].of("2.1"), crate::judge::Ratio { num: 0, den: 1 });
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use index766_core::catalog::Catalog;
+use index766_core::criteria::CRITERIA;
 use index766_core::event::{flag, status, Channel, DossierEvent};
 use index766_core::scoring::{score, Scorer};
-use index766_core::spec::{Spec, CRITERIA};
+use index766_core::spec::Spec;
 use index766_core::state::State;
 use index766_core::time::{Instant, Period, PeriodKind};
 use index766_core::units::{Level, Registry, Unit};
@@ -310,7 +311,7 @@ fn the_incremental_engine_agrees_with_the_batch_reference_on_random_streams() {
         let expected = recompute(&registry, &catalog, &log, end);
         let units = registry.units();
         for s in board.criteria() {
-            let id = CRITERIA[s.criterion];
+            let id = CRITERIA[s.criterion].id;
             let key = (units[s.unit].code.clone(), s.period, id);
             let Some(&(num, den)) = expected.get(&key) else { continue };
             assert_eq!((s.numerator, s.denominator), (num, den), "seed {seed}: {key:?}");

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use index766::ingest::replay::Files;
+use index766::tools::commands::{self, shutdown_on_signal};
 use index766::tools::demo::{self, StreamOptions};
 use index766::Config;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "index766", version, about = "Real-time Index 766 scoring pipeline")]
@@ -136,95 +137,6 @@ impl From<StreamArgs> for StreamOptions {
     }
 }
 
-/// Cancels on Ctrl-C or SIGTERM. The handlers are in place when this returns: a signal that
-/// arrives during start-up still shuts down cleanly.
-fn shutdown_on_signal() -> CancellationToken {
-    use tokio::signal::unix::{signal, SignalKind};
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        cancel.cancel();
-    });
-    token
-}
-
-/// Replays the files; prints what was counted and how fast.
-async fn replay(mut config: Config, files: index766::ingest::replay::Files) -> Result<(), index766::RunError> {
-    if !files.keep_serving {
-        // Nothing is served after the replay: any free port, no PostgreSQL listener.
-        config.http.listen = "127.0.0.1:0".parse().expect("an address");
-        config.sql.postgres_listen = String::new();
-    }
-    let dead_letters = files.dead_letters.clone();
-    let snapshots = config.snapshot.dir.clone();
-    let started = std::time::Instant::now();
-    let pipeline = index766::Pipeline::start_with(config, index766::Feed::Files(files), shutdown_on_signal()).await?;
-    let metrics = pipeline.metrics.clone();
-    // Counters resume from the snapshot's: this replay's share is what they gain.
-    let reasons = index766_core::event::RejectReason::ALL.map(|r| r.as_str());
-    let counts = || {
-        let rejected = reasons.map(|r| metrics.events_rejected.with_label_values(&[r]).get());
-        (metrics.events_consumed.get(), metrics.events_applied.get(), rejected)
-    };
-    let before = counts();
-    pipeline.wait().await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let after = counts();
-    let rejected: Vec<String> = (0..reasons.len())
-        .map(|i| (reasons[i], after.2[i] - before.2[i]))
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
-    let read = after.0 - before.0;
-    println!(
-        "replayed {read} events in {seconds:.1} s ({:.0} events/s): {} applied; dead letters ({}): {}; snapshot in {}",
-        read as f64 / seconds,
-        after.1 - before.1,
-        dead_letters.display(),
-        if rejected.is_empty() { "none".to_owned() } else { rejected.join(", ") },
-        snapshots.display(),
-    );
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn generate_history(
-    out: Option<PathBuf>,
-    brokers: Option<String>,
-    topic: String,
-    files_out: Option<PathBuf>,
-    provinces: usize,
-    dossiers: u64,
-    days: i64,
-    as_of: Option<String>,
-    seed: u64,
-) -> anyhow::Result<()> {
-    let now =
-        as_of.map(|t| index766_core::time::parse_time(&t)).transpose().map_err(|e| anyhow::anyhow!("--as-of: {e}"))?;
-    let options = demo::HistoryOptions { provinces, dossiers, days, seed, now };
-    let out = match (out, brokers) {
-        (Some(path), _) => demo::HistoryOut::File(path),
-        (None, Some(brokers)) => {
-            index766::tools::produce::ensure_topics(&brokers, &[&topic], 4).await?;
-            demo::HistoryOut::Topic { brokers, topic }
-        }
-        (None, None) => unreachable!("clap requires --out or --brokers"),
-    };
-    let started = std::time::Instant::now();
-    let written = tokio::task::spawn_blocking(move || demo::generate_history(&out, files_out.as_deref(), &options))
-        .await
-        .expect("generator does not panic")?;
-    println!("{written} events written in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -253,36 +165,28 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         Command::Replay { files, config, dead_letters, serve } => match Config::load(config.as_deref()) {
-            Ok(config) => {
-                replay(config, index766::ingest::replay::Files { paths: files, dead_letters, keep_serving: serve })
-                    .await
-                    .map_err(Into::into)
-            }
+            Ok(config) => commands::replay(config, Files { paths: files, dead_letters, keep_serving: serve })
+                .await
+                .map_err(Into::into),
             Err(e) => Err(e.into()),
         },
         Command::GenerateHistory { out, brokers, topic, provinces, dossiers, days, as_of, seed, files_out } => {
-            generate_history(out, brokers, topic, files_out, provinces, dossiers, days, as_of, seed).await
-        }
-        Command::PrometheusRules { config } => Config::load(config.as_deref())
-            .and_then(|config| config.alert_rules())
-            .map(|rules| print!("{}", index766::alerts::prometheus_rules::render(&rules)))
-            .map_err(Into::into),
-        Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
-            let stop = shutdown_on_signal();
-            let options: StreamOptions = stream.into();
-            if let Err(error) =
-                index766::tools::produce::ensure_topics(&brokers, &[&topic, &petitions_topic], partitions).await
-            {
-                eprintln!("index766: {error}");
-                return ExitCode::FAILURE;
+            match as_of.map(|t| index766_core::time::parse_time(&t)).transpose() {
+                Ok(now) => {
+                    let out = match (out, brokers) {
+                        (Some(path), _) => demo::HistoryOut::File(path),
+                        (None, Some(brokers)) => demo::HistoryOut::Topic { brokers, topic },
+                        (None, None) => unreachable!("clap requires --out or --brokers"),
+                    };
+                    let options = demo::HistoryOptions { provinces, dossiers, days, seed, now };
+                    commands::generate_history(out, files_out, options).await
+                }
+                Err(e) => Err(anyhow::anyhow!("--as-of: {e}")),
             }
-            tokio::task::spawn_blocking(move || {
-                demo::generate(&brokers, (&topic, &petitions_topic), files_out, &options, &stop)
-            })
-            .await
-            .expect("generator does not panic")
-            .map(|n| println!("{n} events delivered"))
-            .map_err(Into::into)
+        }
+        Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
+        Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
+            commands::generate(brokers, (topic, petitions_topic), partitions, files_out, stream.into()).await
         }
     };
     match result {

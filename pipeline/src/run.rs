@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use index766_core::catalog::{self, Catalog};
-use index766_core::petition::{self, Petitions};
-use index766_core::spec::{self, Spec};
+use index766_core::petition::Petitions;
+use index766_core::spec;
 use index766_core::state::State;
 use index766_core::time::Clock;
 use index766_core::units::{self, Registry};
@@ -26,7 +26,7 @@ use crate::ingest::{self, replay, IngestError, Source};
 use crate::persist::checkpoint::StateCopy;
 use crate::persist::history::{Cadence, History, HistoryTables};
 use crate::persist::snapshot::{SnapshotError, Snapshots};
-use crate::persist::store::Store;
+use crate::persist::store::{Store, StoreError};
 use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
 use crate::serve::exposition::ScoreGauges;
@@ -51,6 +51,10 @@ pub enum RunError {
     Query(#[from] sql_error::QueryError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    AlertLog(#[from] alerts::AlertLogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("the {} stopped: {}; the pipeline stopped with it (see the log above; the newest durable snapshot stands)", .0.part.as_str(), .0.why)]
@@ -109,7 +113,7 @@ async fn resume(
 ) -> Result<(Snapshots, Resumed), RunError> {
     let started = std::time::Instant::now();
     let described = store.describe();
-    let restore = |restored: &snapshot::Restored| -> Result<(State, Petitions), String> {
+    let restore = |restored: &snapshot::Restored| -> Result<(State, Petitions), snapshot::Unrestorable> {
         let (dossiers, rows) = (restored.batches(checkpoint::DOSSIERS), restored.rows(checkpoint::DOSSIERS));
         let state = checkpoint::restore_state(now, catalog.clone(), rows, dossiers)?;
         Ok((state, checkpoint::read_petitions(&restored.table(checkpoint::PETITIONS)?)?))
@@ -166,10 +170,7 @@ impl Pipeline {
             true => Registry::parse(units::EXAMPLE)?,
             false => Registry::load(&config.registry.units_file)?,
         });
-        let spec = Arc::new(match config.scoring.spec_file.as_os_str().is_empty() {
-            true => Spec::shipped(),
-            false => Spec::load(&config.scoring.spec_file)?,
-        });
+        let spec = Arc::new(config.spec()?);
         let catalog = Arc::new(match config.catalog.file.as_os_str().is_empty() {
             true => Catalog::default(),
             false => Catalog::load(&config.catalog.file)?,
@@ -177,11 +178,10 @@ impl Pipeline {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let supervisor = Supervisor::new(shutdown.clone(), health.clone());
-        let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)
-            .map_err(config::ConfigError::Invalid)?;
+        let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)?;
         let (snapshots, resumed) = resume(&config, store.clone(), clock.now(), catalog.clone(), &metrics).await?;
         let target_total = config.scoring.target_total;
-        let calendar = petition::Calendar::new(&config.petitions.holidays).map_err(config::ConfigError::Invalid)?;
+        let calendar = config.calendar()?;
         let petition_tallies = resumed.petitions.tallies(&calendar, resumed.state.now());
         let (dossier_requests, dossier_queue) = mpsc::channel(16);
         let mut views_built = view::ViewBuilder::default();
@@ -200,8 +200,8 @@ impl Pipeline {
         ];
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let log = alerts::load_log(&store).await.map_err(config::ConfigError::Invalid)?;
-        let alert_engine = AlertEngine::new(config.alert_rules()?, config.alerts.keep_resolved, log);
+        let log = alerts::load_log(&store).await?;
+        let alert_engine = AlertEngine::new(config.alert_rules(&spec)?, config.alerts.keep_resolved, log);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let sources =
             query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };
@@ -259,6 +259,7 @@ impl Pipeline {
 
         let alert_task = AlertTask {
             engine: alert_engine,
+            spec: spec.clone(),
             max_lag: config.alerts.max_lag_messages,
             views: views.clone(),
             history: history_rx,

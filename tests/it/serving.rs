@@ -375,7 +375,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
 fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
     let root = repo_root();
     let shipped_path = root.join("helm/prometheus/index766-alerts.rules.yml");
-    let rules = index766::Config::from_toml("").unwrap().alert_rules().unwrap();
+    let rules = index766::Config::from_toml("").unwrap().alert_rules(&index766_core::spec::Spec::shipped()).unwrap();
     let generated = index766::alerts::prometheus_rules::render(&rules);
     let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
     assert_eq!(

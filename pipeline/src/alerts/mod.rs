@@ -9,13 +9,13 @@
 
 pub mod prometheus_rules;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayAccessor, ArrayRef, BooleanArray, Date32Array, DictionaryArray, Float64Array, Int64Array, RecordBatch,
-    StringArray, TypedDictionaryArray, UInt32Array, UInt8Array,
+    Array, ArrayAccessor, ArrayRef, Date32Array, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TypedDictionaryArray, UInt32Array, UInt8Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -23,7 +23,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use index766_core::criteria::CRITERIA;
+use index766_core::scoring::PeriodScores;
+use index766_core::spec::Spec;
 use index766_core::time::{format_time, local_date, Instant, Period, PeriodKind};
+use index766_core::units::Registry;
 
 use crate::config::alerts::{Condition, Measure, Rule};
 use crate::engine::view::View;
@@ -64,7 +68,7 @@ impl Rule {
             Condition::RankLoss => f.rank as f64,
             _ => match self.measure {
                 Measure::Total => f.total,
-                Measure::Group(g) => f.groups[g as usize - 1],
+                Measure::Group(g) => f.groups.get(&g).copied().unwrap_or(0.0),
             },
         }
     }
@@ -128,7 +132,8 @@ pub struct Figures {
     pub period: String,
     pub total: f64,
     pub rank: u32,
-    pub groups: [f64; 6],
+    /// Points per group id.
+    pub groups: BTreeMap<u8, f64>,
     /// (criterion, English name, points)
     pub criteria: Vec<(String, String, f64)>,
     pub dossiers: i64,
@@ -323,7 +328,7 @@ fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: I
     }
 }
 
-/// Reads figures out of score tables (the view's, or a day of history): rows of `totals`,
+/// Reads figures out of the score tables of a day of history: rows of `totals`,
 /// `group_scores` and `scores` that `keep` selects, for units down to `max_depth`. A batch
 /// without the expected columns (history kept under an older layout) is left out.
 pub fn figures(
@@ -358,7 +363,7 @@ pub fn figures(
             continue;
         };
         if let Some(f) = map.get_mut(&key(b, i)) {
-            f.groups[(group.value(i) as usize).clamp(1, 6) - 1] = points.value(i);
+            f.groups.insert(group.value(i), points.value(i));
         }
     }
     for (b, i) in selected_rows(scores, max_depth, keep) {
@@ -426,18 +431,44 @@ fn text<'a>(batch: &'a RecordBatch, name: &str) -> Option<Text<'a>> {
     Some(Text::Repeated(repeated.downcast_dict::<StringArray>()?))
 }
 
-/// The figures of a view: its current periods, and the periods just before them.
-pub fn view_figures(view: &View, max_depth: u32) -> (FigureMap, FigureMap) {
-    let tables = |name| view.table(name);
-    let current = |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
-    let previous: Vec<String> =
-        PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous().to_string()).collect();
-    let before =
-        |b: &RecordBatch, i: usize| text(b, "period").is_some_and(|c| previous.iter().any(|p| p == c.value(i)));
-    (
-        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &current),
-        figures(tables("totals"), tables("group_scores"), tables("scores"), max_depth, &before),
-    )
+/// The figures of a view, from its typed scoreboard: its current periods, and the periods just
+/// before them.
+pub fn view_figures(view: &View, spec: &Spec, max_depth: u32) -> (FigureMap, FigureMap) {
+    let previous: Vec<Period> = PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous()).collect();
+    let board = &view.scoreboard;
+    let of = |keep: &dyn Fn(&PeriodScores) -> bool| {
+        let mut map = FigureMap::new();
+        for scores in board.periods.iter().filter(|p| keep(p)) {
+            add_figures(&mut map, &view.registry, spec, scores, max_depth);
+        }
+        map
+    };
+    (of(&|p| p.current), of(&|p| previous.contains(&p.period)))
+}
+
+/// Adds one period's figures of the units down to `max_depth`.
+fn add_figures(map: &mut FigureMap, registry: &Registry, spec: &Spec, scores: &PeriodScores, max_depth: u32) {
+    let in_force = spec.for_period(scores.period);
+    let kind = scores.period.kind.as_str();
+    let key = |unit: usize| (registry.units()[unit].code.clone(), kind.to_owned());
+    let within = |unit: usize| registry.depth_of(unit) <= max_depth;
+    for t in scores.totals.iter().filter(|t| within(t.unit)) {
+        let f = map.entry(key(t.unit)).or_default();
+        f.unit_name.clone_from(&registry.units()[t.unit].name);
+        (f.depth, f.period) = (registry.depth_of(t.unit), scores.period.to_string());
+        (f.total, f.rank) = (t.total, t.rank);
+    }
+    for g in scores.groups.iter().filter(|g| within(g.unit)) {
+        if let Some(f) = map.get_mut(&key(g.unit)) {
+            f.groups.insert(g.group, g.points);
+        }
+    }
+    for c in scores.criteria.iter().filter(|c| within(c.unit)) {
+        let Some(f) = map.get_mut(&key(c.unit)) else { continue };
+        let name = in_force.iter().find(|e| e.index == c.criterion).map_or("", |e| e.name_en.as_str());
+        f.criteria.push((CRITERIA[c.criterion].id.to_owned(), name.to_owned(), c.points));
+        f.dossiers = f.dossiers.max(c.denominator);
+    }
 }
 
 /// The figures kept for the same day a week before `now` (the last snapshot of that day).
@@ -577,19 +608,30 @@ impl Notifier {
 
 /// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
 /// cannot be read stops the start: going on would forget the firing alerts and send them again.
-pub async fn load_log(store: &Store) -> Result<Vec<Alert>, String> {
+pub async fn load_log(store: &Store) -> Result<Vec<Alert>, AlertLogError> {
     match store.get(LOG_PATH).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            format!("the alert log {LOG_PATH} in {} is not readable JSON: {e} (fix or remove it)", store.describe())
-        }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|source| AlertLogError::NotJson { store: store.describe(), source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(format!("cannot read the alert log {LOG_PATH} in {}: {e}", store.describe())),
+        Err(source) => Err(AlertLogError::Store { store: store.describe(), source }),
     }
+}
+
+/// Why the alert log kept in the store cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertLogError {
+    #[error("the alert log {LOG_PATH} in {store} is not readable JSON: {source} (fix or remove it)")]
+    NotJson { store: String, source: serde_json::Error },
+    #[error("cannot read the alert log {LOG_PATH} in {store}: {source} (check the snapshot store)")]
+    Store { store: String, source: std::io::Error },
 }
 
 /// The alert task: evaluates on every published view, keeps the log, tells the channels.
 pub struct AlertTask {
     pub engine: AlertEngine,
+    /// The spec the views are scored by (criteria names in alerts).
+    pub spec: Arc<Spec>,
     pub max_lag: i64,
     pub views: watch::Receiver<Arc<View>>,
     pub history: watch::Receiver<Arc<HistoryTables>>,
@@ -642,7 +684,7 @@ impl AlertTask {
             return;
         }
         let depth = self.engine.max_depth();
-        let (current, previous) = view_figures(&view, depth);
+        let (current, previous) = view_figures(&view, &self.spec, depth);
         let last_week = match self.engine.needs_last_week() {
             true => last_week_figures(&self.history.borrow(), view.as_of, depth),
             false => FigureMap::new(),
@@ -693,18 +735,72 @@ mod tests {
     use crate::config::alerts::RuleConfig;
 
     fn rule(when: Condition, fire_at: f64, clear_at: f64) -> Rule {
-        Rule::from_config(&RuleConfig {
-            name: "r".into(),
-            when,
-            measure: "total".into(),
-            period: "month".into(),
-            fire_at,
-            clear_at,
-            min_dossiers: 20,
-            cooldown_mins: 60,
-            max_depth: 1,
-        })
+        Rule::from_config(
+            &RuleConfig {
+                name: "r".into(),
+                when,
+                measure: "total".into(),
+                period: "month".into(),
+                fire_at,
+                clear_at,
+                min_dossiers: 20,
+                cooldown_mins: 60,
+                max_depth: 1,
+            },
+            &Spec::shipped(),
+        )
         .unwrap()
+    }
+
+    /// The live figures come from the typed scoreboard, last week's from the history's Arrow
+    /// tables: read from the same view, both must agree, or a drop against last week would be
+    /// a difference in reading rather than in scores.
+    #[test]
+    fn the_scoreboard_and_its_tables_give_the_same_figures() {
+        use datafusion::arrow::array::BooleanArray;
+        use index766_core::event::status;
+        use index766_core::fixtures::{event, reception, state_at};
+        let registry = Arc::new(
+            Registry::parse(concat!(
+                "{\"code\":\"P\",\"name\":\"Tỉnh\",\"level\":\"province\"}\n",
+                "{\"code\":\"A\",\"name\":\"Sở\",\"parent\":\"P\",\"level\":\"department\"}\n",
+            ))
+            .unwrap(),
+        );
+        let mut state = state_at("2026-11-20T00:00:00+07:00");
+        for (n, (month, done)) in [("10", "2026-10-06"), ("11", "2026-11-09"), ("11", "2026-11-03")].iter().enumerate()
+        {
+            let id = format!("D{n}");
+            let mut r = reception(
+                &format!("r{n}"),
+                &id,
+                &format!("2026-{month}-02T08:00:00+07:00"),
+                &format!("2026-{month}-04T17:00:00+07:00"),
+            );
+            r.unit_code = "A".into();
+            let mut c = event(&format!("c{n}"), &id, status::COMPLETED, &format!("{done}T08:00:00+07:00"));
+            c.unit_code = "A".into();
+            state.apply(&r);
+            state.apply(&c);
+        }
+        let spec = Spec::shipped();
+        let view = View::build(registry, &spec, 80.0, &state, &Default::default());
+        let (current, previous) = view_figures(&view, &spec, 1);
+        let tables = |name| view.table(name);
+        let is_current =
+            |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
+        let read = figures(tables("totals"), tables("group_scores"), tables("scores"), 1, &is_current);
+        assert_eq!(current.len(), 8, "two units, four period kinds");
+        assert_eq!(current, read);
+        let october = |b: &RecordBatch, i: usize| text(b, "period").is_some_and(|c| c.value(i) == "2026-10");
+        let month = |m: &FigureMap| m[&("A".to_owned(), "month".to_owned())].clone();
+        let read = figures(tables("totals"), tables("group_scores"), tables("scores"), 1, &october);
+        assert_eq!(month(&previous), month(&read));
+        assert_eq!(month(&current).groups.len(), 6);
+        assert!(
+            month(&current).total > month(&previous).total,
+            "October's one dossier was late, November has one on time"
+        );
     }
 
     fn unit(total: f64, dossiers: i64) -> FigureMap {
@@ -827,11 +923,16 @@ mod tests {
             cooldown_mins: 0,
             max_depth: 1,
         };
-        assert!(Rule::from_config(&c).unwrap_err().contains("group 6"));
+        let spec = Spec::shipped();
+        let error = Rule::from_config(&c, &spec).unwrap_err().to_string();
+        assert!(
+            error.contains("\"group 1\", \"group 2\", \"group 3\", \"group 4\", \"group 5\", \"group 6\""),
+            "{error}"
+        );
         c.measure = "group 2".into();
         c.clear_at = 6.0;
-        assert!(Rule::from_config(&c).unwrap_err().contains("clear_at <= fire_at"));
+        assert!(Rule::from_config(&c, &spec).unwrap_err().to_string().contains("clear_at <= fire_at"));
         c.when = Condition::BelowTarget;
-        assert!(Rule::from_config(&c).is_ok());
+        assert!(Rule::from_config(&c, &spec).is_ok());
     }
 }

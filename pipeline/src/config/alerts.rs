@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use index766_core::spec::Spec;
 use index766_core::time::PeriodKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,7 @@ impl Condition {
 pub struct RuleConfig {
     pub name: String,
     pub when: Condition,
-    /// "total", or "group N" (1-6).
+    /// "total", or "group N" (a group of the scoring spec).
     #[serde(default = "total")]
     pub measure: String,
     /// Which current period: month, quarter, half_year or year.
@@ -93,12 +94,13 @@ pub enum Measure {
 }
 
 impl Measure {
-    fn parse(text: &str) -> Option<Measure> {
+    /// "total", or "group N" for a group the spec defines.
+    fn parse(text: &str, spec: &Spec) -> Option<Measure> {
         match text.trim() {
             "total" => Some(Measure::Total),
             other => {
                 let group = other.strip_prefix("group")?.trim().parse().ok()?;
-                (1..=6).contains(&group).then_some(Measure::Group(group))
+                spec.groups.iter().any(|g| g.id == group).then_some(Measure::Group(group))
             }
         }
     }
@@ -126,15 +128,26 @@ pub struct Rule {
     pub max_depth: u32,
 }
 
+/// A rule the config cannot have: which, and what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("[[alerts.rules]] {rule:?}: {fix}")]
+pub struct RuleError {
+    pub rule: String,
+    pub fix: String,
+}
+
 impl Rule {
-    /// Checks a rule from the config; the error says which key to fix.
-    pub fn from_config(c: &RuleConfig) -> Result<Rule, String> {
-        let at = |what: &str| format!("[[alerts.rules]] {:?}: {what}", c.name);
+    /// Checks a rule from the config against the scoring spec (its groups); the error says
+    /// which key to fix.
+    pub fn from_config(c: &RuleConfig, spec: &Spec) -> Result<Rule, RuleError> {
+        let at = |fix: &str| RuleError { rule: c.name.clone(), fix: fix.to_owned() };
         if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
             return Err(at("name it with letters, digits and _ (it becomes the alertname)"));
         }
-        let measure =
-            Measure::parse(&c.measure).ok_or_else(|| at("measure must be \"total\" or \"group 1\" … \"group 6\""))?;
+        let groups: Vec<String> = spec.groups.iter().map(|g| format!("\"group {}\"", g.id)).collect();
+        let measure = Measure::parse(&c.measure, spec).ok_or_else(|| {
+            at(&format!("measure must be \"total\" or a group of the scoring spec: {}", groups.join(", ")))
+        })?;
         let period = PeriodKind::ALL
             .into_iter()
             .find(|k| k.as_str() == c.period)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
+use index766_core::spec::{Spec, SpecError};
 use serde::Deserialize;
 
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");
@@ -20,6 +21,10 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("invalid configuration: {0}\n(see pipeline/config/default.toml for every key and its meaning)")]
     Invalid(String),
+    #[error("invalid configuration: {0}\n(see pipeline/config/default.toml for every key and its meaning)")]
+    Rule(#[from] alerts::RuleError),
+    #[error("invalid configuration: [petitions] holidays: {0}")]
+    Holiday(#[from] index766_core::petition::HolidayError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,25 +230,32 @@ impl Config {
             return Err(ConfigError::Invalid("[ingest] max_future_secs must be 0 or more".into()));
         }
         self.as_of()?;
-        self.alert_rules()?;
         self.postgres_listen()?;
         if self.alerts.resend_secs == 0 {
             return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
         }
-        index766_core::petition::Calendar::new(&self.petitions.holidays)
-            .map_err(|e| ConfigError::Invalid(format!("[petitions] holidays: {e}")))?;
+        self.calendar()?;
         Ok(())
     }
 
-    /// The `[[alerts.rules]]`, checked; two rules may not share a name.
-    pub fn alert_rules(&self) -> Result<Vec<alerts::Rule>, ConfigError> {
-        let rules = self
-            .alerts
-            .rules
-            .iter()
-            .map(alerts::Rule::from_config)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ConfigError::Invalid)?;
+    /// The working-day calendar of `[petitions] holidays`.
+    pub fn calendar(&self) -> Result<index766_core::petition::Calendar, ConfigError> {
+        Ok(index766_core::petition::Calendar::new(&self.petitions.holidays)?)
+    }
+
+    /// The scoring spec `[scoring] spec_file` names, or the built-in one.
+    pub fn spec(&self) -> Result<Spec, SpecError> {
+        match self.scoring.spec_file.as_os_str().is_empty() {
+            true => Ok(Spec::shipped()),
+            false => Spec::load(&self.scoring.spec_file),
+        }
+    }
+
+    /// The `[[alerts.rules]]`, checked against the spec they measure; two rules may not share a
+    /// name.
+    pub fn alert_rules(&self, spec: &Spec) -> Result<Vec<alerts::Rule>, ConfigError> {
+        let rules =
+            self.alerts.rules.iter().map(|c| alerts::Rule::from_config(c, spec)).collect::<Result<Vec<_>, _>>()?;
         if let Some(twice) = rules.iter().find(|r| rules.iter().filter(|o| o.name == r.name).count() > 1) {
             return Err(ConfigError::Invalid(format!(
                 "[[alerts.rules]]: two rules are named {:?}; rename one",

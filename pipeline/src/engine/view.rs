@@ -11,11 +11,12 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use tokio::sync::{mpsc, oneshot};
 
+use index766_core::criteria::{Judged, CRITERIA};
 use index766_core::dossier::{DossiersCopy, Verdict};
 use index766_core::event::flag;
-use index766_core::judge::{self, DOSSIER_CRITERIA};
+use index766_core::judge;
 use index766_core::scoring::{PeriodScores, Scoreboard, Scorer};
-use index766_core::spec::{CriterionSpec, Spec, CRITERIA};
+use index766_core::spec::{CriterionSpec, Spec};
 use index766_core::state::State;
 use index766_core::time::{Instant, Period};
 use index766_core::units::Registry;
@@ -265,7 +266,7 @@ fn units_batch(registry: &Registry) -> RecordBatch {
 /// The criteria's codes and names in force (`spec.for_period`), for `repeated` columns.
 fn criterion_texts(in_force: &[&CriterionSpec]) -> [ArrayRef; 3] {
     [
-        strings(CRITERIA.iter()),
+        strings(CRITERIA.iter().map(|c| c.id)),
         strings(in_force.iter().map(|e| &e.name_vi)),
         strings(in_force.iter().map(|e| &e.name_en)),
     ]
@@ -438,7 +439,7 @@ pub fn dossiers_schema() -> SchemaRef {
         field("digitised", DataType::Boolean, false),
         field("disliked_or_complained", DataType::Boolean, false),
     ];
-    for (_, id) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
+    for (id, _) in judge::marked() {
         fields.push(field(&mark_column(id), DataType::Boolean, true));
     }
     Arc::new(Schema::new(fields))
@@ -449,9 +450,11 @@ pub fn dossiers_batch(copy: &DossiersCopy) -> RecordBatch {
     let ds = &copy.dossiers;
     let now = copy.now;
     let verdicts: Vec<Verdict> = ds.iter().map(|d| d.verdict(copy.procedure_of(d))).collect();
-    // Marks judged now: true good, false lost, null not counted.
-    let marks: Vec<judge::Marks> =
-        ds.iter().zip(&verdicts).map(|(d, v)| judge::marks(d, v.on_time_at(now), copy.procedure_of(d))).collect();
+    let judged: Vec<Judged> = ds
+        .iter()
+        .zip(&verdicts)
+        .map(|(d, v)| Judged { dossier: d, on_time: v.on_time_at(now), procedure: copy.procedure_of(d) })
+        .collect();
     let has = |bit: u16| bools(ds.iter().map(move |d| d.flags & bit != 0));
     let mut columns = vec![
         strings(ds.iter().map(|d| &*d.id)),
@@ -473,9 +476,10 @@ pub fn dossiers_batch(copy: &DossiersCopy) -> RecordBatch {
         has(flag::DIGITISED),
         bools(ds.iter().map(|d| d.flags & (flag::DISLIKED | flag::COMPLAINED) != 0)),
     ];
-    for (k, _) in DOSSIER_CRITERIA.iter().enumerate().filter(|(k, _)| *k != judge::PROCESSING_TIME) {
+    // Marks judged now: true good, false lost, null not counted.
+    for (_, judge) in judge::marked() {
         columns.push(Arc::new(BooleanArray::from(
-            ds.iter().zip(&marks).map(|(d, m)| d.received_at().and(m[k])).collect::<Vec<_>>(),
+            judged.iter().map(|j| j.dossier.received_at().and(judge(j).map(|num| num > 0))).collect::<Vec<_>>(),
         )));
     }
     RecordBatch::try_new(dossiers_schema(), columns).expect("columns match their schema")

@@ -363,19 +363,26 @@ impl Source {
         );
 
         let progress: Positions = Arc::new(Mutex::new(positions));
-        let watcher = tokio::spawn(watch_partitions(
-            consumer.clone(),
-            topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
-            progress.clone(),
-            self.config.ingest.start_from,
-            self.durable.clone(),
-            self.metrics.clone(),
-            self.health.clone(),
-            shutdown.clone(),
-        ));
-        let result = self.follow(&consumer, &reader, &progress, batches, &shutdown).await;
-        watcher.abort();
-        result
+        // The watcher runs in this task, not beside it: if it fails, ingest fails with it, under
+        // the supervisor's eye.
+        let watcher = Watcher {
+            consumer: consumer.clone(),
+            topics: topics.into_iter().map(|(n, _, p)| (n, p)).collect(),
+            progress: progress.clone(),
+            start_from: self.config.ingest.start_from,
+            batches: batches.clone(),
+            durable: self.durable.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+        };
+        let watching = watcher.run(shutdown.clone());
+        let following = self.follow(&consumer, &reader, &progress, batches, &shutdown);
+        tokio::pin!(watching, following);
+        tokio::select! {
+            result = &mut following => result,
+            // It ends only at shutdown; the batch being read still goes to the engine.
+            () = &mut watching => following.await,
+        }
     }
 
     /// Where to start a stream partition: the snapshot's offset if it has one the broker still
@@ -585,85 +592,117 @@ async fn wait_for_partitions(
 
 /// Every few seconds: reports lag per partition and whether the brokers answer, picks up
 /// partitions added to a topic, and commits the newest durable snapshot's offsets to the group.
-#[allow(clippy::too_many_arguments)]
-async fn watch_partitions(
+struct Watcher {
     consumer: Arc<StreamConsumer>,
-    mut topics: Vec<(String, Vec<i32>)>,
+    topics: Vec<(String, Vec<i32>)>,
     progress: Positions,
     start_from: StartFrom,
-    mut durable: watch::Receiver<Offsets>,
+    /// To the engine: where added partitions start, before they are read.
+    batches: mpsc::Sender<Batch>,
+    durable: watch::Receiver<Offsets>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (client, wanted) = (consumer.clone(), topics.clone());
-        let watermarks = tokio::task::spawn_blocking(move || {
-            wanted
-                .iter()
-                .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
-                .map(|(t, p)| {
-                    client.fetch_watermarks(&t, p, Duration::from_secs(5)).map(|(low, high)| (t, p, low, high))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .expect("watermark task does not panic");
-        match watermarks {
-            Ok(marks) => {
-                health.connected();
-                metrics.broker_connected.set(1);
-                let positions = progress.lock().expect("positions lock").clone();
-                for (t, p, low, high) in marks {
-                    let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
-                    metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]).set((high - next).max(0));
-                }
-                for (topic, known) in topics.iter_mut() {
-                    if let Ok(now) = fetch_partitions(&consumer, topic).await {
-                        add_new_partitions(&consumer, topic, known, now, start_from);
-                    }
-                }
-            }
-            Err(error) => {
-                metrics.broker_connected.set(0);
-                health.fault(format!("cannot reach the brokers: {error}; serving the last scores"));
-            }
-        }
-        if durable.has_changed().unwrap_or(false) {
-            commit(&consumer, &durable.borrow_and_update());
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
 }
 
-fn add_new_partitions(
-    consumer: &StreamConsumer,
-    topic: &str,
-    known: &mut Vec<i32>,
-    now: Vec<i32>,
-    start_from: StartFrom,
-) {
-    let added: Vec<i32> = now.into_iter().filter(|p| !known.contains(p)).collect();
-    if added.is_empty() {
-        return;
-    }
-    let start = match start_from {
-        StartFrom::Earliest => Offset::Beginning,
-        StartFrom::Latest => Offset::End,
-    };
-    let mut list = TopicPartitionList::new();
-    for &p in &added {
-        let _ = list.add_partition_offset(topic, p, start);
-    }
-    match consumer.incremental_assign(&list) {
-        Ok(()) => {
-            tracing::info!(topic, ?added, "partitions added to the topic are now read");
-            known.extend(added);
+impl Watcher {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let (client, wanted) = (self.consumer.clone(), self.topics.clone());
+            let watermarks = tokio::task::spawn_blocking(move || {
+                wanted
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.clone(), p)))
+                    .map(|(t, p)| {
+                        client.fetch_watermarks(&t, p, Duration::from_secs(5)).map(|(low, high)| (t, p, low, high))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .expect("watermark task does not panic");
+            match watermarks {
+                Ok(marks) => {
+                    self.health.connected();
+                    self.metrics.broker_connected.set(1);
+                    let positions = self.progress.lock().expect("positions lock").clone();
+                    for (t, p, low, high) in marks {
+                        let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                        let lag = self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]);
+                        lag.set((high - next).max(0));
+                    }
+                    for k in 0..self.topics.len() {
+                        if let Ok(now) = fetch_partitions(&self.consumer, &self.topics[k].0).await {
+                            self.add_new_partitions(k, now).await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.metrics.broker_connected.set(0);
+                    self.health.fault(format!("cannot reach the brokers: {error}; serving the last scores"));
+                }
+            }
+            if self.durable.has_changed().unwrap_or(false) {
+                commit(&self.consumer, &self.durable.borrow_and_update());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
         }
-        Err(error) => tracing::warn!(%error, topic, "cannot read the added partitions yet; will retry"),
+    }
+
+    /// Starts reading the partitions of topic `k` that `now` lists and it does not yet read. A
+    /// partition started at its end (`start_from = latest`) keeps that position like those at
+    /// start-up: the engine has it before the partition is read, so the next snapshot holds it
+    /// and a restart resumes there, not at a later end.
+    async fn add_new_partitions(&mut self, k: usize, now: Vec<i32>) {
+        let (topic, known) = &self.topics[k];
+        let added: Vec<i32> = now.into_iter().filter(|p| !known.contains(p)).collect();
+        if added.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        let mut resolved = Batch::default();
+        for &p in &added {
+            let key = (topic.clone(), p);
+            let earlier = self.progress.lock().expect("positions lock").get(&key).copied();
+            let start = match (self.start_from, earlier) {
+                (StartFrom::Earliest, _) => Offset::Beginning,
+                // Resolved by an earlier attempt whose assignment failed: the same end again.
+                (StartFrom::Latest, Some(at)) => Offset::Offset(at),
+                (StartFrom::Latest, None) => {
+                    let (client, name) = (self.consumer.clone(), topic.clone());
+                    let high = tokio::task::spawn_blocking(move || {
+                        client.fetch_watermarks(&name, p, Duration::from_secs(10)).map(|(_, high)| high)
+                    })
+                    .await
+                    .expect("watermark task does not panic");
+                    match high {
+                        Ok(high) => {
+                            resolved.next_offsets.insert(key, high);
+                            Offset::Offset(high)
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, topic, partition = p, "cannot find where an added partition ends; will retry");
+                            return;
+                        }
+                    }
+                }
+            };
+            let _ = list.add_partition_offset(topic, p, start);
+        }
+        if !resolved.next_offsets.is_empty() {
+            self.progress.lock().expect("positions lock").extend(resolved.next_offsets.clone());
+            if self.batches.send(resolved).await.is_err() {
+                return; // the engine has stopped: shutting down
+            }
+        }
+        match self.consumer.incremental_assign(&list) {
+            Ok(()) => {
+                tracing::info!(topic, ?added, "partitions added to the topic are now read");
+                self.topics[k].1.extend(added);
+            }
+            Err(error) => tracing::warn!(%error, topic, "cannot read the added partitions yet; will retry"),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use index766_core::petition::{Petition, Petitions};
 use index766_core::state::State;
 use index766_core::time::Instant;
 
-use crate::persist::snapshot::Checkpoint;
+use crate::persist::snapshot::{Checkpoint, Unrestorable};
 
 pub const DOSSIERS: &str = "dossiers";
 
@@ -164,24 +164,24 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn get<A: Array + 'static>(&self, name: &str) -> Result<&'a A, String> {
+    fn get<A: Array + 'static>(&self, name: &str) -> Result<&'a A, Unrestorable> {
         self.batch
             .column_by_name(name)
             .and_then(|c| c.as_any().downcast_ref::<A>())
-            .ok_or_else(|| format!("{} table: column {name} is missing or of another type", self.table))
+            .ok_or_else(|| Unrestorable(format!("{} table: column {name} is missing or of another type", self.table)))
     }
 
     /// A list column, read in place: no array per row.
-    fn list<A: Array + 'static>(&self, name: &str) -> Result<Lists<'a, A>, String> {
+    fn list<A: Array + 'static>(&self, name: &str) -> Result<Lists<'a, A>, Unrestorable> {
         let lists: &ListArray = self.get(name)?;
         if lists.null_count() > 0 {
-            return Err(format!("{} table: {name} has a null list", self.table));
+            return Err(Unrestorable(format!("{} table: {name} has a null list", self.table)));
         }
         let values = lists
             .values()
             .as_any()
             .downcast_ref::<A>()
-            .ok_or_else(|| format!("{} table: {name} holds values of another type", self.table))?;
+            .ok_or_else(|| Unrestorable(format!("{} table: {name} holds values of another type", self.table)))?;
         Ok(Lists { offsets: lists.value_offsets(), values })
     }
 }
@@ -209,7 +209,7 @@ fn opt(a: &Int64Array, i: usize) -> Option<Instant> {
 }
 
 /// Adds a batch of a snapshot's dossiers to `state`.
-fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), String> {
+fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), Unrestorable> {
     let c = Columns { table: DOSSIERS, batch };
     let id: &StringArray = c.get("dossier_id")?;
     let unit: &StringArray = c.get("unit_code")?;
@@ -229,7 +229,7 @@ fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), String> {
             id: id.value(i).into(),
             unit: 0,
             procedure: 0,
-            channel: Channel::try_from(channel.value(i))?,
+            channel: Channel::try_from(channel.value(i)).map_err(Unrestorable)?,
             last_status: last_status.value(i),
             last_status_time: last_status_time.value(i),
             received_at: When::from(opt(received, i)),
@@ -247,7 +247,7 @@ fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), String> {
 }
 
 /// The petitions of a snapshot.
-pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, String> {
+pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, Unrestorable> {
     let mut petitions = Petitions::default();
     for batch in batches {
         let c = Columns { table: PETITIONS, batch };
@@ -287,8 +287,8 @@ pub fn restore_state(
     now: Instant,
     catalog: Arc<Catalog>,
     rows: u64,
-    dossiers: impl IntoIterator<Item = Result<RecordBatch, String>>,
-) -> Result<State, String> {
+    dossiers: impl IntoIterator<Item = Result<RecordBatch, Unrestorable>>,
+) -> Result<State, Unrestorable> {
     let mut state = State::new(now, catalog);
     state.reserve(rows as usize);
     for batch in dossiers {
@@ -337,6 +337,6 @@ mod tests {
         let wrong =
             batch(vec![Field::new("dossier_id", DataType::Int64, false)], vec![Arc::new(Int64Array::from(vec![1]))]);
         let err = restore_state(0, Arc::default(), 1, [Ok(wrong)]).unwrap_err();
-        assert!(err.contains("dossier_id"), "{err}");
+        assert!(err.to_string().contains("dossier_id"), "{err}");
     }
 }

@@ -93,6 +93,11 @@ impl Manifest {
     }
 }
 
+/// A snapshot table that does not hold what this build writes, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unrestorable(pub String);
+
 /// Why a generation is not used.
 enum Unreadable {
     /// No manifest: the write never finished.
@@ -112,21 +117,21 @@ const RESTORE_BATCH_ROWS: usize = 65_536;
 
 impl Restored {
     /// A table whole (empty when the generation has none of that name).
-    pub fn table(&self, name: &str) -> Result<Vec<RecordBatch>, String> {
+    pub fn table(&self, name: &str) -> Result<Vec<RecordBatch>, Unrestorable> {
         self.batches(name).collect()
     }
 
     /// A table's rows, decoded batch by batch on a thread of its own while the caller takes them:
     /// the table is never whole in memory, and decoding overlaps with what the caller does.
-    pub fn batches(&self, name: &str) -> impl Iterator<Item = Result<RecordBatch, String>> {
+    pub fn batches(&self, name: &str) -> impl Iterator<Item = Result<RecordBatch, Unrestorable>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         if let Some(bytes) = self.files.get(name).cloned() {
             std::thread::spawn(move || {
                 let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                     .and_then(|b| b.with_batch_size(RESTORE_BATCH_ROWS).build())
-                    .map_err(|e| e.to_string());
-                let batches: Box<dyn Iterator<Item = Result<RecordBatch, String>>> = match reader {
-                    Ok(reader) => Box::new(reader.map(|batch| batch.map_err(|e| e.to_string()))),
+                    .map_err(|e| Unrestorable(e.to_string()));
+                let batches: Box<dyn Iterator<Item = Result<RecordBatch, Unrestorable>>> = match reader {
+                    Ok(reader) => Box::new(reader.map(|batch| batch.map_err(|e| Unrestorable(e.to_string())))),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
                 for batch in batches {
@@ -192,9 +197,10 @@ pub fn plain_text(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns, plain types")
 }
 
-pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| e.to_string())?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, Unrestorable> {
+    let unreadable = |e: &dyn std::fmt::Display| Unrestorable(e.to_string());
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| unreadable(&e))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| unreadable(&e))
 }
 
 impl Snapshots {
@@ -204,7 +210,7 @@ impl Snapshots {
     pub async fn open<T>(
         store: Store,
         keep: usize,
-        restore: impl Fn(&Restored) -> Result<T, String>,
+        restore: impl Fn(&Restored) -> Result<T, Unrestorable>,
     ) -> Result<(Snapshots, Option<(Manifest, T)>), SnapshotError> {
         let ids = Self::ids(&store).await?;
         let next_id = ids.last().map_or(1, |last| last + 1);
@@ -390,7 +396,8 @@ mod tests {
         // A generation that verifies but cannot be restored (say, tables of another shape) is
         // passed over for the one before.
         let store = Store::Local(dir.path().to_owned());
-        let picky = |r: &Restored| if r.manifest.id == 5 { Err("another shape".to_owned()) } else { Ok(()) };
+        let picky =
+            |r: &Restored| if r.manifest.id == 5 { Err(Unrestorable("another shape".to_owned())) } else { Ok(()) };
         let (_, found) = Snapshots::open(store, 3, picky).await.unwrap();
         assert_eq!(found.unwrap().0.id, 4);
     }

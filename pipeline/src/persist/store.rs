@@ -30,16 +30,26 @@ fn object_error(error: object_store::Error) -> io::Error {
     }
 }
 
+/// A `[snapshot] url` (with its options) that names no store this build can open.
+#[derive(Debug, thiserror::Error)]
+#[error("[snapshot] url = {url:?}{with_options}: {reason} (set [snapshot] url to s3://bucket/prefix, or leave it empty for [snapshot] dir)")]
+pub struct StoreError {
+    url: String,
+    with_options: &'static str,
+    reason: String,
+}
+
 impl Store {
     /// The local folder `dir`, or the object store at `url` (e.g. `s3://bucket/prefix`) with
     /// `object_store` options (aws_endpoint, aws_region, aws_access_key_id, …) when `url` is set.
-    pub fn open(dir: &Path, url: &str, options: &BTreeMap<String, String>) -> Result<Store, String> {
+    pub fn open(dir: &Path, url: &str, options: &BTreeMap<String, String>) -> Result<Store, StoreError> {
         if url.is_empty() {
             return Ok(Store::Local(dir.to_owned()));
         }
-        let parsed = url::Url::parse(url).map_err(|e| format!("[snapshot] url = {url:?}: {e}"))?;
+        let error = |with_options, reason: String| StoreError { url: url.to_owned(), with_options, reason };
+        let parsed = url::Url::parse(url).map_err(|e| error("", e.to_string()))?;
         let (store, prefix) = object_store::parse_url_opts(&parsed, options)
-            .map_err(|e| format!("[snapshot] url = {url:?} with [snapshot.options]: {e}"))?;
+            .map_err(|e| error(" with [snapshot.options]", e.to_string()))?;
         Ok(Store::Object { url: url.to_owned(), store: Arc::from(store), prefix })
     }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use index766_core::criteria::CRITERIA;
 use index766_core::scoring::PeriodScores;
-use index766_core::spec::CRITERIA;
 use index766_core::time::Period;
 
 use crate::config::MetricsConfig;
@@ -114,7 +114,7 @@ fn score_text(view: &View, limits: &MetricsConfig) -> String {
         let previous = by_period.get(&current.period.previous());
         for score in current.criteria.iter().filter(|s| depth(s.unit) <= criterion_depth) {
             let labels = [
-                ("criterion", CRITERIA[score.criterion]),
+                ("criterion", CRITERIA[score.criterion].id),
                 ("period", period),
                 ("unit", units[score.unit].code.as_str()),
             ];

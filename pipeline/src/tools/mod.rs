@@ -1,6 +1,8 @@
 //! The tools around the pipeline: the `demo` (an in-process broker and a simulated province), the
-//! simulated province itself (`simulate`), and the event producer (`produce`).
+//! simulated province itself (`simulate`), the event producer (`produce`), and what the other
+//! commands do (`commands`).
 
+pub mod commands;
 pub mod demo;
 pub mod produce;
 pub mod simulate;

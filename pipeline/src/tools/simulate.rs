@@ -625,7 +625,7 @@ mod tests {
             .tallies()
             .iter()
             .filter(|((_, p), _)| p.kind == PeriodKind::Year)
-            .map(|(_, t)| t.0[index766_core::judge::ON_TIME])
+            .map(|(_, t)| t.of("2.1"))
             .fold((0, 0), |(r, o), t| (r + t.den, o + t.num));
         let share = on_time as f64 / received as f64;
         assert!((0.80..0.99).contains(&share), "on-time share {share}");
