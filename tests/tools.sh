@@ -14,6 +14,19 @@ if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION";
 fi
 export TANSU_BIN="$TOOLS/bin/tansu"
 
+# Apache Kafka itself, one KRaft node the broker tests start: its jars from Maven Central
+# (tests/kafka/pom.xml pins the version; the Maven repository stays in ~/.m2, outside the clone).
+KAFKA_VERSION=4.1.1
+export KAFKA_LIBS="$HOME/.cache/index766/kafka/$KAFKA_VERSION/libs"
+if [[ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]]; then
+  echo "tests/run.sh: fetching Apache Kafka $KAFKA_VERSION from Maven Central (once)"
+  command -v java >/dev/null || { apt-get update && apt-get install -y openjdk-17-jre-headless; }
+  command -v mvn >/dev/null || { apt-get update && apt-get install -y maven; }
+  rm -rf "$KAFKA_LIBS.partial"
+  mvn -q -f tests/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS.partial"
+  mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
+fi
+
 # The S3-compatible object store the snapshot-store tests start (moto's server, pinned, from PyPI).
 MOTO_VERSION=5.2.5
 export MOTO_PYTHONPATH="$TOOLS/moto-$MOTO_VERSION"

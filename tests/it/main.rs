@@ -5,6 +5,7 @@
 //! - `faults`: every kind of bad input, and a broker restart mid-ingest, on a real broker;
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `hostile`: hostile SQL against the running demo binary, over HTTP, psql, psycopg and raw sockets;
+//! - `kafka`: against Apache Kafka itself (a KRaft node from Maven Central's jars);
 //! - `installed`: the binary runs the demo and `run` from an empty folder, on its built-in defaults;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
@@ -20,6 +21,7 @@ mod faults;
 mod golden;
 mod hostile;
 mod installed;
+mod kafka;
 mod mock_consumer;
 mod real_broker;
 mod replay;

@@ -116,6 +116,78 @@ impl Drop for Broker {
     }
 }
 
+/// The Apache Kafka release the tests run (tests/kafka/pom.xml pins the same).
+const KAFKA_VERSION: &str = "4.1.1";
+
+/// Apache Kafka itself: one KRaft node (broker and controller) on free loopback ports, with a
+/// data folder of its own, killed when dropped. Its jars come from Maven Central through
+/// tests/tools.sh; without them, or if it does not start, the test fails.
+pub struct Kafka {
+    child: Child,
+    pub bootstrap: String,
+    /// Its data and logs; removed when dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl Kafka {
+    pub fn start() -> Kafka {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let libs = std::env::var("KAFKA_LIBS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| Path::new(&home).join(format!(".cache/index766/kafka/{KAFKA_VERSION}/libs")));
+        assert!(
+            libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists(),
+            "Apache Kafka {KAFKA_VERSION} is not in {}: run tests/run.sh, which fetches it",
+            libs.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (port, controller) = (free_port(), free_port());
+        let properties = dir.path().join("server.properties");
+        std::fs::write(
+            &properties,
+            format!(
+                "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+                 log.dirs={}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
+                 transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+                 group.initial.rebalance.delay.ms=0\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let classpath = format!("{}/*", libs.display());
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let formatted = Command::new("java")
+            .args(["-cp", &classpath, "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg", "-c"])
+            .arg(&properties)
+            .stdout(log("format.log"))
+            .stderr(log("format.err"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run java for Apache Kafka: {e}"));
+        let why = || std::fs::read_to_string(dir.path().join("format.err")).unwrap_or_default();
+        assert!(formatted.success(), "Apache Kafka's storage format failed: {}", why());
+        let child = Command::new("java")
+            .args(["-Xmx512m", "-cp", &classpath, "kafka.Kafka"])
+            .arg(&properties)
+            .stdout(log("kafka.log"))
+            .stderr(log("kafka.err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Apache Kafka: {e}"));
+        let mut kafka = Kafka { child, bootstrap: format!("127.0.0.1:{port}"), _dir: dir };
+        await_listening(&mut kafka.child, port, "Apache Kafka");
+        kafka
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One HTTP/1.1 request; returns (status, body).
 pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     http_accepting(addr, method, path, body, "*/*")
