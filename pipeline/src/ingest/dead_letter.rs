@@ -46,7 +46,7 @@ pub enum Undelivered {
     ShuttingDown,
     /// Refused in a way no retry changes: the pipeline stops rather than wait forever.
     #[error("the dead-letter topic {topic} refuses the message from {from}: {error}; {fix}")]
-    Refused { topic: String, from: String, error: KafkaError, fix: &'static str },
+    Refused { topic: String, from: String, error: Box<KafkaError>, fix: &'static str },
     #[error("cannot write the dead-letter file {}: {error}", path.display())]
     File { path: PathBuf, error: std::io::Error },
 }
@@ -162,7 +162,7 @@ async fn deliver_one(
             Ok(_) => return Ok(()),
             Err((error, _)) => {
                 if let Some(fix) = refusal(&error) {
-                    return Err(Undelivered::Refused { topic: topic.to_owned(), from: source, error, fix });
+                    return Err(Undelivered::Refused { topic: topic.to_owned(), from: source, error: Box::new(error), fix });
                 }
                 tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying");
                 tokio::select! {
