@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Next offset to read, per (topic, partition).
-pub type Offsets = BTreeMap<(String, i32), i64>;
+pub(crate) type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Counts that must survive a restart exactly: they move with the offsets, batch by batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +24,7 @@ impl Ledger {
         *self.rejected.entry(reason.to_owned()).or_default() += 1;
     }
 
-    pub fn add(&mut self, other: &Ledger) {
+    pub(crate) fn add(&mut self, other: &Ledger) {
         self.consumed += other.consumed;
         self.applied += other.applied;
         for (reason, n) in &other.rejected {

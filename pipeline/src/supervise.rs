@@ -54,7 +54,7 @@ pub struct Supervisor {
 }
 
 /// A supervised part's result: None if it panicked.
-pub type Joined<T> = oneshot::Receiver<Option<T>>;
+pub(crate) type Joined<T> = oneshot::Receiver<Option<T>>;
 
 impl Supervisor {
     pub fn new(shutdown: CancellationToken, health: Arc<Health>) -> Supervisor {
@@ -69,7 +69,7 @@ impl Supervisor {
     }
 
     /// Runs `task` on a thread and runtime of its own, which nothing else runs on.
-    pub fn spawn_thread<T: Send + 'static>(
+    pub(crate) fn spawn_thread<T: Send + 'static>(
         &self,
         part: Part,
         task: impl Future<Output = T> + Send + 'static,
@@ -100,7 +100,7 @@ impl Supervisor {
     }
 
     /// Records that `part` cannot go on, and stops the pipeline. The first reason stands.
-    pub fn fail(&self, part: Part, why: String) {
+    pub(crate) fn fail(&self, part: Part, why: String) {
         let mut stopped = self.stopped.lock().expect("supervisor lock");
         if stopped.is_none() {
             tracing::error!(part = part.as_str(), why, "a part of the pipeline stopped; stopping the pipeline");

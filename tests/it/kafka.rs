@@ -50,7 +50,8 @@ async fn a_partition_added_under_start_from_latest_resumes_exactly() {
         .create()
         .unwrap();
     for n in 0..15 {
-        let event = scenario::received(&format!("K{n}"), "2026-11-20T08:00:00+07:00", "2026-11-27T17:00:00+07:00", "H44.01");
+        let event =
+            scenario::received(&format!("K{n}"), "2026-11-20T08:00:00+07:00", "2026-11-27T17:00:00+07:00", "H44.01");
         let payload = serde_json::to_vec(&event).unwrap();
         let key = format!("K{n}");
         let record = BaseRecord::to(EVENTS_TOPIC).key(&key).payload(&payload).partition(if n < 10 { 1 } else { 0 });

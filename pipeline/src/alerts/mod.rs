@@ -140,17 +140,17 @@ pub struct Figures {
 }
 
 /// Figures by (unit code, period kind).
-pub type FigureMap = HashMap<(String, String), Figures>;
+pub(crate) type FigureMap = HashMap<(String, String), Figures>;
 
 /// A change of an alert, to be told to every channel.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Fired(Alert),
     Resolved(Alert),
 }
 
 /// The rules and the alert log: a pure state machine over the figures it is shown.
-pub struct AlertEngine {
+pub(crate) struct AlertEngine {
     rules: Vec<Rule>,
     keep_resolved: usize,
     /// Firing alerts first, then resolved ones, newest first.
@@ -166,17 +166,17 @@ impl AlertEngine {
         &self.log
     }
 
-    pub fn needs_last_week(&self) -> bool {
+    pub(crate) fn needs_last_week(&self) -> bool {
         self.rules.iter().any(|r| r.when == Condition::DropVsLastWeek)
     }
 
-    pub fn max_depth(&self) -> u32 {
+    pub(crate) fn max_depth(&self) -> u32 {
         self.rules.iter().map(|r| r.max_depth).max().unwrap_or(0)
     }
 
     /// Judges every rule for every unit it covers at instant `now`: `current`, `previous`
     /// (the period before) and `last_week` (the same day a week ago; empty if not kept).
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         now: Instant,
         current: &FigureMap,
@@ -433,7 +433,7 @@ fn text<'a>(batch: &'a RecordBatch, name: &str) -> Option<Text<'a>> {
 
 /// The figures of a view, from its typed scoreboard: its current periods, and the periods just
 /// before them.
-pub fn view_figures(view: &View, spec: &Spec, max_depth: u32) -> (FigureMap, FigureMap) {
+pub(crate) fn view_figures(view: &View, spec: &Spec, max_depth: u32) -> (FigureMap, FigureMap) {
     let previous: Vec<Period> = PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous()).collect();
     let board = &view.scoreboard;
     let of = |keep: &dyn Fn(&PeriodScores) -> bool| {
@@ -472,7 +472,7 @@ fn add_figures(map: &mut FigureMap, registry: &Registry, spec: &Spec, scores: &P
 }
 
 /// The figures kept for the same day a week before `now` (the last snapshot of that day).
-pub fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) -> FigureMap {
+pub(crate) fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) -> FigureMap {
     let day = local_date(now) - chrono::Duration::days(7);
     let days_since_epoch = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     let table = |name: &str| history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
@@ -533,7 +533,7 @@ pub fn table(log: &[Alert]) -> RecordBatch {
 /// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
 /// future (they are re-sent before that), resolved ones now. `now` is the wall clock, which
 /// Alertmanager runs on, even when scores are judged at a fixed instant.
-pub fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
+pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
     let ends = match alert.state {
         AlertState::Resolved => format_time(now),
         AlertState::Firing => format_time(now + 4 * resend.as_secs() as i64),
@@ -563,7 +563,7 @@ pub fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde
 }
 
 /// Where alerts are told: the Kafka topic and the webhook (both optional).
-pub struct Notifier {
+pub(crate) struct Notifier {
     pub producer: Option<(FutureProducer, String)>,
     pub webhook: Option<(reqwest::Client, String)>,
     pub resend: Duration,
@@ -608,7 +608,7 @@ impl Notifier {
 
 /// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
 /// cannot be read stops the start: going on would forget the firing alerts and send them again.
-pub async fn load_log(store: &Store) -> Result<Vec<Alert>, AlertLogError> {
+pub(crate) async fn load_log(store: &Store) -> Result<Vec<Alert>, AlertLogError> {
     match store.get(LOG_PATH).await {
         Ok(bytes) => {
             serde_json::from_slice(&bytes).map_err(|source| AlertLogError::NotJson { store: store.describe(), source })
@@ -628,7 +628,7 @@ pub enum AlertLogError {
 }
 
 /// The alert task: evaluates on every published view, keeps the log, tells the channels.
-pub struct AlertTask {
+pub(crate) struct AlertTask {
     pub engine: AlertEngine,
     /// The spec the views are scored by (criteria names in alerts).
     pub spec: Arc<Spec>,

@@ -106,7 +106,7 @@ impl Measure {
     }
 
     /// "total" or "group N", as rules, alerts and labels name it.
-    pub fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         match self {
             Measure::Total => "total".into(),
             Measure::Group(g) => format!("group {g}"),
@@ -139,7 +139,7 @@ pub struct RuleError {
 impl Rule {
     /// Checks a rule from the config against the scoring spec (its groups); the error says
     /// which key to fix.
-    pub fn from_config(c: &RuleConfig, spec: &Spec) -> Result<Rule, RuleError> {
+    pub(crate) fn from_config(c: &RuleConfig, spec: &Spec) -> Result<Rule, RuleError> {
         let at = |fix: &str| RuleError { rule: c.name.clone(), fix: fix.to_owned() };
         if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
             return Err(at("name it with letters, digits and _ (it becomes the alertname)"));

@@ -13,7 +13,7 @@ use figment::Figment;
 use index766_core::spec::{Spec, SpecError};
 use serde::Deserialize;
 
-pub const DEFAULTS: &str = include_str!("../../config/default.toml");
+pub(crate) const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -175,7 +175,7 @@ impl Config {
     }
 
     /// Defaults with TOML texts layered on top in order, each overriding the ones before; no environment.
-    pub fn from_layers(texts: &[&str]) -> Result<Config, ConfigError> {
+    pub(crate) fn from_layers(texts: &[&str]) -> Result<Config, ConfigError> {
         let layered = texts.iter().fold(Figment::from(Toml::string(DEFAULTS)), |f, text| f.merge(Toml::string(text)));
         Self::extract(layered)
     }
@@ -266,7 +266,7 @@ impl Config {
     }
 
     /// `[sql] postgres_listen`, if the PostgreSQL protocol is served.
-    pub fn postgres_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+    pub(crate) fn postgres_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
         let text = self.sql.postgres_listen.trim();
         if text.is_empty() {
             return Ok(None);

@@ -37,7 +37,7 @@ pub struct View {
 }
 
 /// Asks the engine for a copy of its dossiers, from which the reader builds the `dossiers` table.
-pub type DossierRequests = mpsc::Sender<oneshot::Sender<DossiersCopy>>;
+pub(crate) type DossierRequests = mpsc::Sender<oneshot::Sender<DossiersCopy>>;
 
 #[derive(Debug, Clone)]
 pub enum DossierRows {
@@ -415,12 +415,12 @@ fn timeliness(verdict: Verdict, now: Instant) -> &'static str {
 }
 
 /// Column name of a dossier criterion's mark: `c2_1` for 2.1.
-pub fn mark_column(id: &str) -> String {
+pub(crate) fn mark_column(id: &str) -> String {
     format!("c{}", id.replace('.', "_"))
 }
 
 /// The columns of the `dossiers` table.
-pub fn dossiers_schema() -> SchemaRef {
+pub(crate) fn dossiers_schema() -> SchemaRef {
     let mut fields = vec![
         field("dossier_id", DataType::Utf8, false),
         field("unit_code", DataType::Utf8, false),

@@ -34,7 +34,7 @@ impl Origin {
 }
 
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     pub origin: Origin,
     pub rejection: Rejection,
 }
@@ -89,7 +89,11 @@ impl DeadLetters {
     /// a refusal no retry changes (too large, not authorised, no such topic). If not all were
     /// delivered, the caller must not let their offsets reach a snapshot, so they are read again
     /// after the restart.
-    pub async fn deliver(&self, letters: &[DeadLetter], shutdown: &CancellationToken) -> Result<(), Undelivered> {
+    pub(crate) async fn deliver(
+        &self,
+        letters: &[DeadLetter],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Undelivered> {
         if letters.is_empty() {
             return Ok(());
         }
@@ -162,7 +166,12 @@ async fn deliver_one(
             Ok(_) => return Ok(()),
             Err((error, _)) => {
                 if let Some(fix) = refusal(&error) {
-                    return Err(Undelivered::Refused { topic: topic.to_owned(), from: source, error: Box::new(error), fix });
+                    return Err(Undelivered::Refused {
+                        topic: topic.to_owned(),
+                        from: source,
+                        error: Box::new(error),
+                        fix,
+                    });
                 }
                 tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying");
                 tokio::select! {

@@ -155,7 +155,7 @@ fn decode(
     }
 }
 
-pub fn client_config(config: &Config) -> ClientConfig {
+pub(crate) fn client_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
     for (key, value) in &config.kafka {
         client.set(key, value);
@@ -270,7 +270,7 @@ fn read_up_to(offsets: &mut Offsets, topic: &str, partition: i32, next: i64) {
 /// Where each partition stands (next offset to read), shared with the lag reporter.
 type Positions = Arc<Mutex<Offsets>>;
 
-pub struct Source {
+pub(crate) struct Source {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,

@@ -38,7 +38,7 @@ pub struct Files {
 }
 
 /// The Arrow schema of a Parquet event file: the event contract's fields, column for field.
-pub fn event_schema() -> SchemaRef {
+pub(crate) fn event_schema() -> SchemaRef {
     let utf8 = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     let flag = |name: &str| Field::new(name, DataType::Boolean, true);
     let list_of = |name: &str, fields: Vec<Field>| {
@@ -74,7 +74,7 @@ pub fn event_schema() -> SchemaRef {
 
 /// The source of a replay: reads the files one after the other on a thread of its own (decoding
 /// is the costly part), and hands the engine the same batches the Kafka source does.
-pub struct FileSource {
+pub(crate) struct FileSource {
     pub files: Files,
     pub batch_max_events: usize,
     pub max_message_bytes: usize,
@@ -237,7 +237,7 @@ fn rows_as_json(batch: &RecordBatch) -> Result<Vec<u8>, datafusion::arrow::error
 }
 
 /// Writes events (JSON lines of the contract) as a Parquet event file of [`event_schema`].
-pub struct ParquetEvents {
+pub(crate) struct ParquetEvents {
     writer: datafusion::parquet::arrow::ArrowWriter<File>,
     decoder: datafusion::arrow::json::reader::Decoder,
 }
@@ -259,7 +259,7 @@ impl ParquetEvents {
     }
 
     /// Adds events given as JSON lines.
-    pub fn write_json_lines(&mut self, json: &[u8]) -> Result<(), String> {
+    pub(crate) fn write_json_lines(&mut self, json: &[u8]) -> Result<(), String> {
         let mut rest = json;
         while !rest.is_empty() {
             let read = self.decoder.decode(rest).map_err(|e| e.to_string())?;

@@ -19,7 +19,7 @@ use index766_core::time::Instant;
 
 use crate::persist::snapshot::{Checkpoint, Unrestorable};
 
-pub const DOSSIERS: &str = "dossiers";
+pub(crate) const DOSSIERS: &str = "dossiers";
 
 /// What the engine hands to the snapshot writer: the dossiers shared with the state, not yet
 /// encoded, so that ingest waits only for the copy, not for building the table.
@@ -32,7 +32,7 @@ pub struct StateCopy {
 
 impl StateCopy {
     /// The checkpoint with its dossiers table (CPU-heavy at scale: run it off the engine).
-    pub fn into_checkpoint(self) -> Checkpoint {
+    pub(crate) fn into_checkpoint(self) -> Checkpoint {
         let mut checkpoint = self.rest;
         checkpoint.tables.insert(0, (DOSSIERS, vec![dossiers_table(&self.dossiers)]));
         checkpoint
@@ -59,7 +59,7 @@ fn batch(fields: Vec<Field>, columns: Vec<ArrayRef>) -> RecordBatch {
 }
 
 /// Every dossier, with the ids of the events applied to it.
-pub fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
+pub(crate) fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
     let ds = &copy.dossiers;
     let time = |name: &str| Field::new(name, DataType::Int64, true);
     let instants =
@@ -108,7 +108,7 @@ pub fn dossiers_table(copy: &DossiersCopy) -> RecordBatch {
 }
 
 /// Every petition, with the ids of the events applied to it.
-pub fn petitions_table(petitions: &Petitions) -> RecordBatch {
+pub(crate) fn petitions_table(petitions: &Petitions) -> RecordBatch {
     let mut ps: Vec<(&String, &Petition)> = petitions.by_id.iter().collect();
     ps.sort_by(|a, b| a.0.cmp(b.0));
     let time = |f: fn(&Petition) -> Option<Instant>| -> ArrayRef {
@@ -247,7 +247,7 @@ fn read_dossiers(batch: &RecordBatch, state: &mut State) -> Result<(), Unrestora
 }
 
 /// The petitions of a snapshot.
-pub fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, Unrestorable> {
+pub(crate) fn read_petitions(batches: &[RecordBatch]) -> Result<Petitions, Unrestorable> {
     let mut petitions = Petitions::default();
     for batch in batches {
         let c = Columns { table: PETITIONS, batch };

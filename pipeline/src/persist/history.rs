@@ -21,12 +21,12 @@ use crate::persist::store::Store;
 
 /// How often figures are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cadence {
+pub(crate) enum Cadence {
     Daily,
     Weekly,
 }
 
-pub const CADENCES: [Cadence; 2] = [Cadence::Daily, Cadence::Weekly];
+pub(crate) const CADENCES: [Cadence; 2] = [Cadence::Daily, Cadence::Weekly];
 
 impl Cadence {
     /// (SQL table, the view table it keeps).
@@ -47,7 +47,7 @@ impl Cadence {
     }
 
     /// The column naming the day (the week's Monday) of each row.
-    pub fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Cadence::Daily => "day",
             Cadence::Weekly => "week_start",
@@ -71,7 +71,7 @@ impl Cadence {
     }
 
     /// The columns of the history of a view table: those of `source` (in plain text), after the day's.
-    pub fn schema_for(self, source: &RecordBatch) -> SchemaRef {
+    pub(crate) fn schema_for(self, source: &RecordBatch) -> SchemaRef {
         self.stamp(&plain_text(&RecordBatch::new_empty(source.schema())), NaiveDate::default(), 0).schema()
     }
 
@@ -94,9 +94,9 @@ impl Cadence {
 }
 
 /// Every day and week kept: the tables SQL sees.
-pub type HistoryTables = Vec<(&'static str, Vec<RecordBatch>)>;
+pub(crate) type HistoryTables = Vec<(&'static str, Vec<RecordBatch>)>;
 
-pub struct History {
+pub(crate) struct History {
     cadence: Cadence,
     store: Store,
     /// Day (or Monday) → one batch per table of the cadence.
@@ -104,7 +104,7 @@ pub struct History {
 }
 
 /// The Monday of the week `t` falls in, in Vietnam.
-pub fn week_of(t: Instant) -> NaiveDate {
+pub(crate) fn week_of(t: Instant) -> NaiveDate {
     let day = local_date(t);
     day - Duration::days(day.weekday().num_days_from_monday() as i64)
 }

@@ -24,7 +24,7 @@ use crate::persist::store::Store;
 use crate::position::{Ledger, Offsets};
 
 /// The layout of a generation; a manifest of another format is not read.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 const PREFIX: &str = "snapshot-";
 const MANIFEST: &str = "manifest.json";
 
@@ -167,7 +167,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// One Parquet file of a table's batches (at least one: it gives the columns).
-pub fn encode_parquet(name: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, SnapshotError> {
+pub(crate) fn encode_parquet(name: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, SnapshotError> {
     let encode_error = |source| SnapshotError::Encode { table: name.to_owned(), source };
     let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
     let schema = plain_text(&batches[0]).schema();
@@ -180,7 +180,7 @@ pub fn encode_parquet(name: &str, batches: &[RecordBatch]) -> Result<Vec<u8>, Sn
 
 /// The batch with its repeated-text columns (dictionaries, as views build them) as plain text:
 /// files read alike by any Parquet tool and by every version of the history.
-pub fn plain_text(batch: &RecordBatch) -> RecordBatch {
+pub(crate) fn plain_text(batch: &RecordBatch) -> RecordBatch {
     let (mut fields, mut columns) = (Vec::new(), Vec::new());
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         match field.data_type() {
@@ -197,7 +197,7 @@ pub fn plain_text(batch: &RecordBatch) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same columns, plain types")
 }
 
-pub fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, Unrestorable> {
+pub(crate) fn decode_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>, Unrestorable> {
     let unreadable = |e: &dyn std::fmt::Display| Unrestorable(e.to_string());
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| unreadable(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| unreadable(&e))

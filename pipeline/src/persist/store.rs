@@ -53,7 +53,7 @@ impl Store {
         Ok(Store::Object { url: url.to_owned(), store: Arc::from(store), prefix })
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Store::Local(root) => root.display().to_string(),
             Store::Object { url, .. } => url.clone(),
@@ -66,7 +66,7 @@ impl Store {
 
     /// Writes `files` into the new folder `folder`, all or nothing: a crash leaves either no
     /// folder or the whole folder.
-    pub async fn put_folder(&self, folder: &str, files: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+    pub(crate) async fn put_folder(&self, folder: &str, files: Vec<(String, Vec<u8>)>) -> io::Result<()> {
         match self {
             Store::Local(root) => {
                 let (root, folder) = (root.clone(), folder.to_owned());
@@ -83,7 +83,7 @@ impl Store {
     }
 
     /// Writes one file atomically and durably, replacing any file of that name.
-    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
+    pub(crate) async fn put(&self, path: &str, bytes: Vec<u8>) -> io::Result<()> {
         match self {
             Store::Local(root) => {
                 let path = root.join(path);
@@ -128,7 +128,7 @@ impl Store {
         }
     }
 
-    pub async fn remove_folder(&self, folder: &str) -> io::Result<()> {
+    pub(crate) async fn remove_folder(&self, folder: &str) -> io::Result<()> {
         match self {
             Store::Local(root) => {
                 let dir = root.join(folder);

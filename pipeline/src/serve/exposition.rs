@@ -14,7 +14,7 @@ use crate::engine::view::View;
 
 /// The score gauges of a view as text exposition, built at most once per view. Only scrapes
 /// take its lock; the engine publishes views on a watch channel and never waits for a scrape.
-pub struct ScoreGauges {
+pub(crate) struct ScoreGauges {
     limits: MetricsConfig,
     /// The view last rendered, and its text.
     rendered: Mutex<Option<(Arc<View>, Arc<str>)>>,

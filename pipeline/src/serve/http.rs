@@ -24,7 +24,7 @@ use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub view: watch::Receiver<Arc<View>>,
     pub metrics: Arc<Metrics>,
     pub score_gauges: Arc<ScoreGauges>,
@@ -35,7 +35,7 @@ pub struct AppState {
     pub allowed_hosts: Arc<Vec<String>>,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard))
         .route("/api", get(index))

@@ -20,14 +20,14 @@ const SSL_REQUEST: i32 = 80_877_103;
 const GSS_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 
-pub struct Guard {
+pub(crate) struct Guard {
     pub max_query_bytes: usize,
     pub idle_timeout: Duration,
 }
 
 /// Why a connection was closed by the guard.
 #[derive(Debug, thiserror::Error)]
-pub enum Violation {
+pub(crate) enum Violation {
     #[error("{0}")]
     Malformed(String),
     #[error("{0}")]
@@ -37,7 +37,7 @@ pub enum Violation {
 impl Guard {
     /// Moves bytes between the client and pgwire until either side closes, checking each client
     /// message first.
-    pub async fn pump(self, client: TcpStream, server: UnixStream) -> std::io::Result<()> {
+    pub(crate) async fn pump(self, client: TcpStream, server: UnixStream) -> std::io::Result<()> {
         let (mut client_rd, mut client_wr) = client.into_split();
         let (mut server_rd, mut server_wr) = server.into_split();
         let (mut inbound, mut outbound) = (BytesMut::with_capacity(8192), vec![0u8; 64 * 1024]);

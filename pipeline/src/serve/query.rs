@@ -149,7 +149,7 @@ fn lower_priority() {
 }
 
 /// What one statement of a PostgreSQL client asks for, decided before anything runs.
-pub enum Classified {
+pub(crate) enum Classified {
     /// A read, planned and checked: run it.
     Read(LogicalPlan),
     /// `DECLARE name CURSOR FOR <read>`, planned and checked.
@@ -223,12 +223,12 @@ impl SqlService {
         self.context.clone()
     }
 
-    pub fn bounds(&self) -> Bounds {
+    pub(crate) fn bounds(&self) -> Bounds {
         self.bounds
     }
 
     /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
-    pub async fn admit(&self) -> Result<Ticket, QueryError> {
+    pub(crate) async fn admit(&self) -> Result<Ticket, QueryError> {
         let deadline = Deadline { at: tokio::time::Instant::now() + self.timeout, secs: self.timeout.as_secs() };
         let permit = tokio::time::timeout_at(deadline.at, self.permits.clone().acquire_owned())
             .await
@@ -288,7 +288,7 @@ impl SqlService {
 
     /// Parses PostgreSQL's SQL as its clients send it (`pg_catalog` queries rewritten to what
     /// DataFusion plans), checks each statement and plans the reads.
-    pub async fn classify_postgres(
+    pub(crate) async fn classify_postgres(
         &self,
         ticket: &Ticket,
         text: &str,
@@ -426,7 +426,7 @@ impl Rows {
 
 /// Statements answered per connection (a client's own settings, SHOW, transaction control): they
 /// touch nothing shared. A `SET` is one only for the variables of `SESSION_VARIABLES`.
-pub fn is_session(statement: &Statement) -> bool {
+pub(crate) fn is_session(statement: &Statement) -> bool {
     matches!(
         statement,
         Statement::ShowVariable { .. }
@@ -623,17 +623,17 @@ pub struct Results {
 
 /// How results are written, chosen by the request's `Accept` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Csv,
     ArrowIpc,
 }
 
-pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub(crate) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 impl Format {
     /// CSV for `text/csv`, Arrow IPC stream for `application/vnd.apache.arrow.stream`, else JSON.
-    pub fn from_accept(accept: &str) -> Format {
+    pub(crate) fn from_accept(accept: &str) -> Format {
         if accept.contains("text/csv") {
             Format::Csv
         } else if accept.contains(ARROW_STREAM) {
@@ -652,7 +652,7 @@ impl Format {
     }
 
     /// A writer of results in this format, batch by batch.
-    pub fn encoder(self, schema: &SchemaRef) -> Result<Encoder, QueryError> {
+    pub(crate) fn encoder(self, schema: &SchemaRef) -> Result<Encoder, QueryError> {
         Ok(match self {
             Format::Json => Encoder::Json { opened: false, rows: false },
             Format::Csv => Encoder::Csv { schema: schema.clone(), header_written: false },
@@ -668,7 +668,7 @@ fn arrow_failed(error: datafusion::arrow::error::ArrowError) -> QueryError {
 }
 
 /// Writes a result set piece by piece, so a large answer streams instead of being held whole.
-pub enum Encoder {
+pub(crate) enum Encoder {
     /// One JSON array of row objects across all batches.
     Json {
         opened: bool,
@@ -773,7 +773,7 @@ fn neutralised(batch: &RecordBatch) -> Result<RecordBatch, datafusion::arrow::er
 }
 
 /// Results as a JSON array of row objects, nulls written out.
-pub fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
+pub(crate) fn to_json(batches: &[RecordBatch]) -> Result<Vec<u8>, QueryError> {
     let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     writer.write_batches(&refs).map_err(|e| QueryError::Invalid(e.to_string()))?;

@@ -28,7 +28,7 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    pub fn from_datafusion(error: DataFusionError) -> QueryError {
+    pub(crate) fn from_datafusion(error: DataFusionError) -> QueryError {
         match error.find_root() {
             DataFusionError::ResourcesExhausted(_) => {
                 QueryError::Memory(format!("{error} ([sql] memory_limit_mib, max_value_mib); narrow the query"))
@@ -55,11 +55,12 @@ impl QueryError {
 }
 
 /// Statements that only read. Everything else (DDL, DML, COPY, SET, external tables) is refused.
-pub fn read_only() -> SQLOptions {
+pub(crate) fn read_only() -> SQLOptions {
     SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
 }
 
-pub const READ_ONLY_HINT: &str = "index766 SQL is read-only: SELECT, WITH, EXPLAIN, SHOW over the published tables";
+pub(crate) const READ_ONLY_HINT: &str =
+    "index766 SQL is read-only: SELECT, WITH, EXPLAIN, SHOW over the published tables";
 
 /// A statement that is not a read, refused with its verb named.
 pub fn refused(statement: &str) -> QueryError {

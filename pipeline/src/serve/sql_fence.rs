@@ -20,7 +20,7 @@ use crate::serve::sql_error::{read_only, QueryError, READ_ONLY_HINT};
 
 /// The bounds every query is held to (`[sql]` keys).
 #[derive(Debug, Clone, Copy)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     pub max_query_bytes: usize,
     pub max_expression_depth: usize,
     pub max_plan_nodes: usize,
@@ -29,7 +29,7 @@ pub struct Bounds {
 
 impl Bounds {
     /// The query text is short enough to parse.
-    pub fn check_text(&self, text: &str) -> Result<(), QueryError> {
+    pub(crate) fn check_text(&self, text: &str) -> Result<(), QueryError> {
         if text.len() > self.max_query_bytes {
             return Err(QueryError::TooLarge(format!(
                 "the query is {} bytes, longer than the {} bytes allowed ([sql] max_query_bytes); \
@@ -44,7 +44,7 @@ impl Bounds {
     /// The parsed statement is small enough to plan: every expression nests at most
     /// `max_expression_depth` deep, and its tables, each CTE counted once a reference, are at
     /// most `max_plan_nodes` (DataFusion's planner copies a CTE's plan into every reference).
-    pub fn check_statement(&self, statement: &Statement) -> Result<(), QueryError> {
+    pub(crate) fn check_statement(&self, statement: &Statement) -> Result<(), QueryError> {
         let expanded = expanded_tables(statement);
         if expanded > self.max_plan_nodes {
             return Err(QueryError::TooLarge(format!(
@@ -67,7 +67,7 @@ impl Bounds {
     /// The plan only reads, is small enough to optimise, and none of its constants is too large
     /// to copy into every row of a batch. Checked before the optimiser, which would copy every
     /// node a CTE shares.
-    pub fn check_plan(&self, plan: &LogicalPlan, batch_rows: usize) -> Result<(), QueryError> {
+    pub(crate) fn check_plan(&self, plan: &LogicalPlan, batch_rows: usize) -> Result<(), QueryError> {
         let largest = self.max_value_bytes / batch_rows.max(1);
         let (mut too_large, mut nodes) = (None, 0);
         plan.apply_with_subqueries(|node| {
@@ -234,7 +234,7 @@ const AMPLIFIERS: [(&str, Growth); 15] = [
 
 /// Replaces each amplifying function of the context with one that refuses, before it allocates,
 /// a result past `max_value_bytes`, and checks what it made.
-pub fn cap_functions(context: &SessionContext, max_value_bytes: usize) {
+pub(crate) fn cap_functions(context: &SessionContext, max_value_bytes: usize) {
     let state = context.state();
     for (name, growth) in AMPLIFIERS {
         if let Some(inner) = state.scalar_functions().get(name) {

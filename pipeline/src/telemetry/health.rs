@@ -15,7 +15,7 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         self.connected.store(true, Ordering::Relaxed);
         *self.fault.lock().expect("health lock") = None;
     }
@@ -33,7 +33,7 @@ impl Health {
         self.notices.lock().expect("health lock").push(message);
     }
 
-    pub fn notices(&self) -> Vec<String> {
+    pub(crate) fn notices(&self) -> Vec<String> {
         self.notices.lock().expect("health lock").clone()
     }
 

@@ -215,14 +215,14 @@ impl Metrics {
 
     /// Takes note of a freshly published view: how many dossiers it covers, how many of them
     /// name a unit the registry lacks. Takes no lock: the engine calls it.
-    pub fn observe_view(&self, dossiers: usize, unregistered_dossiers: i64) {
+    pub(crate) fn observe_view(&self, dossiers: usize, unregistered_dossiers: i64) {
         self.dossiers_tracked.set(dossiers as i64);
         self.dossiers_unregistered_unit.set(unregistered_dossiers);
         self.view_published.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
     /// Messages not yet read, over every partition; None before ingest has measured any.
-    pub fn total_lag(&self) -> Option<i64> {
+    pub(crate) fn total_lag(&self) -> Option<i64> {
         use prometheus::core::Collector;
         let families = self.consumer_lag.collect();
         let partitions: Vec<i64> =
@@ -231,7 +231,7 @@ impl Metrics {
     }
 
     /// Counts one SQL query, with its duration to the last row.
-    pub fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
+    pub(crate) fn observe_query(&self, interface: &str, ok: bool, seconds: f64) {
         let outcome = if ok { "ok" } else { "error" };
         self.sql_queries.with_label_values(&[interface, outcome]).inc();
         self.sql_query_duration.with_label_values(&[interface, outcome]).observe(seconds);

@@ -34,8 +34,8 @@ pub enum DemoError {
     Pipeline(#[from] crate::RunError),
 }
 
-pub const PROVINCE_CODE: &str = "H99";
-pub const PROVINCE_NAME: &str = "Tỉnh Sông Hồng (mô phỏng)";
+pub(crate) const PROVINCE_CODE: &str = "H99";
+pub(crate) const PROVINCE_NAME: &str = "Tỉnh Sông Hồng (mô phỏng)";
 
 pub fn simulator(seed: u64) -> Simulator {
     Simulator::new(Province::new(PROVINCE_CODE, PROVINCE_NAME, seed), seed)

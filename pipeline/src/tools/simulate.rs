@@ -73,7 +73,7 @@ impl Province {
 
     /// A province of 20 departments and `communes` communes/wards. The procedures depend on the
     /// seed only: provinces made with one seed share one national catalog.
-    pub fn sized(code: &str, name: &str, seed: u64, communes: usize) -> Province {
+    pub(crate) fn sized(code: &str, name: &str, seed: u64, communes: usize) -> Province {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut units = vec![Unit {
             code: code.into(),
@@ -235,7 +235,7 @@ const PROVINCES: [(&str, u32, usize); 34] = [
 
 /// A simulated nation: up to 34 provinces (codes `H01`…), each with its own unit tree and
 /// dossiers, sharing one national procedure catalog; reproducible from a seed.
-pub struct Nation {
+pub(crate) struct Nation {
     provinces: Vec<(Simulator, u32)>,
 }
 
@@ -424,14 +424,14 @@ impl Simulator {
     }
 
     /// New dossiers received at `now`, for live mode.
-    pub fn receive_now(&mut self, now: Instant, count: u32) {
+    pub(crate) fn receive_now(&mut self, now: Instant, count: u32) {
         for _ in 0..count {
             self.dossier(now);
         }
     }
 
     /// Every pending event whose time has come, shuffled locally and with a few duplicates.
-    pub fn due_events(&mut self, now: Instant) -> Vec<WireEvent> {
+    pub(crate) fn due_events(&mut self, now: Instant) -> Vec<WireEvent> {
         let mut out = Vec::new();
         while let Some(Reverse((t, _, _))) = self.pending.peek() {
             if *t > now {
