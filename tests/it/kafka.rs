@@ -46,7 +46,7 @@ async fn a_partition_added_under_start_from_latest_resumes_exactly() {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         .set("linger.ms", "20")
-        .set("compression.type", "lz4")
+        .set("compression.type", "zstd")
         .create()
         .unwrap();
     for n in 0..15 {
