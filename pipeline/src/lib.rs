@@ -10,9 +10,10 @@
 //! - `persist`: the `snapshot` writer (the state as Parquet, `checkpoint`) and score `history`
 //!   in the `store`; a restart resumes from the newest snapshot;
 //! - readers of the views: `serve` (SQL over HTTP and PostgreSQL, the wall, /metrics, /healthz)
-//!   and `alerts` (drops, to every channel);
+//!   and `alerts` (drops, to every channel, judged on the view's typed scoreboard);
 //! - `telemetry`: the counters and health every stage reports to;
-//! - `tools`: the demo, the simulated province and the event producer.
+//! - `tools`: the demo, the simulated province, the event producer, and what the other commands
+//!   do (`commands`); `main.rs` only parses the command line.
 //!
 //! `config` and `position` (offsets and the counts that move with them) are read by all; `run`
 //! assembles the stages, each a task the `supervise`r watches.
