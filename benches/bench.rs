@@ -290,7 +290,8 @@ fn sql_tables(work: &Path, snapshots: &Path) -> Vec<(&'static str, PathBuf)> {
     let file = std::fs::File::open(newest.join("dossiers.parquet")).unwrap();
     let rows = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let count = rows.metadata().file_metadata().num_rows() as u64;
-    let batches = rows.build().unwrap().map(|batch| batch.map_err(|e| e.to_string()));
+    let batches =
+        rows.build().unwrap().map(|batch| batch.map_err(|e| index766::persist::snapshot::Unrestorable(e.to_string())));
     let catalog = Arc::new(index766_core::catalog::Catalog::load(&work.join("procedures.jsonl")).unwrap());
     let now = index766_core::time::parse_time(AS_OF).unwrap();
     let state = index766::persist::checkpoint::restore_state(now, catalog, count, batches).unwrap();

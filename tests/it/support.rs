@@ -125,8 +125,9 @@ const KAFKA_VERSION: &str = "4.1.1";
 pub struct Kafka {
     child: Child,
     pub bootstrap: String,
-    /// Its data and logs; removed when dropped.
-    _dir: tempfile::TempDir,
+    /// Its data and logs; removed when dropped (a folder of its own: the benchmarks, which
+    /// share this file, have no tempfile crate).
+    dir: PathBuf,
 }
 
 impl Kafka {
@@ -140,9 +141,10 @@ impl Kafka {
             "Apache Kafka {KAFKA_VERSION} is not in {}: run tests/run.sh, which fetches it",
             libs.display()
         );
-        let dir = tempfile::tempdir().unwrap();
         let (port, controller) = (free_port(), free_port());
-        let properties = dir.path().join("server.properties");
+        let dir = std::env::temp_dir().join(format!("index766-kafka-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let properties = dir.join("server.properties");
         std::fs::write(
             &properties,
             format!(
@@ -153,12 +155,12 @@ impl Kafka {
                  log.dirs={}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
                  transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
                  group.initial.rebalance.delay.ms=0\n",
-                dir.path().join("data").display()
+                dir.join("data").display()
             ),
         )
         .unwrap();
         let classpath = format!("{}/*", libs.display());
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let formatted = Command::new("java")
             .args(["-cp", &classpath, "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg", "-c"])
             .arg(&properties)
@@ -166,7 +168,7 @@ impl Kafka {
             .stderr(log("format.err"))
             .status()
             .unwrap_or_else(|e| panic!("cannot run java for Apache Kafka: {e}"));
-        let why = || std::fs::read_to_string(dir.path().join("format.err")).unwrap_or_default();
+        let why = || std::fs::read_to_string(dir.join("format.err")).unwrap_or_default();
         assert!(formatted.success(), "Apache Kafka's storage format failed: {}", why());
         let child = Command::new("java")
             .args(["-Xmx512m", "-cp", &classpath, "kafka.Kafka"])
@@ -175,7 +177,7 @@ impl Kafka {
             .stderr(log("kafka.err"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start Apache Kafka: {e}"));
-        let mut kafka = Kafka { child, bootstrap: format!("127.0.0.1:{port}"), _dir: dir };
+        let mut kafka = Kafka { child, bootstrap: format!("127.0.0.1:{port}"), dir };
         await_listening(&mut kafka.child, port, "Apache Kafka");
         kafka
     }
@@ -185,6 +187,7 @@ impl Drop for Kafka {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
