@@ -72,12 +72,40 @@ impl Criterion {
             _ => Applies::EveryUnit,
         }
     }
+}
 
-    /// The position among the dossier criteria (in a [`crate::judge::Tally`]), if it is one.
-    pub fn slot(&self) -> Option<usize> {
-        let index = CRITERIA.iter().position(|c| c.id == self.id)?;
-        SLOTS[index]
+/// The position in [`CRITERIA`] of the criterion `id` (a compile-time error in a constant when
+/// there is none).
+pub const fn index_of(id: &str) -> usize {
+    let mut i = 0;
+    while i < CRITERIA.len() {
+        if same(CRITERIA[i].id, id) {
+            return i;
+        }
+        i += 1;
     }
+    panic!("not a criterion of the table")
+}
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The position among the dossier criteria (in a [`crate::judge::Tally`]) of the criterion at
+/// `index` in [`CRITERIA`], if it is one.
+pub const fn slot(index: usize) -> Option<usize> {
+    SLOTS[index]
 }
 
 /// A dossier criterion's judging function.
@@ -243,11 +271,6 @@ pub const CRITERIA: [Criterion; 23] = {
     ]
 };
 
-/// The criterion with this id.
-pub fn by_id(id: &str) -> Option<&'static Criterion> {
-    CRITERIA.iter().find(|c| c.id == id)
-}
-
 /// How many criteria are judged dossier by dossier (the length of a tally).
 pub const DOSSIER_SLOTS: usize = {
     let mut n = 0;
@@ -304,7 +327,7 @@ mod tests {
             assert!(CRITERIA[..i].iter().all(|o| o.id != c.id), "{} twice", c.id);
             if let Figure::RatioTimes(other) = c.figure {
                 assert!(
-                    by_id(other).and_then(Criterion::slot).is_some(),
+                    CRITERIA.iter().position(|known| known.id == other).and_then(slot).is_some(),
                     "{}: {other} is not a dossier criterion",
                     c.id
                 );

@@ -5,7 +5,7 @@
 use std::ops::AddAssign;
 
 use crate::catalog::Procedure;
-use crate::criteria::{Figure, JudgeDossier, Judged, DOSSIER_JUDGES, DOSSIER_SLOTS};
+use crate::criteria::{index_of, slot, Figure, JudgeDossier, Judged, DOSSIER_JUDGES, DOSSIER_SLOTS};
 use crate::dossier::Dossier;
 
 /// Numerator and denominator of one criterion.
@@ -40,13 +40,16 @@ impl Tally {
 
     /// The ratio of a dossier criterion.
     pub fn of(&self, id: &str) -> Ratio {
-        let slot = crate::criteria::by_id(id).and_then(|c| c.slot());
-        self.0[slot.unwrap_or_else(|| panic!("{id} is not a dossier criterion"))]
+        self.0[slot(index_of(id)).unwrap_or_else(|| panic!("{id} is not a dossier criterion"))]
     }
 
     /// The dossiers received (2.1 counts every one).
     pub fn dossiers(&self) -> i64 {
-        self.of("2.1").den
+        const RECEIVED: usize = match slot(index_of("2.1")) {
+            Some(slot) => slot,
+            None => panic!("2.1 is a dossier criterion"),
+        };
+        self.0[RECEIVED].den
     }
 }
 

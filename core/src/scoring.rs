@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
-use crate::criteria::{Applies, CatalogClock, Facts, Figure, Source, CRITERIA};
+use crate::criteria::{index_of, slot, Applies, CatalogClock, Facts, Figure, Source, CRITERIA};
 use crate::judge::{Ratio, Tally};
 use crate::spec::{Conversion, CriterionSpec, Spec};
 use crate::state::State;
@@ -197,7 +197,7 @@ impl Measured<'_> {
         let criterion = &CRITERIA[index];
         let has = |code: &str, fact: crate::criteria::Fact| self.facts.get(code).is_some_and(|f| fact.of(f) > 0);
         match criterion.source {
-            Source::Dossier(_) => self.tally.0[criterion.slot().expect("a dossier criterion has a slot")],
+            Source::Dossier(_) => self.tally.0[slot(index).expect("a dossier criterion has a slot")],
             Source::Procedures { applies, fact } => {
                 let mut r = Ratio::default();
                 for p in self.catalog.procedures().filter(|p| self.authority.covers(p) && applies(p)) {
@@ -221,8 +221,7 @@ impl Measured<'_> {
         let value = match CRITERIA[index].figure {
             Figure::Ratio => ratio(r.num, r.den),
             Figure::RatioTimes(other) => {
-                let other =
-                    self.ratio(CRITERIA.iter().position(|c| c.id == other).expect("checked by the table's test"));
+                let other = self.ratio(index_of(other));
                 ratio(r.num, r.den).zip(ratio(other.num, other.den)).map(|(a, b)| a * b)
             }
             Figure::MeanDays => ratio(r.num, r.den).map(|seconds| seconds / 86_400.0),
