@@ -3,7 +3,6 @@
 //! silently falls back to a default.
 
 pub mod alerts;
-pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,9 +30,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// librdkafka client properties, passed through unchanged (a value may come from a file or
-    /// the environment: see `kafka`).
-    pub kafka: kafka::KafkaSettings,
+    /// librdkafka client properties, passed through unchanged.
+    pub kafka: BTreeMap<String, String>,
     pub topics: TopicsConfig,
     pub ingest: IngestConfig,
     pub registry: RegistryConfig,
@@ -192,7 +190,6 @@ impl Config {
         if !self.kafka.contains_key("bootstrap.servers") {
             return Err(ConfigError::Invalid("[kafka] needs \"bootstrap.servers\"".into()));
         }
-        self.kafka.resolved()?;
         if self.ingest.batch_max_events == 0 {
             return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
         }
