@@ -4,26 +4,20 @@
 # One persistent build folder outside the clone: DataFusion and librdkafka build once, not per clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/index766/target}"
 
-# The real Kafka-compatible broker the end-to-end tests start (pinned; built from crates.io once).
 TOOLS="$HOME/.cache/index766/tools"
-TANSU_VERSION=0.6.0
-if ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then
-  echo "tests/run.sh: installing tansu $TANSU_VERSION, the test broker (about 10 minutes on 2 cores, once)"
-  CARGO_TARGET_DIR="$TOOLS/build" cargo install tansu --version "$TANSU_VERSION" --locked \
-    --features dynostore,libsql --root "$TOOLS"
-fi
-export TANSU_BIN="$TOOLS/bin/tansu"
 
-# Apache Kafka itself, one KRaft node the broker tests start: its jars from Maven Central
-# (tests/kafka/pom.xml pins the version; the Maven repository stays in ~/.m2, outside the clone).
+# Apache Kafka itself, the broker every end-to-end test starts (KRaft, one node): its jars and
+# tools from Maven Central (tests/kafka/pom.xml pins the version; the Maven repository stays in
+# ~/.m2, outside the clone).
 KAFKA_VERSION=4.1.1
 export KAFKA_LIBS="$HOME/.cache/index766/kafka/$KAFKA_VERSION/libs"
-if [[ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]]; then
+if [[ ! -f "$KAFKA_LIBS/kafka-tools-$KAFKA_VERSION.jar" ]]; then
   echo "tests/run.sh: fetching Apache Kafka $KAFKA_VERSION from Maven Central (once)"
   command -v java >/dev/null || { apt-get update && apt-get install -y openjdk-17-jre-headless; }
   command -v mvn >/dev/null || { apt-get update && apt-get install -y maven; }
   rm -rf "$KAFKA_LIBS.partial"
   mvn -q -f tests/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS.partial"
+  rm -rf "$KAFKA_LIBS"
   mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
 fi
 

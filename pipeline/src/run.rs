@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,7 @@ use crate::config::{self, Config};
 use crate::engine::view::View;
 use crate::engine::{view, Engine};
 use crate::ingest::dead_letter::DeadLetters;
-use crate::ingest::{self, replay, IngestError, Source};
+use crate::ingest::{client, replay, IngestError, Source};
 use crate::persist::checkpoint::StateCopy;
 use crate::persist::history::{Cadence, History, HistoryTables};
 use crate::persist::snapshot::{SnapshotError, Snapshots};
@@ -270,7 +269,7 @@ impl Pipeline {
                 // dead letters, which ingest waits for.
                 producer: match config.alerts.topic.is_empty() || matches!(feed, Feed::Files(_)) {
                     true => None,
-                    false => Some((producer(&config)?, config.alerts.topic.clone())),
+                    false => Some((client::producer(&config, &health)?, config.alerts.topic.clone())),
                 },
                 webhook: (!config.alerts.webhook_url.is_empty())
                     .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
@@ -281,7 +280,11 @@ impl Pipeline {
         // Its result is the supervisor's to see; nothing waits for it.
         drop(supervisor.spawn(Part::Alerts, alert_task.run(shutdown.clone())));
         let dead_letters = Arc::new(match &feed {
-            Feed::Topics => DeadLetters::topic(producer(&config)?, config.topics.dead_letter.clone()),
+            Feed::Topics => DeadLetters::topic(
+                client::producer(&config, &health)?,
+                config.topics.dead_letter.clone(),
+                health.clone(),
+            ),
             Feed::Files(files) => DeadLetters::file(&files.dead_letters).map_err(|e| IngestError::File {
                 path: files.dead_letters.clone(),
                 reason: format!("cannot open the dead-letter file: {e}"),
@@ -412,11 +415,6 @@ impl Pipeline {
         ingest.unwrap_or(Ok(()))?;
         Ok(())
     }
-}
-
-/// A Kafka producer with the pipeline's client settings.
-fn producer(config: &Config) -> Result<FutureProducer, IngestError> {
-    ingest::client_config(config).remove("group.id").create().map_err(IngestError::Client)
 }
 
 /// Every history table, daily and weekly, for SQL and the alerts.

@@ -1,4 +1,5 @@
-//! Crash recovery against a real broker: a stream of over 200,000 messages is read by the
+//! Crash recovery on Apache Kafka: a stream of over 200,000 messages, from producers that batch
+//! and compress with zstd as upstream systems do, is read by the
 //! `index766` binary, killed with SIGKILL at random moments (some while a snapshot is being
 //! written) and restarted each time; its final snapshot must equal, exactly, that of one
 //! uninterrupted run over the same stream (every dossier and petition, the counters, the scores).
@@ -12,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{free_port, newest_manifest, snapshot_rows, Broker};
+use crate::support::{free_port, newest_manifest, snapshot_rows, Kafka};
 
 const EVENTS: &str = "crash.dossier-events";
 const PETITIONS: &str = "crash.petitions";
@@ -35,7 +36,7 @@ fn produce(bootstrap: &str, dir: &Path) -> Stream {
     std::fs::write(dir.join("procedures.jsonl"), sim.province().catalog_jsonl(now)).unwrap();
     let events = sim.history(now, 30, 2400);
     assert!(events.len() >= 200_000, "the stream has {} events", events.len());
-    let mut producer = EventProducer::unbatched(bootstrap, EVENTS).unwrap();
+    let mut producer = zstd_producer(bootstrap, EVENTS);
     let mut rng = StdRng::seed_from_u64(7);
     let mut messages = 0;
     for (i, event) in events.iter().enumerate() {
@@ -50,7 +51,7 @@ fn produce(bootstrap: &str, dir: &Path) -> Stream {
         }
     }
     messages += producer.finish().map(|_| events.len() as u64).unwrap();
-    let mut petitions = EventProducer::unbatched(bootstrap, PETITIONS).unwrap();
+    let mut petitions = zstd_producer(bootstrap, PETITIONS);
     let petition_events = sim.petition_history(now, 30, 2400);
     for p in &petition_events {
         petitions.send_raw(p.petition_id.as_bytes(), &serde_json::to_vec(p).unwrap()).unwrap();
@@ -58,6 +59,13 @@ fn produce(bootstrap: &str, dir: &Path) -> Stream {
     petitions.finish().unwrap();
     messages += petition_events.len() as u64;
     Stream { messages, events: events.len() as u64 }
+}
+
+/// Batches of up to 10,000 records (librdkafka's default), lingering 20 ms, compressed with zstd.
+fn zstd_producer(bootstrap: &str, topic: &str) -> EventProducer {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("compression.type", "zstd").set("linger.ms", "20");
+    EventProducer::with(&mut config, bootstrap, topic).unwrap()
 }
 
 fn config_text(bootstrap: &str, dir: &Path, snapshots: &Path, http_port: u16) -> String {
@@ -110,7 +118,7 @@ fn recovery_seconds(log: &Path) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_it_ends_exactly_where_an_uninterrupted_run_ends() {
-    let broker = Broker::start();
+    let broker = Kafka::shared();
     ensure_topics(&broker.bootstrap, &[EVENTS, PETITIONS, DEAD_LETTERS], 4).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let produced = Instant::now();

@@ -1,4 +1,4 @@
-//! Bad input and broker faults, against a real broker (tansu) over TCP.
+//! Bad input and broker faults, on Apache Kafka.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::scenario::{event, header, received, settled, AS_OF};
-use crate::support::{http, metric, read_topic, repo_root, snapshot_rows, sql, wait_for, Broker};
+use crate::support::{http, metric, read_topic, repo_root, snapshot_rows, sql, wait_for, Kafka};
 
 fn config(bootstrap: &str, prefix: &str, snapshots: &std::path::Path, units_topic: bool) -> Config {
     let units = if units_topic { format!("{prefix}.units") } else { String::new() };
@@ -74,12 +74,12 @@ fn bad_input() -> Vec<(String, Vec<u8>, Option<RejectReason>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
-    let broker = Broker::start();
+    let broker = Kafka::shared();
     let prefix = "bad";
     let topics = ["bad.dossier-events", "bad.dead-letter", "bad.units"];
     ensure_topics(&broker.bootstrap, &topics, 2).await.unwrap();
     let input = bad_input();
-    let mut producer = EventProducer::unbatched(&broker.bootstrap, topics[0]).unwrap();
+    let mut producer = EventProducer::new(&broker.bootstrap, topics[0]).unwrap();
     for (key, payload, _) in &input {
         producer.send_raw(key.as_bytes(), payload).unwrap();
     }
@@ -134,7 +134,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
     };
     let province_before = nov_21("H44").unwrap();
     assert_eq!(nov_21("H44.777"), None);
-    let mut units = EventProducer::unbatched(&broker.bootstrap, topics[2]).unwrap();
+    let mut units = EventProducer::new(&broker.bootstrap, topics[2]).unwrap();
     let unit = json!({"code": "H44.777", "name": "Xã Mới Lập", "parent": "H44", "level": "commune"});
     units.send_raw(b"H44.777", unit.to_string().as_bytes()).unwrap();
     units.finish().unwrap();
@@ -147,7 +147,7 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
 
     // Across a restart: a repeat of an event applied before it is still a duplicate, counted
     // once more in the metric (which continues from the snapshot) and in the dead-letter topic.
-    let mut producer = EventProducer::unbatched(&broker.bootstrap, topics[0]).unwrap();
+    let mut producer = EventProducer::new(&broker.bootstrap, topics[0]).unwrap();
     let (key, payload, _) = &input[0];
     producer.send_raw(key.as_bytes(), payload).unwrap();
     producer.finish().unwrap();
@@ -164,11 +164,10 @@ async fn every_kind_of_bad_input_is_dead_lettered_and_counted_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
+async fn the_broker_killed_in_the_middle_of_ingest_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    // Its log in SQLite, so it survives being killed; a small stream (tansu's SQLite store slows
-    // down as it grows).
-    let mut broker = Broker::start_persistent(dir.path());
+    // A broker of its own: this test SIGKILLs it and starts it again on its data.
+    let mut broker = Kafka::start();
     let prefix = "restart";
     let topics = ["restart.dossier-events", "restart.dead-letter"];
     ensure_topics(&broker.bootstrap, &topics, 2).await.unwrap();
@@ -178,10 +177,10 @@ async fn a_broker_restart_in_the_middle_of_ingest_loses_nothing() {
     std::fs::write(dir.path().join("units.jsonl"), sim.province().registry_jsonl()).unwrap();
     std::fs::write(dir.path().join("procedures.jsonl"), sim.province().catalog_jsonl(now)).unwrap();
     let events: Vec<(String, Vec<u8>)> =
-        sim.history(now, 3, 1500).iter().map(|e| (e.dossier_id.clone(), bytes(e))).collect();
+        sim.history(now, 10, 1500).iter().map(|e| (e.dossier_id.clone(), bytes(e))).collect();
     let (first, second) = events.split_at(events.len() * 2 / 3);
     let produce = |bootstrap: &str, part: &[(String, Vec<u8>)]| {
-        let mut producer = EventProducer::unbatched(bootstrap, topics[0]).unwrap();
+        let mut producer = EventProducer::new(bootstrap, topics[0]).unwrap();
         for (key, payload) in part {
             producer.send_raw(key.as_bytes(), payload).unwrap();
         }

@@ -1,18 +1,20 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
-//! - `crash`: SIGKILLs at random against a real broker; the result must equal an uninterrupted run;
+//! - `crash`: SIGKILLs at random, on Apache Kafka with batched zstd producers; the result must equal an uninterrupted run;
 //! - `contract`: the simulator's output against the core's decoders;
-//! - `faults`: every kind of bad input, and a broker restart mid-ingest, on a real broker;
+//! - `faults`: every kind of bad input, and the broker SIGKILLed mid-ingest, on Apache Kafka;
 //! - `golden`: golden SQL files (`sql/golden/`) against the scenario's state;
 //! - `hostile`: hostile SQL against the running demo binary, over HTTP, psql, psycopg and raw sockets;
-//! - `kafka`: against Apache Kafka itself (a KRaft node from Maven Central's jars);
+//! - `kafka`: what Apache Kafka does that a stand-in broker may not: every codec, transactions,
+//!   compaction, retention, partitions added while running;
+//! - `secured`: SASL_SSL (SCRAM) and mutual TLS with a test CA and ACLs; each refusal named;
 //! - `installed`: the binary runs the demo and `run` from an empty folder, on its built-in defaults;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
 //!   in a real Chromium (`browser`), the Prometheus rules under promtool;
 //! - `supervise`: a part that panics stops the process, non-zero, with the part named;
 //! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
-//! - `real_broker`: end to end against a real Kafka-compatible broker process (tansu) over TCP.
+//! - `real_broker`: the scenario end to end on Apache Kafka.
 
 mod browser;
 mod contract;
@@ -27,6 +29,7 @@ mod real_broker;
 mod replay;
 mod s3;
 mod scenario;
+mod secured;
 mod serving;
 mod supervise;
 mod support;

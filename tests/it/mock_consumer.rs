@@ -75,7 +75,7 @@ async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
         }
         config
     };
-    let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+    let mut producer = EventProducer::new(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
     for event in scenario::events().iter().take(5) {
         producer.send(event).unwrap();
     }
@@ -88,7 +88,7 @@ async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
     pipeline.wait().await.unwrap();
 
     // While it is stopped, 6 MiB more: the broker drops the oldest messages, unread ones included.
-    let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+    let mut producer = EventProducer::new(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
     for _ in 0..20 {
         producer.send_raw(b"filler", &[b' '; 300_000]).unwrap();
     }
@@ -128,7 +128,7 @@ async fn latest_starts_at_the_end_and_keeps_that_position() {
     };
     let events = scenario::events();
     let send = |range: std::ops::Range<usize>| {
-        let mut producer = EventProducer::unbatched(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+        let mut producer = EventProducer::new(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
         for event in &events[range] {
             producer.send(event).unwrap();
         }

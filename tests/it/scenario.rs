@@ -135,7 +135,7 @@ pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Co
 
 /// Produces the scenario to `bootstrap` with the project's own producer.
 pub fn produce(bootstrap: &str) -> u64 {
-    let mut producer = EventProducer::unbatched(bootstrap, EVENTS_TOPIC).unwrap();
+    let mut producer = EventProducer::new(bootstrap, EVENTS_TOPIC).unwrap();
     for e in events() {
         producer.send(&e).unwrap();
     }
@@ -144,7 +144,7 @@ pub fn produce(bootstrap: &str) -> u64 {
     }
     let mut sent = producer.finish().unwrap();
     for (topic, key, value) in other_messages() {
-        let mut producer = EventProducer::unbatched(bootstrap, topic).unwrap();
+        let mut producer = EventProducer::new(bootstrap, topic).unwrap();
         producer.send_raw(key.as_bytes(), &value).unwrap();
         sent += producer.finish().unwrap();
     }

@@ -1,4 +1,4 @@
-//! The users' surfaces, end to end on a real broker (tansu over TCP): the real `psql` over the
+//! The users' surfaces, end to end on Apache Kafka: the real `psql` over the
 //! PostgreSQL protocol, `/metrics`, a scripted score drop that fires exactly one alert on each
 //! channel (Kafka topic, a real Alertmanager, `/api/alerts`, the `alerts` SQL table) and clears
 //! with hysteresis, and the IOC page in a real headless Chromium (driven through ChromeDriver);
@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::scenario::{event, received, AS_OF};
-use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_for, Broker, Server};
+use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_for, Kafka, Server};
 
 const RULE: &str = "processing_drop";
 
@@ -159,7 +159,7 @@ impl Producer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start();
+    let broker = Kafka::shared();
     let prefix = "serving";
     let alerts_topic = format!("{prefix}.alerts");
     ensure_topics(
@@ -182,7 +182,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     });
 
     let mut producer =
-        Producer { inner: EventProducer::unbatched(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
+        Producer { inner: EventProducer::new(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("nov", "H44.01", "2026-11-02", 20, 2));
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 200, 1));

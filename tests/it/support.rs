@@ -1,10 +1,10 @@
-//! Shared test helpers: a real broker process, a tiny HTTP client, waiting on conditions.
+//! Shared test helpers: Apache Kafka, a tiny HTTP client, waiting on conditions.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
@@ -43,152 +43,180 @@ fn await_listening(child: &mut Child, port: u16, what: &str) {
     }
 }
 
-/// A tansu broker on a free loopback port, killed when dropped. It cannot be started → panic:
-/// a test that needs a broker fails without one, it never skips.
-pub struct Broker {
-    child: Child,
-    pub bootstrap: String,
-    storage: String,
-    dir: PathBuf,
-}
-
-fn tansu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("TANSU_BIN") {
-        return path.into();
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let installed = Path::new(&home).join(".cache/index766/tools/bin/tansu");
-    if installed.exists() {
-        return installed;
-    }
-    "tansu".into()
-}
-
-impl Broker {
-    /// A broker keeping its log in memory (lost when it stops).
-    pub fn start() -> Broker {
-        Broker::launch(free_port(), "memory://tansu/", &std::env::temp_dir())
-    }
-
-    /// A broker keeping its log in an SQLite file, so it can be stopped and started again.
-    pub fn start_persistent(dir: &Path) -> Broker {
-        Broker::launch(free_port(), "sqlite://broker.db", dir)
-    }
-
-    /// Starts tansu in `dir` (it reads an SQLite path relative to its working folder).
-    fn launch(port: u16, storage: &str, dir: &Path) -> Broker {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let binary = tansu_binary();
-        let child = Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the test broker {}: {e}. Run tests/run.sh, which installs tansu.",
-                    binary.display()
-                )
-            });
-        let mut broker =
-            Broker { child, bootstrap: format!("127.0.0.1:{port}"), storage: storage.to_owned(), dir: dir.to_owned() };
-        await_listening(&mut broker.child, port, "the test broker");
-        broker
-    }
-
-    /// Kills the broker process, as a crash would.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts a killed broker again, on the same port and storage.
-    pub fn start_again(&mut self) {
-        let port = self.bootstrap.rsplit(':').next().unwrap().parse().unwrap();
-        *self = Broker::launch(port, &self.storage.clone(), &self.dir.clone());
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The Apache Kafka release the tests run (tests/kafka/pom.xml pins the same).
 const KAFKA_VERSION: &str = "4.1.1";
 
-/// Apache Kafka itself: one KRaft node (broker and controller) on free loopback ports, with a
-/// data folder of its own, killed when dropped. Its jars come from Maven Central through
-/// tests/tools.sh; without them, or if it does not start, the test fails.
-pub struct Kafka {
-    child: Child,
-    pub bootstrap: String,
-    /// Its data and logs; removed when dropped (a folder of its own: the benchmarks, which
-    /// share this file, have no tempfile crate).
-    dir: PathBuf,
+/// What a broker adds to its PLAINTEXT listener: more listeners (name = security protocol,
+/// port), server properties, and arguments to the storage format (e.g. SCRAM users).
+#[derive(Default)]
+pub struct KafkaSetup {
+    pub listeners: Vec<(&'static str, u16)>,
+    pub properties: String,
+    pub format: Vec<String>,
 }
 
+/// Apache Kafka itself: one KRaft node (broker and controller) on free loopback ports, with a
+/// data folder of its own. Its jars come from Maven Central through tests/tools.sh; without
+/// them, or if it does not start, the test fails.
+///
+/// Java runs under a small shell that holds a pipe from this process and SIGKILLs the broker
+/// when the pipe closes: on `kill`, on drop, and when the test binary exits however it exits
+/// (the shared broker is a static, never dropped).
+pub struct Kafka {
+    shell: Child,
+    /// The write end of the pipe the shell waits on; closing it kills the broker.
+    lifeline: Option<ChildStdin>,
+    /// The PLAINTEXT listener (no authentication; the tests' own producers and admin use it).
+    pub bootstrap: String,
+    /// Its configuration, data and logs: removed when it is dropped, unless a test failed.
+    pub dir: PathBuf,
+    port: u16,
+}
+
+static SHARED_KAFKA: std::sync::OnceLock<Kafka> = std::sync::OnceLock::new();
+
 impl Kafka {
+    /// A broker of the test's own, for a test that stops it or configures it.
     pub fn start() -> Kafka {
-        let home = std::env::var("HOME").unwrap_or_default();
-        let libs = std::env::var("KAFKA_LIBS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| Path::new(&home).join(format!(".cache/index766/kafka/{KAFKA_VERSION}/libs")));
-        assert!(
-            libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists(),
-            "Apache Kafka {KAFKA_VERSION} is not in {}: run tests/run.sh, which fetches it",
-            libs.display()
-        );
+        Kafka::start_with(KafkaSetup::default())
+    }
+
+    /// One broker for every test of the binary that only reads and writes topics: each such
+    /// test names its topics with a prefix of its own.
+    pub fn shared() -> &'static Kafka {
+        SHARED_KAFKA.get_or_init(|| Kafka::launch(KafkaSetup::default(), true))
+    }
+
+    pub fn start_with(setup: KafkaSetup) -> Kafka {
+        Kafka::launch(setup, false)
+    }
+
+    /// `shared`: never dropped, so the shell removes its folder once the broker is gone.
+    fn launch(setup: KafkaSetup, shared: bool) -> Kafka {
         let (port, controller) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("index766-kafka-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let properties = dir.join("server.properties");
-        std::fs::write(
-            &properties,
-            format!(
-                "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-                 log.dirs={}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
-                 transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
-                 group.initial.rebalance.delay.ms=0\n",
-                dir.join("data").display()
-            ),
-        )
-        .unwrap();
-        let classpath = format!("{}/*", libs.display());
+        let mut listeners = vec![format!("PLAINTEXT://127.0.0.1:{port}")];
+        listeners.extend(setup.listeners.iter().map(|(name, port)| format!("{name}://127.0.0.1:{port}")));
+        let protocols: Vec<String> = setup.listeners.iter().map(|(name, _)| format!("{name}:{name}")).collect();
+        // Retention and the log cleaner run every second, from the start, so the tests of
+        // retention and compaction see them act within seconds.
+        let properties = format!(
+            "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners={},CONTROLLER://127.0.0.1:{controller}\nadvertised.listeners={}\n\
+             controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{}\n\
+             log.dirs={}\nnum.partitions=1\noffsets.topic.replication.factor=1\n\
+             transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\nlog.initial.task.delay.ms=0\n\
+             log.retention.check.interval.ms=1000\nlog.cleaner.backoff.ms=1000\n{}",
+            listeners.join(","),
+            listeners.join(","),
+            protocols.iter().map(|p| format!(",{p}")).collect::<String>(),
+            dir.join("data").display(),
+            setup.properties,
+        );
+        std::fs::write(dir.join("server.properties"), properties).unwrap();
         let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
         let formatted = Command::new("java")
-            .args(["-cp", &classpath, "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg", "-c"])
-            .arg(&properties)
+            .args(["-cp", &kafka_classpath(), "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg"])
+            .args(&setup.format)
+            .arg("-c")
+            .arg(dir.join("server.properties"))
             .stdout(log("format.log"))
             .stderr(log("format.err"))
             .status()
             .unwrap_or_else(|e| panic!("cannot run java for Apache Kafka: {e}"));
         let why = || std::fs::read_to_string(dir.join("format.err")).unwrap_or_default();
         assert!(formatted.success(), "Apache Kafka's storage format failed: {}", why());
-        let child = Command::new("java")
-            .args(["-Xmx512m", "-cp", &classpath, "kafka.Kafka"])
-            .arg(&properties)
-            .stdout(log("kafka.log"))
-            .stderr(log("kafka.err"))
+        let (shell, lifeline) = Kafka::run(&dir, shared);
+        let mut kafka = Kafka { shell, lifeline, bootstrap: format!("127.0.0.1:{port}"), dir, port };
+        kafka.await_start();
+        kafka
+    }
+
+    /// Starts the broker of `dir` (formatted) under the shell that kills it when the pipe
+    /// closes, and then removes `dir` if `remove` is set.
+    fn run(dir: &Path, remove: bool) -> (Child, Option<ChildStdin>) {
+        // The watcher reads the pipe through fd 3: a background job's own stdin is /dev/null.
+        let script = r#"exec 3<&0
+java "$@" >>kafka.log 2>>kafka.err </dev/null & pid=$!
+(read _ <&3; kill -9 $pid) & wait $pid
+if [ "$REMOVE" = 1 ]; then rm -rf "$PWD"; fi"#;
+        let mut shell = Command::new("sh")
+            .args(["-c", script, "kafka", "-Xmx512m", "-cp", &kafka_classpath(), "kafka.Kafka", "server.properties"])
+            .env("REMOVE", if remove { "1" } else { "0" })
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start Apache Kafka: {e}"));
-        let mut kafka = Kafka { child, bootstrap: format!("127.0.0.1:{port}"), dir };
-        await_listening(&mut kafka.child, port, "Apache Kafka");
-        kafka
+        let lifeline = shell.stdin.take();
+        (shell, lifeline)
+    }
+
+    /// Waits until it listens; panics with its log if it exits or takes over 60 s.
+    fn await_start(&mut self) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let log = || std::fs::read_to_string(self.dir.join("kafka.err")).unwrap_or_default();
+            if let Ok(Some(status)) = self.shell.try_wait() {
+                panic!("Apache Kafka exited at start ({status}): {}", log());
+            }
+            assert!(Instant::now() < until, "Apache Kafka did not listen on {} within 60 s: {}", self.port, log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the broker, as a crash would.
+    pub fn kill(&mut self) {
+        drop(self.lifeline.take());
+        let _ = self.shell.wait();
+    }
+
+    /// Starts a killed broker again: same ports, same data.
+    pub fn start_again(&mut self) {
+        (self.shell, self.lifeline) = Kafka::run(&self.dir, false);
+        self.await_start();
+    }
+
+    /// Runs one of Kafka's own command-line tools (e.g. `org.apache.kafka.tools.AclCommand`)
+    /// against the PLAINTEXT listener; panics with its output if it fails.
+    pub fn tool(&self, class: &str, args: &[&str]) -> String {
+        let output = Command::new("java")
+            .args(["-cp", &kafka_classpath(), class, "--bootstrap-server", &self.bootstrap])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run java for {class}: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{class} {args:?} failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+        text
     }
 }
 
 impl Drop for Kafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("Apache Kafka's logs are kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+fn kafka_classpath() -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let libs = std::env::var("KAFKA_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(&home).join(format!(".cache/index766/kafka/{KAFKA_VERSION}/libs")));
+    assert!(
+        libs.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).exists(),
+        "Apache Kafka {KAFKA_VERSION} is not in {}: run tests/run.sh, which fetches it",
+        libs.display()
+    );
+    format!("{}/*", libs.display())
 }
 
 /// One HTTP/1.1 request; returns (status, body).
@@ -290,7 +318,8 @@ pub fn read_topic(bootstrap: &str, topic: &str, count: usize) -> Vec<rdkafka::me
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "index766-test-reader")
+        // A group of its own per topic: tests on the shared broker read at the same time.
+        .set("group.id", format!("index766-test-reader-{topic}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()

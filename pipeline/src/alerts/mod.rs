@@ -18,7 +18,7 @@ use datafusion::arrow::array::{
     TypedDictionaryArray, UInt32Array, UInt8Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -564,7 +564,7 @@ pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -
 
 /// Where alerts are told: the Kafka topic and the webhook (both optional).
 pub(crate) struct Notifier {
-    pub producer: Option<(FutureProducer, String)>,
+    pub producer: Option<(crate::ingest::client::Producer, String)>,
     pub webhook: Option<(reqwest::Client, String)>,
     pub resend: Duration,
 }

@@ -3,6 +3,7 @@
 //! silently falls back to a default.
 
 pub mod alerts;
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,8 +31,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// librdkafka client properties, passed through unchanged.
-    pub kafka: BTreeMap<String, String>,
+    /// librdkafka client properties, passed through unchanged (a value may come from a file or
+    /// the environment: see `kafka`).
+    pub kafka: kafka::KafkaSettings,
     pub topics: TopicsConfig,
     pub ingest: IngestConfig,
     pub registry: RegistryConfig,
@@ -190,6 +192,7 @@ impl Config {
         if !self.kafka.contains_key("bootstrap.servers") {
             return Err(ConfigError::Invalid("[kafka] needs \"bootstrap.servers\"".into()));
         }
+        self.kafka.resolved()?;
         if self.ingest.batch_max_events == 0 {
             return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
         }

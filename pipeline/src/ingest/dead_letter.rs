@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use index766_core::event::Rejection;
+
+use crate::ingest::client::{is_authorization, report_refusal, Producer};
+use crate::telemetry::health::Health;
 
 /// Where a message came from, and its bytes, kept until the message is counted or dead-lettered.
 #[derive(Debug, Clone)]
@@ -57,7 +60,7 @@ pub struct DeadLetters {
 }
 
 enum Sink {
-    Topic { producer: FutureProducer, topic: String },
+    Topic { producer: Producer, topic: String, health: Arc<Health> },
     File { path: PathBuf, out: Mutex<BufWriter<File>> },
 }
 
@@ -74,8 +77,9 @@ struct FileLetter<'a> {
 }
 
 impl DeadLetters {
-    pub fn topic(producer: FutureProducer, topic: String) -> DeadLetters {
-        DeadLetters { sink: Sink::Topic { producer, topic } }
+    /// A refusal to write (a missing ACL) is reported to `health` and retried.
+    pub(crate) fn topic(producer: Producer, topic: String, health: Arc<Health>) -> DeadLetters {
+        DeadLetters { sink: Sink::Topic { producer, topic, health } }
     }
 
     /// Appends to `path` (created if missing).
@@ -85,10 +89,10 @@ impl DeadLetters {
     }
 
     /// Delivers every letter, each retried with backoff while the failure is one a retry can
-    /// mend (a broker away, a full queue): a reject is never dropped. Gives up on shutdown, or on
-    /// a refusal no retry changes (too large, not authorised, no such topic). If not all were
-    /// delivered, the caller must not let their offsets reach a snapshot, so they are read again
-    /// after the restart.
+    /// mend (a broker away, a full queue, a missing ACL someone will grant): a reject is never
+    /// dropped. Gives up on shutdown, or on a refusal no retry changes (too large, no such
+    /// topic). If not all were delivered, the caller must not let their offsets reach a
+    /// snapshot, so they are read again after the restart.
     pub(crate) async fn deliver(
         &self,
         letters: &[DeadLetter],
@@ -97,12 +101,12 @@ impl DeadLetters {
         if letters.is_empty() {
             return Ok(());
         }
-        let (producer, topic) = match &self.sink {
-            Sink::Topic { producer, topic } => (producer, topic),
+        let (producer, topic, health) = match &self.sink {
+            Sink::Topic { producer, topic, health } => (producer, topic, health),
             Sink::File { path, out } => return write_file(path, out, letters),
         };
         let results =
-            futures::future::join_all(letters.iter().map(|letter| deliver_one(producer, topic, letter, shutdown)))
+            futures::future::join_all(letters.iter().map(|letter| deliver_one(producer, topic, health, letter, shutdown)))
                 .await;
         let undelivered = results.iter().filter(|r| r.is_err()).count();
         match results.into_iter().find_map(Result::err) {
@@ -142,8 +146,9 @@ fn write_file(path: &Path, out: &Mutex<BufWriter<File>>, letters: &[DeadLetter])
 }
 
 async fn deliver_one(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
+    health: &Health,
     letter: &DeadLetter,
     shutdown: &CancellationToken,
 ) -> Result<(), Undelivered> {
@@ -173,7 +178,10 @@ async fn deliver_one(
                         fix,
                     });
                 }
-                tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying");
+                match is_authorization(&error) {
+                    true => report_refusal(health, format!("the dead-letter topic {topic} refuses writes: {error}"), &error),
+                    false => tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying"),
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Err(Undelivered::ShuttingDown),
                     _ = tokio::time::sleep(backoff) => {}
@@ -192,9 +200,6 @@ fn refusal(error: &KafkaError) -> Option<&'static str> {
         MessageSizeTooLarge | MessageBatchTooLarge | InvalidRecord => {
             "raise the topic's max.message.bytes and the producer's message.max.bytes ([kafka] options) \
              above [ingest] max_event_bytes and the largest message of the input topics"
-        }
-        TopicAuthorizationFailed | ClusterAuthorizationFailed => {
-            "grant the pipeline's principal WRITE (and DESCRIBE) on the topic"
         }
         UnknownTopicOrPartition | UnknownTopic => "create the topic, or set [topics] dead_letter to one that exists",
         InvalidTopic => "set [topics] dead_letter to a valid topic name",

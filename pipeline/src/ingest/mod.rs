@@ -5,6 +5,7 @@
 //! dead-letter topic; decoded inputs reach the engine in bounded batches (a full queue blocks the
 //! consumer: backpressure, never loss). Partitions added to a topic are picked up while running.
 
+pub(crate) mod client;
 pub mod dead_letter;
 pub mod replay;
 
@@ -12,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -25,7 +26,8 @@ use index766_core::petition::PetitionEvent;
 use index766_core::time::Instant;
 use index766_core::units::Unit;
 
-use crate::config::{Config, OutOfRange, StartFrom};
+use crate::config::{Config, ConfigError, OutOfRange, StartFrom};
+use crate::ingest::client::{advice, client_config, is_authorization, report_refusal, Consumer, Reporting};
 use crate::ingest::dead_letter::{DeadLetter, DeadLetters, Origin, Undelivered};
 use crate::position::{Ledger, Offsets};
 use crate::telemetry::health::Health;
@@ -37,6 +39,8 @@ pub enum IngestError {
     DeadLetters(#[from] Undelivered),
     #[error("cannot create the Kafka client: {0} (check the [kafka] table of the config)")]
     Client(KafkaError),
+    #[error(transparent)]
+    Settings(#[from] ConfigError),
     #[error("cannot assign the partitions of {topic}: {source}")]
     Assign { topic: String, source: KafkaError },
     #[error(
@@ -153,14 +157,6 @@ fn decode(
         }
         Contract::Units => decode_keyed(payload, key, |u: &Unit| &u.code).map(|(code, unit)| Input::Unit(code, unit)),
     }
-}
-
-pub(crate) fn client_config(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    for (key, value) in &config.kafka {
-        client.set(key, value);
-    }
-    client
 }
 
 /// Turns messages into a batch: decodes, counts, collects dead letters.
@@ -285,13 +281,13 @@ impl Source {
     pub async fn run(self, batches: mpsc::Sender<Batch>, shutdown: CancellationToken) -> Result<(), IngestError> {
         let config = self.config.clone();
         let topic = config.topics.events.clone();
-        let consumer: Arc<StreamConsumer> = Arc::new(
-            client_config(&config)
+        let consumer: Arc<Consumer> = Arc::new(
+            client_config(&config)?
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 // A position the broker no longer holds is an error, never a silent jump.
                 .set("auto.offset.reset", "error")
-                .create()
+                .create_with_context(Reporting::new(&self.health))
                 .map_err(IngestError::Client)?,
         );
         let Some(events_partitions) = wait_for_partitions(&consumer, &topic, &self.health, &shutdown).await else {
@@ -306,9 +302,17 @@ impl Source {
             if name.is_empty() {
                 continue;
             }
-            match fetch_partitions(&consumer, name).await {
-                Ok(partitions) if !partitions.is_empty() => topics.push((name.clone(), contract, partitions)),
-                _ => tracing::warn!(topic = name, "topic not found at start; not consumed"),
+            let partitions = match fetch_partitions(&consumer, name).await {
+                Ok(partitions) => partitions,
+                // Not an absent topic: brokers away, or a refusal; wait as for the events topic.
+                Err(_) => match wait_for_partitions(&consumer, name, &self.health, &shutdown).await {
+                    Some(partitions) => partitions,
+                    None => return Ok(()),
+                },
+            };
+            match partitions.is_empty() {
+                false => topics.push((name.clone(), contract, partitions)),
+                true => tracing::warn!(topic = name, "topic not found at start; not consumed"),
             }
         }
         let reader = Reader {
@@ -320,11 +324,9 @@ impl Source {
         // The tables first, whole: events are checked against every unit and procedure known.
         let mut assignment = TopicPartitionList::new();
         for (name, _, partitions) in topics.iter().filter(|(_, c, _)| c.is_table()) {
-            let (client, reader, name, partitions) =
-                (client_config(&config), reader.clone(), name.clone(), partitions.clone());
-            let (tables, ends) = tokio::task::spawn_blocking(move || read_table(client, &reader, &name, &partitions))
-                .await
-                .expect("table reader does not panic")?;
+            let Some((tables, ends)) = self.read_table_until_allowed(name, partitions, &reader, &shutdown).await? else {
+                return Ok(());
+            };
             match self.dead_letters.deliver(&tables.letters, &shutdown).await {
                 Ok(()) => {}
                 // Shutting down: the table is read again at the next start.
@@ -385,11 +387,39 @@ impl Source {
         }
     }
 
+    /// Reads a table topic whole; while the brokers refuse it (a missing ACL), says so in
+    /// /healthz and tries again every few seconds. None: shut down meanwhile.
+    async fn read_table_until_allowed(
+        &self,
+        name: &str,
+        partitions: &[i32],
+        reader: &Reader,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(Pending, Offsets)>, IngestError> {
+        loop {
+            let (client, reader, topic, partitions) =
+                (client_config(&self.config)?, reader.clone(), name.to_owned(), partitions.to_vec());
+            match tokio::task::spawn_blocking(move || read_table(client, &reader, &topic, &partitions))
+                .await
+                .expect("table reader does not panic")
+            {
+                Err(IngestError::Table { topic, source }) if is_authorization(&source) => {
+                    report_refusal(&self.health, format!("cannot read the table topic {topic}: {source}"), &source);
+                }
+                read => return read.map(Some),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
     /// Where to start a stream partition: the snapshot's offset if it has one the broker still
     /// holds; the configured start for a partition it has never seen.
     async fn start_of(
         &self,
-        consumer: &Arc<StreamConsumer>,
+        consumer: &Arc<Consumer>,
         topic: &str,
         partition: i32,
     ) -> Result<Offset, IngestError> {
@@ -438,7 +468,7 @@ impl Source {
     /// Reads the assigned partitions until shutdown, handing the engine one batch at a time.
     async fn follow(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &Consumer,
         reader: &Reader,
         progress: &Positions,
         batches: mpsc::Sender<Batch>,
@@ -465,6 +495,10 @@ impl Source {
                     Err(KafkaError::MessageConsumption(
                         RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
                     )) => return Err(IngestError::LostPosition),
+                    // A missing READ: librdkafka retries the fetch, which works once it is granted.
+                    Err(error) if is_authorization(&error) => {
+                        report_refusal(&self.health, format!("reading the topics: {error}"), &error)
+                    }
                     Err(error) => {
                         self.health.fault(format!("reading the topics: {error}"));
                         tracing::warn!(%error, "consumer error");
@@ -482,6 +516,7 @@ impl Source {
                 Err(refused) => return Err(refused.into()),
             }
             progress.lock().expect("positions lock").extend(pending.batch.next_offsets.clone());
+            self.health.unblocked();
             if batches.send(pending.batch).await.is_err() {
                 break; // the engine has stopped: shutting down
             }
@@ -552,16 +587,18 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The partitions of `topic`; Ok(empty) when it does not exist.
-async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, KafkaError> {
+async fn fetch_partitions(consumer: &Arc<Consumer>, topic: &str) -> Result<Vec<i32>, KafkaError> {
     let (client, name) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         client.fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
-            m.topics()
-                .iter()
-                .filter(|t| t.name() == name && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect::<Vec<i32>>()
-        })
+            let topic = m.topics().iter().find(|t| t.name() == name);
+            match topic.and_then(|t| t.error()).map(RDKafkaErrorCode::from) {
+                None => Ok(topic.into_iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => Ok(Vec::new()),
+                // Refused (a missing DESCRIBE), or not ready: not the same as absent.
+                Some(code) => Err(KafkaError::MetadataFetch(code)),
+            }
+        })?
     })
     .await
     .expect("metadata task does not panic")
@@ -569,7 +606,7 @@ async fn fetch_partitions(consumer: &Arc<StreamConsumer>, topic: &str) -> Result
 
 /// Waits until the topic exists and has partitions, reporting the wait in /healthz.
 async fn wait_for_partitions(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<Consumer>,
     topic: &str,
     health: &Health,
     shutdown: &CancellationToken,
@@ -581,7 +618,10 @@ async fn wait_for_partitions(
                 return Some(partitions);
             }
             Ok(_) => health.fault(format!("topic {topic} does not exist yet; waiting for it")),
-            Err(error) => health.fault(format!("cannot reach the brokers for topic {topic}: {error}")),
+            Err(error) => health.fault(match advice(&error, "") {
+                Some(fix) => format!("cannot read the metadata of topic {topic}: {error} ({fix})"),
+                None => format!("cannot reach the brokers for topic {topic}: {error}"),
+            }),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -593,7 +633,7 @@ async fn wait_for_partitions(
 /// Every few seconds: reports lag per partition and whether the brokers answer, picks up
 /// partitions added to a topic, and commits the newest durable snapshot's offsets to the group.
 struct Watcher {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Consumer>,
     topics: Vec<(String, Vec<i32>)>,
     progress: Positions,
     start_from: StartFrom,
@@ -708,7 +748,7 @@ impl Watcher {
 
 /// Commits offsets to the consumer group, for lag tools only: the pipeline resumes from its
 /// snapshots, never from the group.
-fn commit(consumer: &StreamConsumer, offsets: &Offsets) {
+fn commit(consumer: &Consumer, offsets: &Offsets) {
     let mut list = TopicPartitionList::new();
     for ((topic, partition), &next) in offsets {
         let _ = list.add_partition_offset(topic, *partition, Offset::Offset(next));

@@ -77,13 +77,6 @@ impl EventProducer {
         Self::with(ClientConfig::new().set("linger.ms", "20").set("compression.type", "lz4"), brokers, topic)
     }
 
-    /// One record per batch: every offset starts a batch. For brokers that cannot serve a fetch
-    /// from the middle of a batch (tansu 0.6.0 skips to the next batch, losing the rest of the
-    /// one asked for), so a consumer resuming at any offset gets every record.
-    pub fn unbatched(brokers: &str, topic: &str) -> Result<EventProducer, ProduceError> {
-        Self::with(ClientConfig::new().set("batch.num.messages", "1").set("linger.ms", "0"), brokers, topic)
-    }
-
     pub fn with(config: &mut ClientConfig, brokers: &str, topic: &str) -> Result<EventProducer, ProduceError> {
         let context = CountingContext::default();
         let producer = config
