@@ -664,8 +664,22 @@ impl Watcher {
                     self.health.connected();
                     self.metrics.broker_connected.set(1);
                     let positions = self.progress.lock().expect("positions lock").clone();
+                    // The client's own position is past an upstream transaction's commit marker,
+                    // a record never handed to the pipeline: without it the lag would stay at 1.
+                    // (It may also be ahead by a batch still lingering: at most a batch early.)
+                    let fetched: Offsets = self.consumer.position().map_or_else(
+                        |_| Offsets::new(),
+                        |list| {
+                            list.elements()
+                                .iter()
+                                .filter_map(|e| Some(((e.topic().to_owned(), e.partition()), e.offset().to_raw()?)))
+                                .filter(|&(_, next)| next >= 0)
+                                .collect()
+                        },
+                    );
                     for (t, p, low, high) in marks {
-                        let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                        let read = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                        let next = fetched.get(&(t.clone(), p)).map_or(read, |&client| client.max(read));
                         let lag = self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]);
                         lag.set((high - next).max(0));
                     }
