@@ -132,11 +132,17 @@ impl Running {
     /// Waits until /healthz says 503 with every one of `words`; checks the log says them too,
     /// that no password shows in either, and that the process is still up (no crash loop).
     async fn reports(&mut self, words: &[&str]) -> String {
-        let body = wait_for(&format!("/healthz to report {words:?}"), Duration::from_secs(60), || {
-            let (status, body) = self.health()?;
-            (status == 503 && words.iter().all(|w| body.contains(w))).then_some(body)
-        })
-        .await;
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let body = loop {
+            let answer = self.health();
+            if let Some((503, body)) = &answer {
+                if words.iter().all(|w| body.contains(w)) {
+                    break body.clone();
+                }
+            }
+            assert!(std::time::Instant::now() < until, "/healthz never reported {words:?}; last {answer:?}\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(self.child.try_wait().unwrap().is_none(), "the process stays up:\n{}", self.log());
         let log = self.log();
