@@ -5,10 +5,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::Config;

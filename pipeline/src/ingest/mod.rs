@@ -324,7 +324,8 @@ impl Source {
         // The tables first, whole: events are checked against every unit and procedure known.
         let mut assignment = TopicPartitionList::new();
         for (name, _, partitions) in topics.iter().filter(|(_, c, _)| c.is_table()) {
-            let Some((tables, ends)) = self.read_table_until_allowed(name, partitions, &reader, &shutdown).await? else {
+            let Some((tables, ends)) = self.read_table_until_allowed(name, partitions, &reader, &shutdown).await?
+            else {
                 return Ok(());
             };
             match self.dead_letters.deliver(&tables.letters, &shutdown).await {
@@ -417,12 +418,7 @@ impl Source {
 
     /// Where to start a stream partition: the snapshot's offset if it has one the broker still
     /// holds; the configured start for a partition it has never seen.
-    async fn start_of(
-        &self,
-        consumer: &Arc<Consumer>,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Offset, IngestError> {
+    async fn start_of(&self, consumer: &Arc<Consumer>, topic: &str, partition: i32) -> Result<Offset, IngestError> {
         let watermarks = || {
             let (client, name) = (consumer.clone(), topic.to_owned());
             async move {
