@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rand::{RngCore, SeedableRng};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde_json::json;
@@ -88,9 +89,13 @@ async fn a_position_lost_to_retention_stops_the_pipeline_with_what_to_do() {
     pipeline.wait().await.unwrap();
 
     // While it is stopped, 6 MiB more: the broker drops the oldest messages, unread ones included.
+    // Incompressible bytes: the producer's lz4 would shrink 300 kB of one byte to almost nothing.
     let mut producer = EventProducer::new(&bootstrap, scenario::EVENTS_TOPIC).unwrap();
+    let mut random = rand::rngs::StdRng::seed_from_u64(766);
     for _ in 0..20 {
-        producer.send_raw(b"filler", &[b' '; 300_000]).unwrap();
+        let mut filler = vec![0; 300_000];
+        random.fill_bytes(&mut filler);
+        producer.send_raw(b"filler", &filler).unwrap();
     }
     producer.finish().unwrap();
     let shutdown = CancellationToken::new();

@@ -19,7 +19,8 @@ const WRONG: &str = "wrong-Pa55word";
 const STORE_PASSWORD: &str = "broker-store";
 
 fn run(program: &str, dir: &Path, args: &[&str]) {
-    let output = Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let output =
+        Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
 }
 
@@ -29,17 +30,69 @@ fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| run("openssl", dir, args);
     let keytool = |args: &[&str]| run("keytool", dir, args);
     for ca in ["ca", "other-ca"] {
-        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=index766 test {ca}"), "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem")]);
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=index766 test {ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ]);
     }
     let store = ["-keystore", "broker.p12", "-storetype", "PKCS12", "-storepass", STORE_PASSWORD];
     let san = "SAN=ip:127.0.0.1,dns:localhost";
-    keytool(&[&["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2", "-dname", "CN=localhost", "-ext", san, "-keypass", STORE_PASSWORD][..], &store].concat());
+    keytool(
+        &[
+            &[
+                "-genkeypair",
+                "-alias",
+                "broker",
+                "-keyalg",
+                "RSA",
+                "-keysize",
+                "2048",
+                "-validity",
+                "2",
+                "-dname",
+                "CN=localhost",
+                "-ext",
+                san,
+                "-keypass",
+                STORE_PASSWORD,
+            ][..],
+            &store,
+        ]
+        .concat(),
+    );
+    // Signs a request with the test CA for two days.
+    let sign = |request: &str, certificate: &str, extra: &[&str]| {
+        let common = ["x509", "-req", "-in", request, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+        openssl(&[&common[..], &["-days", "2", "-out", certificate], extra].concat());
+    };
     keytool(&[&["-certreq", "-alias", "broker", "-ext", san, "-file", "broker.csr"][..], &store].concat());
-    openssl(&["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-copy_extensions", "copy", "-out", "broker.crt"]);
+    sign("broker.csr", "broker.crt", &["-copy_extensions", "copy"]);
     keytool(&[&["-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem"][..], &store].concat());
     keytool(&[&["-importcert", "-alias", "broker", "-file", "broker.crt"][..], &store].concat());
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=index766", "-keyout", "client.key", "-out", "client.csr"]);
-    openssl(&["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "client.pem"]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=index766",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ]);
+    sign("client.csr", "client.pem", &[]);
 }
 
 /// A broker with a SASL_SSL (SCRAM-SHA-256) and an SSL (client certificate required) listener,
@@ -132,11 +185,21 @@ impl Running {
     /// Waits until /healthz says 503 with every one of `words`; checks the log says them too,
     /// that no password shows in either, and that the process is still up (no crash loop).
     async fn reports(&mut self, words: &[&str]) -> String {
-        let body = wait_for(&format!("/healthz to report {words:?}"), Duration::from_secs(60), || {
-            let (status, body) = self.health()?;
-            (status == 503 && words.iter().all(|w| body.contains(w))).then_some(body)
-        })
-        .await;
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let body = loop {
+            let answer = self.health();
+            if let Some((503, body)) = &answer {
+                if words.iter().all(|w| body.contains(w)) {
+                    break body.clone();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "/healthz never reported {words:?}; last {answer:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(self.child.try_wait().unwrap().is_none(), "the process stays up:\n{}", self.log());
         let log = self.log();

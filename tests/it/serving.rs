@@ -268,7 +268,15 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     assert_eq!(firing.len(), 1, "{firing:?}");
     let alert = &firing[0];
     assert_eq!((alert["unit_code"].as_str(), alert["rule"].as_str()), (Some("H44.01"), Some(RULE)));
-    assert!((alert["before"].as_f64().unwrap() - alert["after"].as_f64().unwrap() - lost).abs() < 1e-9, "{alert}");
+    // An alert keeps the figures of the view it fired on. The pipeline may publish a view between
+    // two of its batches, with only part of the late dossiers in it: the drop it fired on is then
+    // smaller than the final one, and exactly the final one when it saw all 40 November dossiers.
+    let fired_drop = alert["before"].as_f64().unwrap() - alert["after"].as_f64().unwrap();
+    assert!((fired_drop + alert["change"].as_f64().unwrap()).abs() < 1e-9, "{alert}");
+    assert!((5.0..=lost + 1e-9).contains(&fired_drop), "fired at {fired_drop} of the {lost} lost: {alert}");
+    if alert["dossiers"] == 40 {
+        assert!((fired_drop - lost).abs() < 1e-9, "{alert}");
+    }
     assert_eq!(alert["causes"][0]["criterion"], "2.1", "the late dossiers lost 2.1's points: {alert}");
     let in_sql = sql(addr, "SELECT unit_code, rule, state, causes FROM alerts");
     assert_eq!(in_sql.len(), 1, "{in_sql:?}");

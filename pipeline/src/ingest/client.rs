@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
@@ -52,16 +53,38 @@ impl Reporting {
 
 impl ClientContext for Reporting {
     fn error(&self, error: KafkaError, reason: &str) {
+        // "1/1 brokers are down" follows every failed connection: it would hide the cause.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::debug!(%error, "Kafka client: {reason}");
+            return;
+        }
         let message = match advice(&error, reason) {
             Some(fix) => format!("{reason} ({fix})"),
             None => reason.to_owned(),
         };
+        // Logged when the kind of error changes, not at every reconnect (the words change:
+        // librdkafka adds timings and counts).
+        let kind = error.to_string();
         let mut last = self.last.lock().expect("client error lock");
-        if *last != message {
+        if *last != kind {
             tracing::warn!(%error, "Kafka client: {message}");
-            last.clone_from(&message);
+            *last = kind;
         }
         self.health.client_error(message);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        use RDKafkaLogLevel::*;
+        // A failed connection also comes to `error`, with what to fix: not logged twice.
+        if facility == "FAIL" {
+            return tracing::debug!(facility, "librdkafka: {line}");
+        }
+        match level {
+            Emerg | Alert | Critical | Error => tracing::error!(facility, "librdkafka: {line}"),
+            Warning => tracing::warn!(facility, "librdkafka: {line}"),
+            Notice | Info => tracing::info!(facility, "librdkafka: {line}"),
+            Debug => tracing::debug!(facility, "librdkafka: {line}"),
+        }
     }
 }
 

@@ -105,9 +105,10 @@ impl DeadLetters {
             Sink::Topic { producer, topic, health } => (producer, topic, health),
             Sink::File { path, out } => return write_file(path, out, letters),
         };
-        let results =
-            futures::future::join_all(letters.iter().map(|letter| deliver_one(producer, topic, health, letter, shutdown)))
-                .await;
+        let results = futures::future::join_all(
+            letters.iter().map(|letter| deliver_one(producer, topic, health, letter, shutdown)),
+        )
+        .await;
         let undelivered = results.iter().filter(|r| r.is_err()).count();
         match results.into_iter().find_map(Result::err) {
             None => Ok(()),
@@ -179,8 +180,12 @@ async fn deliver_one(
                     });
                 }
                 match is_authorization(&error) {
-                    true => report_refusal(health, format!("the dead-letter topic {topic} refuses writes: {error}"), &error),
-                    false => tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying"),
+                    true => {
+                        report_refusal(health, format!("the dead-letter topic {topic} refuses writes: {error}"), &error)
+                    }
+                    false => {
+                        tracing::warn!(%error, topic, retry_in = ?backoff, "dead-letter delivery failed; retrying")
+                    }
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Err(Undelivered::ShuttingDown),

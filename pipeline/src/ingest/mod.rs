@@ -324,7 +324,8 @@ impl Source {
         // The tables first, whole: events are checked against every unit and procedure known.
         let mut assignment = TopicPartitionList::new();
         for (name, _, partitions) in topics.iter().filter(|(_, c, _)| c.is_table()) {
-            let Some((tables, ends)) = self.read_table_until_allowed(name, partitions, &reader, &shutdown).await? else {
+            let Some((tables, ends)) = self.read_table_until_allowed(name, partitions, &reader, &shutdown).await?
+            else {
                 return Ok(());
             };
             match self.dead_letters.deliver(&tables.letters, &shutdown).await {
@@ -417,12 +418,7 @@ impl Source {
 
     /// Where to start a stream partition: the snapshot's offset if it has one the broker still
     /// holds; the configured start for a partition it has never seen.
-    async fn start_of(
-        &self,
-        consumer: &Arc<Consumer>,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Offset, IngestError> {
+    async fn start_of(&self, consumer: &Arc<Consumer>, topic: &str, partition: i32) -> Result<Offset, IngestError> {
         let watermarks = || {
             let (client, name) = (consumer.clone(), topic.to_owned());
             async move {
@@ -664,8 +660,22 @@ impl Watcher {
                     self.health.connected();
                     self.metrics.broker_connected.set(1);
                     let positions = self.progress.lock().expect("positions lock").clone();
+                    // The client's own position is past an upstream transaction's commit marker,
+                    // a record never handed to the pipeline: without it the lag would stay at 1.
+                    // (It may also be ahead by a batch still lingering: at most a batch early.)
+                    let fetched: Offsets = self.consumer.position().map_or_else(
+                        |_| Offsets::new(),
+                        |list| {
+                            list.elements()
+                                .iter()
+                                .filter_map(|e| Some(((e.topic().to_owned(), e.partition()), e.offset().to_raw()?)))
+                                .filter(|&(_, next)| next >= 0)
+                                .collect()
+                        },
+                    );
                     for (t, p, low, high) in marks {
-                        let next = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                        let read = positions.get(&(t.clone(), p)).copied().unwrap_or(low);
+                        let next = fetched.get(&(t.clone(), p)).map_or(read, |&client| client.max(read));
                         let lag = self.metrics.consumer_lag.with_label_values(&[t.as_str(), &p.to_string()]);
                         lag.set((high - next).max(0));
                     }

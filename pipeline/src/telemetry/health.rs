@@ -101,7 +101,10 @@ mod tests {
         health.client_error("SASL authentication error: Authentication failed".into());
         health.fault("cannot reach the brokers".into());
         let status = health.status().unwrap_err();
-        assert!(status.contains("cannot reach the brokers") && status.contains("SASL authentication error"), "{status}");
+        assert!(
+            status.contains("cannot reach the brokers") && status.contains("SASL authentication error"),
+            "{status}"
+        );
         health.connected();
         assert_eq!(health.status(), Ok(()));
         assert!(health.blocked("not allowed to read t".into()));
