@@ -234,35 +234,41 @@ async fn the_compacted_catalog_and_units_give_the_same_tables() {
         pipeline.wait().await.unwrap();
         got
     };
-    // The first run follows the tables as they are written, while the cleaner compacts them.
+    // The first run follows the tables as they are written, while the cleaner compacts them. The
+    // writer has a thread of its own: the run's checks block their thread, which must not be one
+    // of the two runtime workers the pipeline serves them on.
     let first = tempfile::tempdir().unwrap();
-    let live = tokio::spawn(settle(config(&kafka.bootstrap, prefix, first.path(), true)));
-    let mut sent = 0;
-    for round in 0..ROUNDS {
-        let mut tables = EventProducer::new(&kafka.bootstrap, &catalog).unwrap();
-        for p in &procedures {
-            // Each round a procedure goes online or off: the catalog criteria move with it.
-            let mut p = p.clone();
-            p["online_level"] =
-                json!(if (round + p["code"].as_str().unwrap().len()) % 2 == 0 { "full" } else { "none" });
-            tables.send_raw(p["code"].as_str().unwrap().as_bytes(), p.to_string().as_bytes()).unwrap();
+    let (catalog_topic, units_topic) = (catalog.clone(), units.clone());
+    let writer = std::thread::spawn(move || {
+        let (catalog, units) = (catalog_topic, units_topic);
+        let mut sent = 0;
+        for round in 0..ROUNDS {
+            let mut tables = EventProducer::new(&kafka.bootstrap, &catalog).unwrap();
+            for p in &procedures {
+                // Each round a procedure goes online or off: the catalog criteria move with it.
+                let mut p = p.clone();
+                p["online_level"] =
+                    json!(if (round + p["code"].as_str().unwrap().len()) % 2 == 0 { "full" } else { "none" });
+                tables.send_raw(p["code"].as_str().unwrap().as_bytes(), p.to_string().as_bytes()).unwrap();
+            }
+            let added = json!({"code": "9.999999", "name": format!("Thủ tục mới {round}"), "online_level": "none", "applicant_types": ["business"], "levels": ["department"]});
+            tables.send_raw(b"9.999999", added.to_string().as_bytes()).unwrap();
+            if round == ROUNDS - 2 {
+                tables.send_raw(b"9.999999", b"").unwrap(); // a tombstone, then the code comes back
+                tables.send_raw(b"2.000777", b"").unwrap(); // a tombstone for good
+            }
+            sent += tables.finish().unwrap();
+            let mut registry = EventProducer::new(&kafka.bootstrap, &units).unwrap();
+            let renamed =
+                json!({"code": "H44.101", "name": format!("Xã Phú Lộc {round}"), "parent": "H44", "level": "commune"});
+            registry.send_raw(b"H44.101", renamed.to_string().as_bytes()).unwrap();
+            sent += registry.finish().unwrap();
+            std::thread::sleep(Duration::from_millis(150)); // the next round lands in a new segment
         }
-        let added = json!({"code": "9.999999", "name": format!("Thủ tục mới {round}"), "online_level": "none", "applicant_types": ["business"], "levels": ["department"]});
-        tables.send_raw(b"9.999999", added.to_string().as_bytes()).unwrap();
-        if round == ROUNDS - 2 {
-            tables.send_raw(b"9.999999", b"").unwrap(); // a tombstone, then the code comes back
-            tables.send_raw(b"2.000777", b"").unwrap(); // a tombstone for good
-        }
-        sent += tables.finish().unwrap();
-        let mut registry = EventProducer::new(&kafka.bootstrap, &units).unwrap();
-        let renamed =
-            json!({"code": "H44.101", "name": format!("Xã Phú Lộc {round}"), "parent": "H44", "level": "commune"});
-        registry.send_raw(b"H44.101", renamed.to_string().as_bytes()).unwrap();
-        sent += registry.finish().unwrap();
-        std::thread::sleep(Duration::from_millis(150)); // the next round lands in a new segment
-    }
-
-    let every_version = live.await.expect("the live run");
+        sent
+    });
+    let every_version = settle(config(&kafka.bootstrap, prefix, first.path(), true)).await;
+    let sent = writer.join().expect("the table writer");
 
     let cleaned = wait_for("the log cleaner", Duration::from_secs(60), || {
         let (c, u) = (whole_log(&kafka.bootstrap, &catalog), whole_log(&kafka.bootstrap, &units));
