@@ -118,6 +118,7 @@ impl Kafka {
         );
         std::fs::write(dir.join("server.properties"), properties).unwrap();
         let log = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+        let launched = Instant::now();
         let formatted = Command::new("java")
             .args(["-cp", &kafka_classpath(), "kafka.tools.StorageTool", "format", "-t", "MkU3OEVBNTcwNTJENDM2Qg"])
             .args(&setup.format)
@@ -129,9 +130,15 @@ impl Kafka {
             .unwrap_or_else(|e| panic!("cannot run java for Apache Kafka: {e}"));
         let why = || std::fs::read_to_string(dir.join("format.err")).unwrap_or_default();
         assert!(formatted.success(), "Apache Kafka's storage format failed: {}", why());
+        let format_secs = launched.elapsed().as_secs_f64();
         let (shell, lifeline) = Kafka::run(&dir, shared);
         let mut kafka = Kafka { shell, lifeline, bootstrap: format!("127.0.0.1:{port}"), dir, port };
         kafka.await_start();
+        let total = launched.elapsed().as_secs_f64();
+        eprintln!(
+            "Apache Kafka listening on {} after {total:.1} s (storage format {format_secs:.1} s)",
+            kafka.bootstrap
+        );
         kafka
     }
 
