@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use index766::ingest::replay::Files;
+use index766::serve::access::{self, Role};
 use index766::tools::commands::{self, shutdown_on_signal};
 use index766::tools::demo::{self, StreamOptions};
 use index766::Config;
@@ -94,6 +95,16 @@ enum Command {
         /// TOML file layered over the defaults (pipeline/config/default.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Make an API token: its [[token]] entry for [access] tokens_file goes to standard output
+    /// (`>> tokens.toml`), the token itself to standard error, once: only its hash is kept.
+    Token {
+        /// Who holds it (the PostgreSQL user name, and what the log says).
+        #[arg(long)]
+        name: String,
+        /// wall, analyst, operator or admin; repeat for more than one.
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
     },
     /// Write the simulated province's events to a broker (for trials and load).
     Generate {
@@ -185,6 +196,12 @@ async fn main() -> ExitCode {
             }
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
+        Command::Token { name, roles } => {
+            let (token, entry) = access::new_token(&name, &roles);
+            print!("{entry}");
+            eprintln!("index766: the token for {name} (shown only now; give it to them): {token}");
+            Ok(())
+        }
         Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
             commands::generate(brokers, (topic, petitions_topic), partitions, files_out, stream.into()).await
         }

@@ -28,6 +28,7 @@ use crate::persist::snapshot::{SnapshotError, Snapshots};
 use crate::persist::store::{Store, StoreError};
 use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
+use crate::serve::access::{Gate, TokensError};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::{http, listen, postgres, query, sql_error};
 use crate::supervise::{Joined, Part, Stopped, Supervisor};
@@ -54,6 +55,8 @@ pub enum RunError {
     AlertLog(#[from] alerts::AlertLogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("the {} stopped: {}; the pipeline stopped with it (see the log above; the newest durable snapshot stands)", .0.part.as_str(), .0.why)]
@@ -212,18 +215,22 @@ impl Pipeline {
             let bound = listener.local_addr().map_err(|source| RunError::Listen { addr, source })?;
             Ok::<_, RunError>((listener, bound))
         };
+        let gate = Arc::new(match config.access.tokens_file.as_os_str().is_empty() {
+            true => Gate::open(),
+            false => Gate::from_file(&config.access.tokens_file)?,
+        });
         let (listener, http_addr) = listen(config.http.listen).await?;
         let postgres_addr = match config.postgres_listen()? {
             Some(addr) => {
                 let (listener, bound) = listen(addr).await?;
-                let (sql, metrics, shutdown, failed) =
-                    (sql.clone(), metrics.clone(), shutdown.clone(), supervisor.clone());
+                let (sql, gate, metrics, shutdown, failed) =
+                    (sql.clone(), gate.clone(), metrics.clone(), shutdown.clone(), supervisor.clone());
                 let limits = postgres::Limits {
                     max_connections: config.sql.postgres_max_connections,
                     idle_timeout: Duration::from_secs(config.sql.postgres_idle_timeout_secs),
                 };
                 let serving = async move {
-                    if let Err(error) = postgres::serve(listener, sql, metrics, limits, shutdown).await {
+                    if let Err(error) = postgres::serve(listener, sql, gate, metrics, limits, shutdown).await {
                         failed.fail(Part::Postgres, format!("the listener failed: {error}"));
                     }
                 };
@@ -241,6 +248,7 @@ impl Pipeline {
             health: health.clone(),
             alerts: alerts_rx,
             allowed_hosts: Arc::new(config.http.allowed_hosts.clone()),
+            gate,
         });
         let limits = listen::HttpLimits {
             max_connections: config.http.max_connections,

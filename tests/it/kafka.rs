@@ -2,7 +2,6 @@
 //! node, its jars fetched by tests/tools.sh): batches in every codec, transactions, the log
 //! cleaner, retention, partitions added while running. SASL_SSL and mutual TLS are in `secured`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::admin::{
@@ -20,22 +19,11 @@ use index766::config::{OutOfRange, StartFrom};
 use index766::tools::produce::{ensure_topics, EventProducer};
 use index766::Config;
 
-use crate::scenario::{self, received, settled, EVENTS_TOPIC, TOPICS};
+use crate::scenario::{self, prefixed_config as config, received, settled, EVENTS_TOPIC, TOPICS};
 use crate::support::{http, metric, sql, wait_for, Kafka};
 
 /// The scenario's configuration, reading `<prefix>.dossier-events` (and, if `tables`, the
 /// `<prefix>.procedures` and `<prefix>.units` tables); no petitions.
-fn config(bootstrap: &str, prefix: &str, snapshots: &Path, tables: bool) -> Config {
-    let mut config = scenario::config(bootstrap, snapshots);
-    config.kafka.insert("group.id".into(), prefix.into());
-    config.topics.events = format!("{prefix}.dossier-events");
-    config.topics.dead_letter = format!("{prefix}.dead-letter");
-    config.topics.petitions = String::new();
-    (config.topics.catalog, config.topics.units) =
-        if tables { (format!("{prefix}.procedures"), format!("{prefix}.units")) } else { Default::default() };
-    config
-}
-
 fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap()
 }

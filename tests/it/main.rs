@@ -1,5 +1,6 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
+//! - `access`: sign-in and roles on every route and on the PostgreSQL port;
 //! - `crash`: SIGKILLs at random, on Apache Kafka with batched zstd producers; the result must equal an uninterrupted run;
 //! - `contract`: the simulator's output against the core's decoders;
 //! - `faults`: every kind of bad input, and the broker SIGKILLed mid-ingest, on Apache Kafka;
@@ -16,6 +17,7 @@
 //! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
 //! - `real_broker`: the scenario end to end on Apache Kafka.
 
+mod access;
 mod browser;
 mod contract;
 mod crash;

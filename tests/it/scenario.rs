@@ -133,6 +133,19 @@ pub fn config_with_spec(bootstrap: &str, snapshot_dir: &Path, spec: &Path) -> Co
     .unwrap()
 }
 
+/// The scenario's config on topics and a group of the test's own (`prefix.dossier-events`,
+/// `prefix.dead-letter`, and with `tables` the catalog and units topics), no petitions.
+pub fn prefixed_config(bootstrap: &str, prefix: &str, snapshots: &Path, tables: bool) -> Config {
+    let mut config = config(bootstrap, snapshots);
+    config.kafka.insert("group.id".into(), prefix.into());
+    config.topics.events = format!("{prefix}.dossier-events");
+    config.topics.dead_letter = format!("{prefix}.dead-letter");
+    config.topics.petitions = String::new();
+    (config.topics.catalog, config.topics.units) =
+        if tables { (format!("{prefix}.procedures"), format!("{prefix}.units")) } else { Default::default() };
+    config
+}
+
 /// Produces the scenario to `bootstrap` with the project's own producer.
 pub fn produce(bootstrap: &str) -> u64 {
     let mut producer = EventProducer::new(bootstrap, EVENTS_TOPIC).unwrap();

@@ -45,6 +45,17 @@ pub struct Config {
     pub sql: SqlConfig,
     pub snapshot: SnapshotConfig,
     pub alerts: alerts::AlertsConfig,
+    pub access: AccessConfig,
+}
+
+/// Sign-in (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The API tokens' hashes, names and roles; empty: no sign-in.
+    pub tokens_file: PathBuf,
+    /// `"none"`: serve without sign-in on any address, said in so many words.
+    pub authentication: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,7 +249,32 @@ impl Config {
             return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
         }
         self.calendar()?;
-        Ok(())
+        self.check_access()
+    }
+
+    /// Open listeners only on loopback, unless the config says `authentication = "none"`.
+    fn check_access(&self) -> Result<(), ConfigError> {
+        let signs_in = !self.access.tokens_file.as_os_str().is_empty();
+        match self.access.authentication.as_str() {
+            "none" if signs_in => Err(ConfigError::Invalid(
+                "[access] authentication = \"none\" and a tokens_file contradict each other: remove one".into(),
+            )),
+            "none" => Ok(()),
+            "" => {
+                let open = [("[http] listen", Some(self.http.listen)), ("[sql] postgres_listen", self.postgres_listen()?)];
+                match open.iter().find(|(_, addr)| addr.is_some_and(|a| !a.ip().is_loopback())) {
+                    Some((key, Some(addr))) if !signs_in => Err(ConfigError::Invalid(format!(
+                        "{key} = {addr} is reachable from other machines, and nobody signs in: set [access] \
+                         tokens_file (README \"Security\": index766 token makes one), or say [access] \
+                         authentication = \"none\" if a gateway in front of it signs clients in"
+                    ))),
+                    _ => Ok(()),
+                }
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "[access] authentication = {other:?}: leave it empty (sign in with tokens_file; loopback may be open) or say \"none\""
+            ))),
+        }
     }
 
     /// The working-day calendar of `[petitions] holidays`.
@@ -321,6 +357,19 @@ mod tests {
         assert!(err.contains("start_from") || err.contains("earliest"), "{err}");
         let err = Config::from_toml("[scoring]\nas_of = \"yesterday\"").unwrap_err().to_string();
         assert!(err.contains("as_of"), "{err}");
+    }
+
+    #[test]
+    fn an_open_listener_beyond_loopback_is_refused_unless_said() {
+        let err = Config::from_toml("[http]\nlisten = \"0.0.0.0:8766\"").unwrap_err().to_string();
+        assert!(err.contains("[http] listen = 0.0.0.0:8766") && err.contains("tokens_file"), "{err}");
+        let err = Config::from_toml("[sql]\npostgres_listen = \"10.0.0.5:5766\"").unwrap_err().to_string();
+        assert!(err.contains("[sql] postgres_listen"), "{err}");
+        Config::from_toml("[http]\nlisten = \"0.0.0.0:8766\"\n[access]\nauthentication = \"none\"").unwrap();
+        Config::from_toml("[http]\nlisten = \"0.0.0.0:8766\"\n[access]\ntokens_file = \"/etc/index766/tokens.toml\"")
+            .unwrap();
+        let err = Config::from_toml("[access]\nauthentication = \"off\"").unwrap_err().to_string();
+        assert!(err.contains("\"off\""), "{err}");
     }
 
     #[test]

@@ -1,22 +1,25 @@
 //! One HTTP port: the IOC dashboard (`/`), `/metrics` (Prometheus), `POST /sql` (DataFusion;
 //! JSON, CSV or Arrow IPC, streamed), `/healthz`, and for the dashboard and unit heads
 //! `/api/alerts` and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
+//! Each route needs the role `ROUTES` gives it (see `access`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use futures::Stream;
 use tokio::sync::watch;
 
 use crate::alerts::{Alert, AlertState};
 use crate::engine::view::View;
+use crate::serve::access::{Denied, Gate, Need, Principal, Role};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::{Encoder, Format, Rows, SqlService};
 use crate::serve::sql_error::QueryError;
@@ -33,20 +36,103 @@ pub(crate) struct AppState {
     pub alerts: watch::Receiver<Arc<Vec<Alert>>>,
     /// Host names a browser may reach `POST /sql` by, besides loopback and IP addresses.
     pub allowed_hosts: Arc<Vec<String>>,
+    pub gate: Arc<Gate>,
 }
 
+/// One surface of the HTTP port.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub need: Need,
+    pub what: &'static str,
+}
+
+/// Every route, with the role it needs: the router is built from this table, the access check
+/// reads it, and so do `/api`'s index and the access tests. A route outside it cannot be served.
+pub const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/", need: Need::Nobody, what: "the IOC dashboard (a static page; its data needs a token)" },
+    Route { method: "GET", path: "/api", need: Need::Nobody, what: "this index" },
+    Route {
+        method: "GET",
+        path: "/api/alerts",
+        need: Need::Role(Role::Wall),
+        what: "active drop alerts (?state=resolved or ?state=all for the log)",
+    },
+    Route {
+        method: "GET",
+        path: "/api/updates",
+        need: Need::Role(Role::Wall),
+        what: "server-sent events: `view` when new scores are published, `alerts` when an alert fires or clears, each with {\"as_of\"}",
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        need: Need::Role(Role::Operator),
+        what: "Prometheus metrics (index766_total_points{unit,period}, ..., pipeline health)",
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        need: Need::Nobody,
+        what: "200 while the events topic is being read, 503 otherwise; the fault and notices for operator",
+    },
+    Route {
+        method: "POST",
+        path: "/sql",
+        need: Need::Role(Role::Analyst),
+        what: "SQL over units, scores, group_scores, totals, gaps, dossiers, alerts, the daily_* and weekly_* \
+               history and the views; body: the query text, or {\"sql\": \"...\"}; Accept: application/json \
+               (default), text/csv, application/vnd.apache.arrow.stream",
+    },
+];
+
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/api", get(index))
-        .route("/api/alerts", get(alerts))
-        .route("/api/updates", get(updates))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/sql", post(sql))
-        // The body is read whole before the query's own size check: room for a JSON wrapper.
-        .layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096))
-        .with_state(state)
+    let routes = ROUTES.iter().fold(Router::new(), |router, route| {
+        let handler = match (route.method, route.path) {
+            ("GET", "/") => get(dashboard),
+            ("GET", "/api") => get(index),
+            ("GET", "/api/alerts") => get(alerts),
+            ("GET", "/api/updates") => get(updates),
+            ("GET", "/metrics") => get(metrics),
+            ("GET", "/healthz") => get(healthz),
+            ("POST", "/sql") => post(sql),
+            _ => unreachable!("{} {} in ROUTES has no handler", route.method, route.path),
+        };
+        let gate = (state.gate.clone(), route.need);
+        router.route(route.path, handler.route_layer(axum::middleware::from_fn_with_state(gate, admit)))
+    });
+    // The body is read whole before the query's own size check: room for a JSON wrapper.
+    routes.layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096)).with_state(state)
+}
+
+/// Lets a request through to its route if its token holds the role the route needs, with the
+/// principal for the handler; 401 without a known token, 403 without the role.
+async fn admit(State((gate, need)): State<(Arc<Gate>, Need)>, mut request: Request, next: Next) -> Response {
+    let token = bearer(request.headers());
+    match gate.admit(token.as_deref(), need) {
+        Ok(principal) => {
+            request.extensions_mut().insert(Caller(principal));
+            next.run(request).await
+        }
+        Err(denied @ Denied::Forbidden { .. }) => error(StatusCode::FORBIDDEN, denied.to_string()),
+        Err(denied) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, denied.to_string());
+            let challenge = header::HeaderValue::from_static("Bearer realm=\"index766\"");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            response
+        }
+    }
+}
+
+/// Who sent a request; `None` when sign-in is off or an open route was reached without a token.
+#[derive(Clone)]
+struct Caller(Option<Principal>);
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 /// The IOC page: one self-contained file, so the wall needs nothing but this port.
@@ -54,18 +140,13 @@ async fn dashboard() -> Html<&'static str> {
     Html(include_str!("web/ioc.html"))
 }
 
-async fn index() -> &'static str {
-    "index766: real-time Index 766 scores\n\
-     GET  /             the IOC dashboard\n\
-     GET  /metrics      Prometheus metrics (index766_total_points{unit,period}, ..., pipeline health)\n\
-     POST /sql          SQL over units, scores, group_scores, totals, gaps, dossiers, alerts, the daily_* and\n\
-                        weekly_* history and the views; body: the query text, or {\"sql\": \"...\"};\n\
-                        Accept: application/json (default), text/csv, application/vnd.apache.arrow.stream\n\
-     GET  /api/alerts   active drop alerts (?state=resolved or ?state=all for the log)\n\
-     GET  /api/updates  server-sent events: `view` when new scores are published, `alerts` when an alert\n\
-                        fires or clears, each with {\"as_of\"}\n\
-     GET  /healthz      200 while the events topic is being read, 503 with the fault otherwise\n\
-     PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U any)\n"
+async fn index() -> String {
+    let mut text = String::from("index766: real-time Index 766 scores\n");
+    for route in ROUTES {
+        text += &format!("{:<5}{:<14}[{}] {}\n", route.method, route.path, route.need.name(), route.what);
+    }
+    text + "PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U NAME; [analyst])\n\
+            Roles: README \"Security\"; without [access] tokens_file every surface is open.\n"
 }
 
 #[derive(serde::Deserialize)]
@@ -116,8 +197,18 @@ async fn metrics(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn healthz(State(app): State<AppState>) -> Response {
+/// The status code for anyone (probes); what is wrong, and the notices, for operators.
+async fn healthz(State(app): State<AppState>, Extension(Caller(caller)): Extension<Caller>) -> Response {
     let as_of = index766_core::time::format_time(app.view.borrow().as_of);
+    if !app.gate.shows(caller.as_ref(), Role::Operator) {
+        return match app.health.status() {
+            Ok(()) => json_response(StatusCode::OK, serde_json::json!({"status": "ok", "scores_as_of": as_of})),
+            Err(_) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "degraded", "scores_as_of": as_of}),
+            ),
+        };
+    }
     let notices = app.health.notices();
     match app.health.status() {
         Ok(()) => json_response(

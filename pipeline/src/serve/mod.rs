@@ -1,8 +1,9 @@
 //! Serving the views: SQL (`query`, held to `sql_fence`, failing with a `sql_error`) over HTTP
 //! (`http` on the `listen`er: the wall, /sql, /metrics with the `exposition` of the scores,
 //! /healthz, alerts) and over the
-//! PostgreSQL protocol (`postgres`, behind `pg_guard`).
+//! PostgreSQL protocol (`postgres`, behind `pg_guard`); `access` says who may reach which.
 
+pub mod access;
 pub mod exposition;
 pub mod http;
 pub mod listen;

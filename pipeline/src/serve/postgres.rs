@@ -26,23 +26,27 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::QueryHook;
 use futures::{Sink, SinkExt, StreamExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::{self, DefaultServerParameterProvider, StartupHandler};
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::extendedquery::{Execute, PortalSuspended};
 use pgwire::messages::response::EmptyQueryResponse;
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::serve::access::{Denied, Gate, Need, Role};
 use crate::serve::query::{Classified, Rows, SqlService, Ticket};
 use crate::serve::sql_error::QueryError;
 use crate::telemetry::metrics::Metrics;
@@ -59,12 +63,15 @@ pub struct Limits {
 pub async fn serve(
     listener: TcpListener,
     sql: Arc<SqlService>,
+    gate: Arc<Gate>,
     metrics: Arc<Metrics>,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let handlers =
-        Arc::new(Handlers { service: Arc::new(PgService { sql: sql.clone(), metrics }), startup: Arc::new(Startup) });
+    let handlers = Arc::new(Handlers {
+        service: Arc::new(PgService { sql: sql.clone(), metrics }),
+        startup: Arc::new(Startup { gate, pids: RandomPidSecretKeyGenerator::default() }),
+    });
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let max_query_bytes = sql.bounds().max_query_bytes;
     loop {
@@ -123,11 +130,67 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Any user, no password: the port belongs behind the deployment's network policy, and nothing
-/// it serves can change anything.
-struct Startup;
+/// Sign-in: without tokens, any user and no password (allowed on loopback, or where the config
+/// says so); with them, the user is a token's name and the password the token itself, which
+/// must hold the analyst role.
+struct Startup {
+    gate: Arc<Gate>,
+    /// Each session's process id (counted) and cancel key (random).
+    pids: RandomPidSecretKeyGenerator,
+}
 
-impl NoopStartupHandler for Startup {}
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                auth::protocol_negotiation(client, startup).await?;
+                auth::save_startup_parameters_to_metadata(client, startup);
+                if !self.gate.signs_in() {
+                    return admitted(client, &self.pids).await;
+                }
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let password = password.into_password()?;
+                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
+                let refused = match self.gate.admit(Some(&password.password), Need::Role(Role::Analyst)) {
+                    Ok(Some(principal)) if principal.name == user => return admitted(client, &self.pids).await,
+                    Ok(_) => PgWireError::InvalidPassword(user),
+                    Err(Denied::Forbidden { name, needed }) => PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".into(),
+                        "42501".into(),
+                        format!(
+                            "{name} may not use SQL: it needs the {needed} role (or admin) in [access] tokens_file"
+                        ),
+                    ))),
+                    Err(_) => PgWireError::InvalidPassword(user),
+                };
+                return Err(refused);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Authentication done: the session's parameters, its key, and ready for queries.
+async fn admitted<C>(client: &mut C, pids: &RandomPidSecretKeyGenerator) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let (pid, secret_key) = pids.generate(client);
+    client.set_pid_and_secret_key(pid, secret_key);
+    auth::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+}
 
 /// A prepared statement: its text, and its one statement with the plan that will run (a
 /// placeholder for the statements that run no plan: settings, FETCH, CLOSE). datafusion-postgres's

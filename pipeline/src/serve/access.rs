@@ -1,0 +1,249 @@
+//! Who may reach what. Clients sign in with an API token; `[access] tokens_file` holds only each
+//! token's SHA-256, its owner's name and roles, so the file (a Kubernetes Secret) never holds a
+//! usable credential. Without a tokens file every surface is open: the config allows that only on
+//! loopback listeners, or where it says `authentication = "none"` in so many words.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// What a principal may do. `admin` may do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The dashboard's data: alerts, updates.
+    Wall,
+    /// SQL, over HTTP and PostgreSQL.
+    Analyst,
+    /// `/metrics` and the detailed `/healthz`.
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Wall, Role::Analyst, Role::Operator, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Wall => "wall",
+            Role::Analyst => "analyst",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == text)
+            .ok_or_else(|| format!("{text:?} is not a role: wall, analyst, operator or admin"))
+    }
+}
+
+/// Who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    pub fn may(&self, role: Role) -> bool {
+        self.roles.iter().any(|&r| r == role || r == Role::Admin)
+    }
+}
+
+/// What a surface asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Open to anyone who reaches the port (a static page, the route index, plain liveness).
+    Nobody,
+    Role(Role),
+}
+
+impl Need {
+    pub fn name(self) -> &'static str {
+        match self {
+            Need::Nobody => "none",
+            Need::Role(role) => role.name(),
+        }
+    }
+}
+
+/// Why a caller is turned away.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("sign in: send the header \"Authorization: Bearer <token>\" (README \"Security\": creating tokens)")]
+    NoCredentials,
+    #[error("this token is not known here: it was mistyped, or removed from [access] tokens_file")]
+    UnknownToken,
+    #[error("{name} may not do this: it needs the {needed} role (or admin) in [access] tokens_file")]
+    Forbidden { name: String, needed: &'static str },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("cannot read [access] tokens_file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("[access] tokens_file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// One `[[token]]` of the tokens file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    sha256: String,
+    roles: Vec<Role>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    #[serde(default)]
+    token: Vec<TokenEntry>,
+}
+
+/// The principals by their token's hash; none at all: sign-in is off and everything is open.
+#[derive(Debug, Default)]
+pub struct Gate {
+    tokens: Option<HashMap<[u8; 32], Principal>>,
+}
+
+impl Gate {
+    /// No sign-in.
+    pub fn open() -> Gate {
+        Gate::default()
+    }
+
+    pub fn from_file(path: &Path) -> Result<Gate, TokensError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.into(), source })?;
+        Gate::from_toml(&text).map_err(|message| TokensError::Invalid { path: path.into(), message })
+    }
+
+    fn from_toml(text: &str) -> Result<Gate, String> {
+        let file: TokenFile = Figment::from(Toml::string(text)).extract().map_err(|e| e.to_string())?;
+        let mut tokens = HashMap::new();
+        for entry in file.token {
+            let hash = parse_hash(&entry.sha256).ok_or_else(|| {
+                format!("token {:?}: sha256 must be 64 hex digits (index766 token prints the entry)", entry.name)
+            })?;
+            if entry.roles.is_empty() {
+                return Err(format!("token {:?} has no roles: give it wall, analyst, operator or admin", entry.name));
+            }
+            let principal = Principal { name: entry.name, roles: entry.roles };
+            if let Some(twice) = tokens.insert(hash, principal) {
+                return Err(format!("token {:?} has the same sha256 as another: make a new token", twice.name));
+            }
+        }
+        Ok(Gate { tokens: Some(tokens) })
+    }
+
+    pub fn signs_in(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// The principal behind a token; `Ok(None)` when sign-in is off.
+    pub fn principal(&self, token: Option<&str>) -> Result<Option<&Principal>, Denied> {
+        let Some(tokens) = &self.tokens else { return Ok(None) };
+        let token = token.ok_or(Denied::NoCredentials)?;
+        tokens.get(&hash(token)).map(Some).ok_or(Denied::UnknownToken)
+    }
+
+    /// Whether a caller with this token may reach a surface that needs `need`.
+    pub fn admit(&self, token: Option<&str>, need: Need) -> Result<Option<Principal>, Denied> {
+        let principal = match need {
+            // An open surface still knows who asks, for what it shows them (the detailed /healthz).
+            Need::Nobody => return Ok(self.principal(token).ok().flatten().cloned()),
+            Need::Role(_) => self.principal(token)?,
+        };
+        match (principal, need) {
+            (Some(p), Need::Role(role)) if !p.may(role) => {
+                Err(Denied::Forbidden { name: p.name.clone(), needed: role.name() })
+            }
+            (principal, _) => Ok(principal.cloned()),
+        }
+    }
+
+    /// Whether sign-in is off or the caller holds `role`: what an open surface shows in detail.
+    pub fn shows(&self, principal: Option<&Principal>, role: Role) -> bool {
+        !self.signs_in() || principal.is_some_and(|p| p.may(role))
+    }
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new token (`i766_` and 32 random bytes in hex) and its `[[token]]` entry for the tokens file.
+pub fn new_token(name: &str, roles: &[Role]) -> (String, String) {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("i766_{}", to_hex(&secret));
+    let roles: Vec<String> = roles.iter().map(|r| format!("{:?}", r.name())).collect();
+    let entry =
+        format!("[[token]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n", to_hex(&hash(&token)), roles.join(", "));
+    (token, entry)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_token_signs_in_with_its_roles_and_nothing_else_does() {
+        let (wall, wall_entry) = new_token("ioc-wall", &[Role::Wall]);
+        let (admin, admin_entry) = new_token("root", &[Role::Admin]);
+        let gate = Gate::from_toml(&(wall_entry + &admin_entry)).unwrap();
+        assert_eq!(gate.admit(Some(&wall), Need::Role(Role::Wall)).unwrap().unwrap().name, "ioc-wall");
+        assert_eq!(
+            gate.admit(Some(&wall), Need::Role(Role::Analyst)),
+            Err(Denied::Forbidden { name: "ioc-wall".into(), needed: "analyst" })
+        );
+        assert!(gate.admit(Some(&admin), Need::Role(Role::Analyst)).is_ok(), "admin may do everything");
+        assert_eq!(gate.admit(Some("i766_guess"), Need::Role(Role::Wall)), Err(Denied::UnknownToken));
+        assert_eq!(gate.admit(None, Need::Role(Role::Wall)), Err(Denied::NoCredentials));
+        assert_eq!(gate.admit(None, Need::Nobody), Ok(None));
+        assert!(
+            !gate.shows(None, Role::Operator)
+                && gate.shows(Some(&Principal { name: "o".into(), roles: vec![Role::Operator] }), Role::Operator)
+        );
+        assert!(Gate::open().admit(None, Need::Role(Role::Admin)).unwrap().is_none(), "open: no sign-in");
+    }
+
+    #[test]
+    fn a_bad_tokens_file_says_what_to_fix() {
+        let err = Gate::from_toml("[[token]]\nname = \"a\"\nsha256 = \"abc\"\nroles = [\"wall\"]\n").unwrap_err();
+        assert!(err.contains("64 hex digits"), "{err}");
+        let (_, entry) = new_token("a", &[]);
+        assert!(Gate::from_toml(&entry).unwrap_err().contains("no roles"));
+        let (_, entry) = new_token("a", &[Role::Wall]);
+        assert!(Gate::from_toml(&entry.replace("wall", "viewer")).unwrap_err().contains("viewer"));
+        assert!(Gate::from_toml(&(entry.clone() + &entry)).unwrap_err().contains("same sha256"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Sign-in and roles: every route of the HTTP port's table and the PostgreSQL port, against no
+//! token, an unknown token and a token of each role, with tokens made by `index766 token`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use index766::serve::access::{Need, Role};
+use index766::serve::http::ROUTES;
+
+use crate::scenario;
+use crate::support::{wait_for, Kafka};
+
+/// A token made by the binary, as an operator would: the entry for the file, and the token.
+fn make_token(name: &str, role: Role) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_index766"))
+        .args(["token", "--name", name, "--role", role.name()])
+        .output()
+        .expect("index766 token runs");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let token = stderr.split_whitespace().last().expect("the token on standard error").to_owned();
+    let entry = String::from_utf8(out.stdout).unwrap();
+    assert!(!entry.contains(&token), "only the hash goes into the file: {entry}");
+    (entry, token)
+}
+
+/// The status and the body, but only the status of an open `/api/updates`: it never ends.
+fn status(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = if method == "POST" { "SELECT 1" } else { "" };
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{authorization}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+    let mut body = Vec::new();
+    if !(path == "/api/updates" && code == 200) {
+        stream.read_to_end(&mut body).unwrap();
+    }
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn psql(port: u16, user: &str, password: Option<&str>) -> (bool, String) {
+    let mut command = Command::new("psql");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", "index766", "-w", "-X", "-A", "-t"]);
+    command.args(["-c", "SELECT count(*) FROM units"]).env("PGCONNECT_TIMEOUT", "10").env_remove("PGPASSWORD");
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let out = command.output().expect("psql runs (tests/run.sh installs postgresql-client)");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table_says() {
+    let kafka = Kafka::shared();
+    let prefix = "access";
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::new();
+    let mut tokens = Vec::new();
+    for role in Role::ALL {
+        let (entry, token) = make_token(&format!("{}-holder", role.name()), role);
+        file += &entry;
+        tokens.push((role, token));
+    }
+    let tokens_file = dir.path().join("tokens.toml");
+    std::fs::write(&tokens_file, &file).unwrap();
+    let mut config = scenario::prefixed_config(&kafka.bootstrap, prefix, &dir.path().join("snapshots"), false);
+    config.access.tokens_file = tokens_file;
+    index766::tools::produce::ensure_topics(&kafka.bootstrap, &[&config.topics.events, &config.topics.dead_letter], 1)
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let pipeline = index766::Pipeline::start(config, shutdown.clone()).await.unwrap();
+    let (addr, pg_port) = (pipeline.http_addr, pipeline.postgres_addr.unwrap().port());
+    wait_for("healthz 200", Duration::from_secs(60), || (status(addr, "GET", "/healthz", None).0 == 200).then_some(()))
+        .await;
+
+    // Every route × {no token, an unknown one, each role}.
+    let mut matrix = vec![format!(
+        "{:<18}{:>6}{:>8}{}",
+        "route",
+        "none",
+        "wrong",
+        Role::ALL.map(|r| format!("{:>9}", r.name())).concat()
+    )];
+    for route in ROUTES {
+        let expected = |token: Option<Role>, known: bool| match (route.need, token) {
+            (Need::Nobody, _) => 200,
+            (Need::Role(_), None) => 401,
+            (Need::Role(_), Some(_)) if !known => 401,
+            (Need::Role(needed), Some(held)) if held == needed || held == Role::Admin => 200,
+            (Need::Role(_), Some(_)) => 403,
+        };
+        let mut row = format!("{:<18}", format!("{} {}", route.method, route.path));
+        let none = status(addr, route.method, route.path, None);
+        assert_eq!(none.0, expected(None, false), "{} {} without a token: {}", route.method, route.path, none.1);
+        let wrong = status(addr, route.method, route.path, Some("i766_0000"));
+        assert_eq!(
+            wrong.0,
+            expected(Some(Role::Admin), false),
+            "{} {} with an unknown token",
+            route.method,
+            route.path
+        );
+        row += &format!("{:>6}{:>8}", none.0, wrong.0);
+        for (role, token) in &tokens {
+            let (code, body) = status(addr, route.method, route.path, Some(token));
+            assert_eq!(code, expected(Some(*role), true), "{} {} as {}: {body}", route.method, route.path, role.name());
+            if code == 403 {
+                assert!(
+                    body.contains("role"),
+                    "{} {} as {}: a refusal names the role: {body:?}",
+                    route.method,
+                    route.path,
+                    role.name()
+                );
+            }
+            row += &format!("{code:>9}");
+        }
+        matrix.push(row);
+    }
+    eprintln!("{}", matrix.join("\n"));
+
+    // The plain liveness answer for anyone; the detail for operators.
+    let plain = status(addr, "GET", "/healthz", None).1;
+    assert!(!plain.contains("notices"), "{plain}");
+    let operator = &tokens.iter().find(|(r, _)| *r == Role::Operator).unwrap().1;
+    let detailed = status(addr, "GET", "/healthz", Some(operator)).1;
+    assert!(detailed.contains("notices"), "{detailed}");
+
+    // PostgreSQL: the user is the token's name, the password the token; SQL needs analyst.
+    for (role, token) in &tokens {
+        let (ok, out) = psql(pg_port, &format!("{}-holder", role.name()), Some(token));
+        let may = matches!(role, Role::Analyst | Role::Admin);
+        assert_eq!(ok, may, "psql as {}: {out}", role.name());
+        if !may {
+            assert!(out.contains("needs the analyst role"), "{out}");
+        }
+    }
+    let analyst = &tokens.iter().find(|(r, _)| *r == Role::Analyst).unwrap().1;
+    for (user, password) in
+        [("analyst-holder", None), ("analyst-holder", Some("i766_0000")), ("admin-holder", Some(analyst.as_str()))]
+    {
+        let (ok, out) = psql(pg_port, user, password);
+        assert!(!ok, "{user} with {password:?}: {out}");
+        assert!(out.to_lowercase().contains("password"), "refused for its password: {out}");
+    }
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+}
