@@ -260,15 +260,17 @@ impl Config {
                 "[access] authentication = \"none\" and a tokens_file contradict each other: remove one".into(),
             )),
             "none" => Ok(()),
+            "" if signs_in => Ok(()),
             "" => {
-                let open = [("[http] listen", Some(self.http.listen)), ("[sql] postgres_listen", self.postgres_listen()?)];
-                match open.iter().find(|(_, addr)| addr.is_some_and(|a| !a.ip().is_loopback())) {
-                    Some((key, Some(addr))) if !signs_in => Err(ConfigError::Invalid(format!(
+                let listeners = [("[http] listen", Some(self.http.listen)), ("[sql] postgres_listen", self.postgres_listen()?)];
+                let open = listeners.into_iter().find_map(|(key, addr)| Some((key, addr.filter(|a| !a.ip().is_loopback())?)));
+                match open {
+                    Some((key, addr)) => Err(ConfigError::Invalid(format!(
                         "{key} = {addr} is reachable from other machines, and nobody signs in: set [access] \
                          tokens_file (README \"Security\": index766 token makes one), or say [access] \
                          authentication = \"none\" if a gateway in front of it signs clients in"
                     ))),
-                    _ => Ok(()),
+                    None => Ok(()),
                 }
             }
             other => Err(ConfigError::Invalid(format!(

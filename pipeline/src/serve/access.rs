@@ -116,7 +116,8 @@ struct TokenFile {
 /// The principals by their token's hash; none at all: sign-in is off and everything is open.
 #[derive(Debug, Default)]
 pub struct Gate {
-    tokens: Option<HashMap<[u8; 32], Principal>>,
+    /// By the token's SHA-256 in lowercase hex.
+    tokens: Option<HashMap<String, Principal>>,
 }
 
 impl Gate {
@@ -134,9 +135,13 @@ impl Gate {
         let file: TokenFile = Figment::from(Toml::string(text)).extract().map_err(|e| e.to_string())?;
         let mut tokens = HashMap::new();
         for entry in file.token {
-            let hash = parse_hash(&entry.sha256).ok_or_else(|| {
-                format!("token {:?}: sha256 must be 64 hex digits (index766 token prints the entry)", entry.name)
-            })?;
+            let hash = entry.sha256.trim().to_ascii_lowercase();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "token {:?}: sha256 must be 64 hex digits (index766 token prints the entry)",
+                    entry.name
+                ));
+            }
             if entry.roles.is_empty() {
                 return Err(format!("token {:?} has no roles: give it wall, analyst, operator or admin", entry.name));
             }
@@ -153,7 +158,7 @@ impl Gate {
     }
 
     /// The principal behind a token; `Ok(None)` when sign-in is off.
-    pub fn principal(&self, token: Option<&str>) -> Result<Option<&Principal>, Denied> {
+    fn principal(&self, token: Option<&str>) -> Result<Option<&Principal>, Denied> {
         let Some(tokens) = &self.tokens else { return Ok(None) };
         let token = token.ok_or(Denied::NoCredentials)?;
         tokens.get(&hash(token)).map(Some).ok_or(Denied::UnknownToken)
@@ -180,20 +185,8 @@ impl Gate {
     }
 }
 
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn parse_hash(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+fn hash(token: &str) -> String {
+    to_hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A new token (`i766_` and 32 random bytes in hex) and its `[[token]]` entry for the tokens file.
@@ -202,8 +195,7 @@ pub fn new_token(name: &str, roles: &[Role]) -> (String, String) {
     rand::rng().fill_bytes(&mut secret);
     let token = format!("i766_{}", to_hex(&secret));
     let roles: Vec<String> = roles.iter().map(|r| format!("{:?}", r.name())).collect();
-    let entry =
-        format!("[[token]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n", to_hex(&hash(&token)), roles.join(", "));
+    let entry = format!("[[token]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n", hash(&token), roles.join(", "));
     (token, entry)
 }
 

@@ -163,12 +163,10 @@ impl StartupHandler for Startup {
                 let refused = match self.gate.admit(Some(&password.password), Need::Role(Role::Analyst)) {
                     Ok(Some(principal)) if principal.name == user => return admitted(client, &self.pids).await,
                     Ok(_) => PgWireError::InvalidPassword(user),
-                    Err(Denied::Forbidden { name, needed }) => PgWireError::UserError(Box::new(ErrorInfo::new(
+                    Err(forbidden @ Denied::Forbidden { .. }) => PgWireError::UserError(Box::new(ErrorInfo::new(
                         "FATAL".into(),
                         "42501".into(),
-                        format!(
-                            "{name} may not use SQL: it needs the {needed} role (or admin) in [access] tokens_file"
-                        ),
+                        forbidden.to_string(),
                     ))),
                     Err(_) => PgWireError::InvalidPassword(user),
                 };
