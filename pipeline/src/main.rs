@@ -105,6 +105,9 @@ enum Command {
         /// wall, analyst, operator or admin; repeat for more than one.
         #[arg(long = "role", required = true)]
         roles: Vec<Role>,
+        /// Limits it to this unit's subtree (its unit_code); repeat for more. None: every unit.
+        #[arg(long = "unit")]
+        units: Vec<String>,
     },
     /// Write the simulated province's events to a broker (for trials and load).
     Generate {
@@ -196,8 +199,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
-        Command::Token { name, roles } => {
-            let (token, entry) = access::new_token(&name, &roles);
+        Command::Token { name, roles, units } => {
+            let (token, entry) = access::new_token(&name, &roles, &units);
             print!("{entry}");
             eprintln!("index766: the token for {name} (shown only now; give it to them): {token}");
             Ok(())

@@ -30,6 +30,7 @@ use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
 use crate::serve::access::{Gate, TokensError};
 use crate::serve::exposition::ScoreGauges;
+use crate::serve::tls::{Tls, TlsError};
 use crate::serve::{http, listen, postgres, query, sql_error};
 use crate::supervise::{Joined, Part, Stopped, Supervisor};
 use crate::telemetry::health::Health;
@@ -57,6 +58,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tokens(#[from] TokensError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("the {} stopped: {}; the pipeline stopped with it (see the log above; the newest durable snapshot stands)", .0.part.as_str(), .0.why)]
@@ -219,10 +222,26 @@ impl Pipeline {
             true => Gate::open(),
             false => Gate::from_file(&config.access.tokens_file)?,
         });
+        let beyond_loopback = std::iter::once(Some(config.http.listen))
+            .chain([config.postgres_listen()?])
+            .flatten()
+            .any(|addr| !addr.ip().is_loopback());
+        if gate.signs_in() && beyond_loopback && config.tls_files()?.is_none() {
+            tracing::warn!("tokens cross the network in the clear: set [tls] cert_file and key_file unless a proxy in front speaks TLS");
+        }
+        // One TLS configuration per listener: each offers its own protocol to clients that ask.
+        let tls = |protocol: &'static [u8]| -> Result<Option<Arc<Tls>>, RunError> {
+            let Some(files) = config.tls_files()? else { return Ok(None) };
+            let tls = Arc::new(Tls::load(files, protocol)?);
+            let every = Duration::from_secs(config.tls.reload_secs);
+            drop(tokio::spawn(tls.clone().keep_fresh(every, shutdown.clone())));
+            Ok(Some(tls))
+        };
         let (listener, http_addr) = listen(config.http.listen).await?;
         let postgres_addr = match config.postgres_listen()? {
             Some(addr) => {
                 let (listener, bound) = listen(addr).await?;
+                let tls = tls(b"postgresql")?;
                 let (sql, gate, metrics, shutdown, failed) =
                     (sql.clone(), gate.clone(), metrics.clone(), shutdown.clone(), supervisor.clone());
                 let limits = postgres::Limits {
@@ -230,7 +249,7 @@ impl Pipeline {
                     idle_timeout: Duration::from_secs(config.sql.postgres_idle_timeout_secs),
                 };
                 let serving = async move {
-                    if let Err(error) = postgres::serve(listener, sql, gate, metrics, limits, shutdown).await {
+                    if let Err(error) = postgres::serve(listener, sql, gate, metrics, limits, tls, shutdown).await {
                         failed.fail(Part::Postgres, format!("the listener failed: {error}"));
                     }
                 };
@@ -256,7 +275,8 @@ impl Pipeline {
             idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
         };
         let http = {
-            let (serving, failed) = (listen::serve(listener, app, limits, shutdown.clone()), supervisor.clone());
+            let serving = listen::serve(listener, app, limits, tls(b"http/1.1")?, shutdown.clone());
+            let failed = supervisor.clone();
             supervisor.spawn(Part::Http, async move {
                 if let Err(error) = serving.await {
                     failed.fail(Part::Http, format!("the listener failed: {error}"));

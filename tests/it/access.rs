@@ -15,11 +15,16 @@ use crate::scenario;
 use crate::support::{wait_for, Kafka};
 
 /// A token made by the binary, as an operator would: the entry for the file, and the token.
-fn make_token(name: &str, role: Role) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_index766"))
-        .args(["token", "--name", name, "--role", role.name()])
-        .output()
-        .expect("index766 token runs");
+pub(crate) fn make_token(name: &str, roles: &[Role], units: &[String]) -> (String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_index766"));
+    command.args(["token", "--name", name]);
+    for role in roles {
+        command.args(["--role", role.name()]);
+    }
+    for unit in units {
+        command.args(["--unit", unit]);
+    }
+    let out = command.output().expect("index766 token runs");
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     let token = stderr.split_whitespace().last().expect("the token on standard error").to_owned();
@@ -73,7 +78,7 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
     let mut file = String::new();
     let mut tokens = Vec::new();
     for role in Role::ALL {
-        let (entry, token) = make_token(&format!("{}-holder", role.name()), role);
+        let (entry, token) = make_token(&format!("{}-holder", role.name()), &[role], &[]);
         file += &entry;
         tokens.push((role, token));
     }

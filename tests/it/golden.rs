@@ -54,7 +54,7 @@ async fn golden_queries_print_their_expected_output() {
     let mut failures = Vec::new();
     for case in cases {
         let sql = std::fs::read_to_string(&case).unwrap();
-        let printed = match service.collect(&sql).await {
+        let printed = match service.collect(&sql, None).await {
             Ok(results) => pretty_format_batches(&results.batches).unwrap().to_string() + "\n",
             Err(e) => format!("ERROR: {e}\n"),
         };

@@ -1,6 +1,8 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
 //! - `access`: sign-in and roles on every route and on the PostgreSQL port;
+//! - `tls`: both listeners over TLS with a test CA (`certs`): curl, psql verify-full, client
+//!   certificates, a certificate renewed on disk;
 //! - `crash`: SIGKILLs at random, on Apache Kafka with batched zstd producers; the result must equal an uninterrupted run;
 //! - `contract`: the simulator's output against the core's decoders;
 //! - `faults`: every kind of bad input, and the broker SIGKILLed mid-ingest, on Apache Kafka;
@@ -8,6 +10,7 @@
 //! - `hostile`: hostile SQL against the running demo binary, over HTTP, psql, psycopg and raw sockets;
 //! - `kafka`: what Apache Kafka does that a stand-in broker may not: every codec, transactions,
 //!   compaction, retention, partitions added while running;
+//! - `scopes`: principals scoped to random subtrees see only their units' rows, everywhere;
 //! - `secured`: SASL_SSL (SCRAM) and mutual TLS with a test CA and ACLs; each refusal named;
 //! - `installed`: the binary runs the demo and `run` from an empty folder, on its built-in defaults;
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
@@ -19,6 +22,7 @@
 
 mod access;
 mod browser;
+mod certs;
 mod contract;
 mod crash;
 mod faults;
@@ -31,7 +35,9 @@ mod real_broker;
 mod replay;
 mod s3;
 mod scenario;
+mod scopes;
 mod secured;
 mod serving;
 mod supervise;
 mod support;
+mod tls;

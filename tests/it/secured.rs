@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use index766::tools::produce::{ensure_topics, EventProducer};
 
+use crate::certs::{run, Ca};
 use crate::scenario::received;
 use crate::support::{free_port, http, read_topic, repo_root, wait_for, Kafka, KafkaSetup};
 
@@ -18,34 +19,13 @@ const RIGHT: &str = "right-Pa55word";
 const WRONG: &str = "wrong-Pa55word";
 const STORE_PASSWORD: &str = "broker-store";
 
-fn run(program: &str, dir: &Path, args: &[&str]) {
-    let output =
-        Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
 /// A CA; the broker's key and certificate (for 127.0.0.1) in a PKCS#12 store signed by it; a
-/// client certificate for CN=index766 signed by it; and another CA that signed neither.
+/// client certificate for CN=index766 signed by it (`client.key`, `client.pem`); and another CA
+/// that signed neither.
 fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| run("openssl", dir, args);
     let keytool = |args: &[&str]| run("keytool", dir, args);
-    for ca in ["ca", "other-ca"] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=index766 test {ca}"),
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-        ]);
-    }
+    let ca = Ca::new(dir, "ca");
+    Ca::new(dir, "other-ca");
     let store = ["-keystore", "broker.p12", "-storetype", "PKCS12", "-storepass", STORE_PASSWORD];
     let san = "SAN=ip:127.0.0.1,dns:localhost";
     keytool(
@@ -71,28 +51,11 @@ fn make_certificates(dir: &Path) {
         ]
         .concat(),
     );
-    // Signs a request with the test CA for two days.
-    let sign = |request: &str, certificate: &str, extra: &[&str]| {
-        let common = ["x509", "-req", "-in", request, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
-        openssl(&[&common[..], &["-days", "2", "-out", certificate], extra].concat());
-    };
     keytool(&[&["-certreq", "-alias", "broker", "-ext", san, "-file", "broker.csr"][..], &store].concat());
-    sign("broker.csr", "broker.crt", &["-copy_extensions", "copy"]);
+    ca.sign("broker.csr", "broker.crt", &["-copy_extensions", "copy"]);
     keytool(&[&["-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem"][..], &store].concat());
     keytool(&[&["-importcert", "-alias", "broker", "-file", "broker.crt"][..], &store].concat());
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=index766",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-    ]);
-    sign("client.csr", "client.pem", &[]);
+    ca.issue("index766", "client", false);
 }
 
 /// A broker with a SASL_SSL (SCRAM-SHA-256) and an SSL (client certificate required) listener,

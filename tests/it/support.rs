@@ -233,7 +233,12 @@ pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) ->
 
 /// One HTTP/1.1 request with an `Accept` header; returns (status, body).
 pub fn http_accepting(addr: std::net::SocketAddr, method: &str, path: &str, body: &str, accept: &str) -> (u16, String) {
-    request(addr, method, path, "text/plain", accept, body)
+    request(addr, method, path, "text/plain", accept, body, None)
+}
+
+/// One HTTP/1.1 request with a bearer token; returns (status, body).
+pub fn http_as(addr: std::net::SocketAddr, token: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    request(addr, method, path, "text/plain", "application/json", body, Some(token))
 }
 
 /// One JSON request (WebDriver, Alertmanager's API); returns (status, parsed body or null).
@@ -244,7 +249,7 @@ pub fn http_json(
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
     let text = if body.is_null() { String::new() } else { body.to_string() };
-    let (status, answer) = request(addr, method, path, "application/json", "application/json", &text);
+    let (status, answer) = request(addr, method, path, "application/json", "application/json", &text, None);
     (status, serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null))
 }
 
@@ -255,12 +260,14 @@ fn request(
     content_type: &str,
     accept: &str,
     body: &str,
+    token: Option<&str>,
 ) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the server's HTTP port");
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nAccept: {accept}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nAccept: {accept}\r\n{authorization}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -46,6 +46,7 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     pub alerts: alerts::AlertsConfig,
     pub access: AccessConfig,
+    pub tls: TlsConfig,
 }
 
 /// Sign-in (README "Security").
@@ -56,6 +57,21 @@ pub struct AccessConfig {
     pub tokens_file: PathBuf,
     /// `"none"`: serve without sign-in on any address, said in so many words.
     pub authentication: String,
+}
+
+/// TLS on the HTTP and PostgreSQL listeners (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain and its key (PEM); empty: plain TCP.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Client certificates are verified against this CA (PEM); empty: none are asked for.
+    pub client_ca_file: PathBuf,
+    /// `"optional"` or `"required"`: whether every connection must show a client certificate.
+    pub client_certificates: String,
+    /// How often the files are looked at for a renewed certificate.
+    pub reload_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,7 +265,39 @@ impl Config {
             return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
         }
         self.calendar()?;
+        self.tls_files()?;
         self.check_access()
+    }
+
+    /// The listeners' TLS files; `None`: plain TCP.
+    pub fn tls_files(&self) -> Result<Option<crate::serve::tls::TlsFiles>, ConfigError> {
+        let tls = &self.tls;
+        let set = |path: &PathBuf| !path.as_os_str().is_empty();
+        let required = match tls.client_certificates.as_str() {
+            "optional" => false,
+            "required" => true,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "[tls] client_certificates = {other:?}: say \"optional\" or \"required\""
+                )))
+            }
+        };
+        match (set(&tls.cert_file), set(&tls.key_file)) {
+            (false, false) if set(&tls.client_ca_file) => Err(ConfigError::Invalid(
+                "[tls] client_ca_file needs cert_file and key_file: client certificates come with TLS".into(),
+            )),
+            (false, false) => Ok(None),
+            (true, true) if tls.reload_secs == 0 => {
+                Err(ConfigError::Invalid("[tls] reload_secs must be at least 1".into()))
+            }
+            (true, true) => Ok(Some(crate::serve::tls::TlsFiles {
+                cert: tls.cert_file.clone(),
+                key: tls.key_file.clone(),
+                client_ca: set(&tls.client_ca_file).then(|| tls.client_ca_file.clone()),
+                client_certificate_required: required,
+            })),
+            _ => Err(ConfigError::Invalid("[tls] cert_file and key_file go together: set both, or neither".into())),
+        }
     }
 
     /// Open listeners only on loopback, unless the config says `authentication = "none"`.

@@ -19,9 +19,10 @@ use tokio::sync::watch;
 
 use crate::alerts::{Alert, AlertState};
 use crate::engine::view::View;
-use crate::serve::access::{Denied, Gate, Need, Principal, Role};
+use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Principal, Role};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::{Encoder, Format, Rows, SqlService};
+use crate::serve::scope::Scope;
 use crate::serve::sql_error::QueryError;
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -106,11 +107,14 @@ pub(crate) fn router(state: AppState) -> Router {
     routes.layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096)).with_state(state)
 }
 
-/// Lets a request through to its route if its token holds the role the route needs, with the
-/// principal for the handler; 401 without a known token, 403 without the role.
+/// Lets a request through to its route if its token (or else its connection's client
+/// certificate) holds the role the route needs, with the principal for the handler; 401 without a
+/// known credential, 403 without the role.
 async fn admit(State((gate, need)): State<(Arc<Gate>, Need)>, mut request: Request, next: Next) -> Response {
     let token = bearer(request.headers());
-    match gate.admit(token.as_deref(), need) {
+    let certificate = request.extensions().get::<CertificateName>().map(|c| c.0.clone());
+    let credential = token.as_deref().map(Credential::Token).or(certificate.as_deref().map(Credential::Certificate));
+    match gate.admit(credential, need) {
         Ok(principal) => {
             request.extensions_mut().insert(Caller(principal));
             next.run(request).await
@@ -154,7 +158,11 @@ struct AlertFilter {
     state: Option<String>,
 }
 
-async fn alerts(State(app): State<AppState>, Query(filter): Query<AlertFilter>) -> Response {
+async fn alerts(
+    State(app): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
+    Query(filter): Query<AlertFilter>,
+) -> Response {
     let wanted = match filter.state.as_deref().unwrap_or("firing") {
         "firing" => Some(AlertState::Firing),
         "resolved" => Some(AlertState::Resolved),
@@ -164,7 +172,11 @@ async fn alerts(State(app): State<AppState>, Query(filter): Query<AlertFilter>) 
         }
     };
     let log = app.alerts.borrow().clone();
-    let shown: Vec<&Alert> = log.iter().filter(|a| wanted.is_none_or(|s| a.state == s)).collect();
+    let scope = Scope::for_principal(caller.as_ref(), &app.view.borrow().registry);
+    let shown: Vec<&Alert> = log
+        .iter()
+        .filter(|a| wanted.is_none_or(|s| a.state == s) && scope.as_ref().is_none_or(|s| s.keeps(&a.unit_code)))
+        .collect();
     json_response(StatusCode::OK, serde_json::json!({ "alerts": shown }))
 }
 
@@ -188,12 +200,19 @@ async fn updates(State(app): State<AppState>) -> Sse<impl Stream<Item = Result<E
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+async fn metrics(State(app): State<AppState>, Extension(Caller(caller)): Extension<Caller>) -> Response {
     // Off the async workers: the first read after a view builds its score gauges.
     let view = app.view.borrow().clone();
-    let text = tokio::task::spawn_blocking(move || app.metrics.render() + &app.score_gauges.text(&view))
-        .await
-        .expect("rendering does not panic");
+    let scope = Scope::for_principal(caller.as_ref(), &view.registry);
+    let text = tokio::task::spawn_blocking(move || {
+        let text = app.metrics.render() + &app.score_gauges.text(&view);
+        match scope {
+            Some(scope) => scope.exposition(&text),
+            None => text,
+        }
+    })
+    .await
+    .expect("rendering does not panic");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -278,7 +297,12 @@ fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn sql(
+    State(app): State<AppState>,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     if let Err(message) = same_site(&headers, &app.allowed_hosts) {
         return error(StatusCode::FORBIDDEN, message);
     }
@@ -289,7 +313,8 @@ async fn sql(State(app): State<AppState>, headers: HeaderMap, body: String) -> R
     };
     let started = std::time::Instant::now();
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or(""));
-    let started_rows = app.sql.query(&text).await.and_then(|rows| Ok((format.encoder(&rows.schema)?, rows)));
+    let started_rows =
+        app.sql.query(&text, caller.as_ref()).await.and_then(|rows| Ok((format.encoder(&rows.schema)?, rows)));
     let (encoder, rows) = match started_rows {
         Ok(started_rows) => started_rows,
         Err(e) => {

@@ -1,7 +1,9 @@
 //! The HTTP listener: at most `max_connections` connections at once (the others wait in the
 //! kernel's queue, so file descriptors stay for the snapshot writer and the broker), a deadline
 //! for a request's headers, and connections closed when nothing moves either way for the idle
-//! timeout (a client that stopped reading a result frees its query at once).
+//! timeout (a client that stopped reading a result frees its query at once). With TLS, the
+//! handshake must end within the header deadline, and a verified client certificate's name goes
+//! with each of the connection's requests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +18,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::serve::access::CertificateName;
+use crate::serve::tls::{self, Tls};
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -31,6 +38,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -51,10 +59,30 @@ pub async fn serve(
                 }
             },
         };
-        let (service, shutdown) = (TowerToHyperService::new(app.clone()), shutdown.clone());
+        let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
         open.spawn(async move {
             let _permit = permit;
-            let io = TokioIo::new(Idle::new(socket, limits.idle_timeout));
+            let socket = Idle::new(socket, limits.idle_timeout);
+            let (io, certificate) = match tls {
+                None => (Either::Left(socket), None),
+                Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.acceptor().accept(socket)).await {
+                    Ok(Ok(stream)) => {
+                        let name = tls::client_name(stream.get_ref().1).map(CertificateName);
+                        (Either::Right(stream), name)
+                    }
+                    Ok(Err(error)) => return tracing::debug!(%error, "http: TLS handshake failed"),
+                    Err(_) => return tracing::debug!("http: no TLS handshake within the header timeout"),
+                },
+            };
+            let service = TowerToHyperService::new(app.map_request(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(name) = &certificate {
+                        request.extensions_mut().insert(name.clone());
+                    }
+                    request
+                },
+            ));
+            let io = TokioIo::new(io);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)

@@ -1,16 +1,20 @@
-//! Stands between a PostgreSQL client's socket and pgwire: every message the client sends is
+//! Stands between a PostgreSQL client's socket and pgwire. First it settles encryption (`open`):
+//! TLS when `[tls]` is set, which then is the only way in. Then every message the client sends is
 //! framed and checked here before pgwire decodes it (pgwire reads counts and lengths without
-//! checking them against the message, and holds messages of up to 1 GB), TLS and GSS requests
-//! are answered "no" (TLS arrives with the access work), and a connection with nothing sent either
-//! way for the idle timeout is closed. A malformed message gets an error (SQLSTATE 08P01) and
-//! the connection is closed; pgwire never sees it.
+//! checking them against the message, and holds messages of up to 1 GB), and a connection with
+//! nothing sent either way for the idle timeout is closed. A malformed message gets an error
+//! (SQLSTATE 08P01) and the connection is closed; pgwire never sees it.
 
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+
+use crate::serve::tls::{self, Tls};
 
 /// Messages other than Query and Parse (binds with their parameters, passwords) may be at most this long.
 const MAX_OTHER_MESSAGE: usize = 16 << 20;
@@ -19,6 +23,72 @@ const MAX_STARTUP_PACKET: usize = 10_000;
 const SSL_REQUEST: i32 = 80_877_103;
 const GSS_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
+/// The first byte of a TLS handshake record: a client that starts TLS without asking first.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A client's connection once its encryption is settled.
+pub(crate) struct Opened {
+    pub stream: Either<TcpStream, TlsStream<TcpStream>>,
+    /// The common name of the client certificate the handshake verified.
+    pub certificate: Option<String>,
+    /// The start of the startup packet, already read.
+    pub read: BytesMut,
+}
+
+/// Settles encryption from the client's first packet. An SSLRequest is answered 'S' and the TLS
+/// handshake follows (with `tls`; 'N' without), a TLS ClientHello starts TLS at once
+/// (PostgreSQL 17's `sslnegotiation=direct`), a GSS request is answered 'N'. With `tls`, a
+/// plain startup is refused, saying how to connect. `None`: the client went away or was refused.
+pub(crate) async fn open(
+    mut socket: TcpStream,
+    tls: Option<&Tls>,
+    timeout: Duration,
+) -> std::io::Result<Option<Opened>> {
+    let within = |what: &'static str| move |_| std::io::Error::new(std::io::ErrorKind::TimedOut, what);
+    loop {
+        let mut first = [0u8; 1];
+        if tokio::time::timeout(timeout, socket.peek(&mut first)).await.map_err(within("no startup packet"))?? == 0 {
+            return Ok(None);
+        }
+        if first[0] == TLS_HANDSHAKE {
+            return match tls {
+                Some(tls) => handshake(socket, tls, timeout).await.map(Some),
+                None => Ok(None),
+            };
+        }
+        let mut head = [0u8; 8];
+        tokio::time::timeout(timeout, socket.read_exact(&mut head)).await.map_err(within("no startup packet"))??;
+        let asks = (i32::from_be_bytes(head[..4].try_into().expect("4 bytes")) == 8)
+            .then(|| i32::from_be_bytes(head[4..].try_into().expect("4 bytes")));
+        match (asks, tls) {
+            (Some(SSL_REQUEST), Some(tls)) => {
+                socket.write_all(b"S").await?;
+                return handshake(socket, tls, timeout).await.map(Some);
+            }
+            (Some(SSL_REQUEST | GSS_REQUEST), _) => socket.write_all(b"N").await?,
+            (_, Some(_)) => {
+                let refusal = "this server accepts TLS connections only: connect with sslmode=require (or verify-full)";
+                let _ = socket.write_all(&error_response("28000", refusal)).await;
+                return Ok(None);
+            }
+            (_, None) => {
+                return Ok(Some(Opened {
+                    stream: Either::Left(socket),
+                    certificate: None,
+                    read: BytesMut::from(&head[..]),
+                }))
+            }
+        }
+    }
+}
+
+async fn handshake(socket: TcpStream, tls: &Tls, timeout: Duration) -> std::io::Result<Opened> {
+    let stream = tokio::time::timeout(timeout, tls.acceptor().accept(socket))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake"))??;
+    let certificate = tls::client_name(stream.get_ref().1);
+    Ok(Opened { stream: Either::Right(stream), certificate, read: BytesMut::new() })
+}
 
 pub(crate) struct Guard {
     pub max_query_bytes: usize,
@@ -36,11 +106,17 @@ pub(crate) enum Violation {
 
 impl Guard {
     /// Moves bytes between the client and pgwire until either side closes, checking each client
-    /// message first.
-    pub(crate) async fn pump(self, client: TcpStream, server: UnixStream) -> std::io::Result<()> {
-        let (mut client_rd, mut client_wr) = client.into_split();
+    /// message first; `inbound` holds what `open` read already.
+    pub(crate) async fn pump(
+        self,
+        client: impl AsyncRead + AsyncWrite,
+        mut inbound: BytesMut,
+        server: UnixStream,
+    ) -> std::io::Result<()> {
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
         let (mut server_rd, mut server_wr) = server.into_split();
-        let (mut inbound, mut outbound) = (BytesMut::with_capacity(8192), vec![0u8; 64 * 1024]);
+        inbound.reserve(8192);
+        let mut outbound = vec![0u8; 64 * 1024];
         let mut started = false;
         let mut last = Instant::now();
         loop {

@@ -11,7 +11,7 @@
 //! decodes it (sizes, counts, lengths), answers TLS requests, and closes idle connections.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -46,9 +46,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::access::{Denied, Gate, Need, Role};
+use crate::serve::access::{Credential, Denied, Gate, Need, Principal, Role};
+use crate::serve::pg_guard;
 use crate::serve::query::{Classified, Rows, SqlService, Ticket};
 use crate::serve::sql_error::QueryError;
+use crate::serve::tls::Tls;
 use crate::telemetry::metrics::Metrics;
 
 /// What the PostgreSQL listener allows each connection.
@@ -66,12 +68,10 @@ pub async fn serve(
     gate: Arc<Gate>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(Handlers {
-        service: Arc::new(PgService { sql: sql.clone(), metrics }),
-        startup: Arc::new(Startup { gate, pids: RandomPidSecretKeyGenerator::default() }),
-    });
+    let pids = Arc::new(RandomPidSecretKeyGenerator::default());
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let max_query_bytes = sql.bounds().max_query_bytes;
     loop {
@@ -92,13 +92,25 @@ pub async fn serve(
             },
         };
         let (ours, theirs) = tokio::net::UnixStream::pair()?;
-        let (handlers, shutdown) = (handlers.clone(), shutdown.clone());
+        let (sql, metrics, gate, pids, tls, shutdown) =
+            (sql.clone(), metrics.clone(), gate.clone(), pids.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let guard = crate::serve::pg_guard::Guard { max_query_bytes, idle_timeout: limits.idle_timeout };
             let serving = async {
-                let (served, guarded) =
-                    tokio::join!(pgwire::tokio::process_socket_unix(ours, handlers), guard.pump(socket, theirs));
+                let opened = match pg_guard::open(socket, tls.as_deref(), limits.idle_timeout).await {
+                    Ok(Some(opened)) => opened,
+                    Ok(None) => return,
+                    Err(error) => return tracing::debug!(%error, %peer, "postgres: no session"),
+                };
+                let signed_in = Arc::new(OnceLock::new());
+                let service = Arc::new(PgService { sql, metrics, signed_in: signed_in.clone() });
+                let startup = Arc::new(Startup { gate, pids, certificate: opened.certificate, signed_in });
+                let handlers = Arc::new(Handlers { service, startup });
+                let guard = pg_guard::Guard { max_query_bytes, idle_timeout: limits.idle_timeout };
+                let (served, guarded) = tokio::join!(
+                    pgwire::tokio::process_socket_unix(ours, handlers),
+                    guard.pump(opened.stream, opened.read, theirs)
+                );
                 if let Err(error) = served.and(guarded) {
                     tracing::debug!(%error, %peer, "postgres connection ended with an error");
                 }
@@ -131,12 +143,17 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Sign-in: without tokens, any user and no password (allowed on loopback, or where the config
-/// says so); with them, the user is a token's name and the password the token itself, which
-/// must hold the analyst role.
+/// says so); with them, the user is a token's name and the password the token itself, or the
+/// name of the connection's client certificate with no password; either must hold the analyst
+/// role.
 struct Startup {
     gate: Arc<Gate>,
     /// Each session's process id (counted) and cancel key (random).
-    pids: RandomPidSecretKeyGenerator,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+    /// The common name of the connection's verified client certificate.
+    certificate: Option<String>,
+    /// Who signed in, for what the session's queries may read.
+    signed_in: Arc<OnceLock<Principal>>,
 }
 
 #[async_trait]
@@ -152,24 +169,28 @@ impl StartupHandler for Startup {
                 auth::protocol_negotiation(client, startup).await?;
                 auth::save_startup_parameters_to_metadata(client, startup);
                 if !self.gate.signs_in() {
-                    return admitted(client, &self.pids).await;
+                    return self.admitted(client, None).await;
+                }
+                if let Some(name) = self.certificate.as_deref().filter(|&name| Some(name) == user(client).as_deref()) {
+                    return match self.gate.admit(Some(Credential::Certificate(name)), Need::Role(Role::Analyst)) {
+                        Ok(principal) => self.admitted(client, principal).await,
+                        Err(denied) => Err(refusal(denied)),
+                    };
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
                 client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
             }
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 let password = password.into_password()?;
-                let user = client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default();
-                let refused = match self.gate.admit(Some(&password.password), Need::Role(Role::Analyst)) {
-                    Ok(Some(principal)) if principal.name == user => return admitted(client, &self.pids).await,
-                    Ok(_) => PgWireError::InvalidPassword(user),
-                    Err(forbidden @ Denied::Forbidden { .. }) => PgWireError::UserError(Box::new(ErrorInfo::new(
-                        "FATAL".into(),
-                        "42501".into(),
-                        forbidden.to_string(),
-                    ))),
-                    Err(_) => PgWireError::InvalidPassword(user),
-                };
+                let user = user(client).unwrap_or_default();
+                let refused =
+                    match self.gate.admit(Some(Credential::Token(&password.password)), Need::Role(Role::Analyst)) {
+                        Ok(Some(principal)) if principal.name == user => {
+                            return self.admitted(client, Some(principal)).await
+                        }
+                        Err(forbidden @ Denied::Forbidden { .. }) => refusal(forbidden),
+                        _ => PgWireError::InvalidPassword(user),
+                    };
                 return Err(refused);
             }
             _ => {}
@@ -178,16 +199,31 @@ impl StartupHandler for Startup {
     }
 }
 
-/// Authentication done: the session's parameters, its key, and ready for queries.
-async fn admitted<C>(client: &mut C, pids: &RandomPidSecretKeyGenerator) -> PgWireResult<()>
-where
-    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-    C::Error: Debug,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    let (pid, secret_key) = pids.generate(client);
-    client.set_pid_and_secret_key(pid, secret_key);
-    auth::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+fn user(client: &impl ClientInfo) -> Option<String> {
+    client.metadata().get(pgwire::api::METADATA_USER).cloned()
+}
+
+/// A sign-in refused for what the principal may not do.
+fn refusal(denied: Denied) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), "42501".into(), denied.to_string())))
+}
+
+impl Startup {
+    /// Authentication done: who it is, the session's parameters, its key, and ready for queries.
+    async fn admitted<C>(&self, client: &mut C, principal: Option<Principal>) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(principal) = principal {
+            // A session signs in once: pgwire sends no second startup.
+            let _ = self.signed_in.set(principal);
+        }
+        let (pid, secret_key) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key);
+        auth::finish_authentication(client, &DefaultServerParameterProvider::default()).await
+    }
 }
 
 /// A prepared statement: its text, and its one statement with the plan that will run (a
@@ -195,9 +231,12 @@ where
 /// hooks read the portal store under this very type.
 type Prepared = (String, Option<(Statement, LogicalPlan)>);
 
+/// One session's queries.
 struct PgService {
     sql: Arc<SqlService>,
     metrics: Arc<Metrics>,
+    /// Who signed in (`Startup` sets it); empty while sign-in is off.
+    signed_in: Arc<OnceLock<Principal>>,
 }
 
 fn pg_error(error: QueryError) -> PgWireError {
@@ -262,7 +301,7 @@ impl PgService {
     }
 
     async fn admit(&self) -> PgWireResult<Ticket> {
-        self.sql.admit().await.map_err(|busy| {
+        self.sql.admit(self.signed_in.get()).await.map_err(|busy| {
             self.metrics.observe_query("postgres", false, 0.0);
             pg_error(busy)
         })
@@ -420,6 +459,7 @@ impl SimpleQueryHandler for PgService {
 /// Parses and checks a statement once, at Parse; Execute runs the plan kept then.
 struct PgParser {
     sql: Arc<SqlService>,
+    signed_in: Arc<OnceLock<Principal>>,
 }
 
 #[async_trait]
@@ -430,7 +470,7 @@ impl QueryParser for PgParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let ticket = self.sql.admit().await.map_err(pg_error)?;
+        let ticket = self.sql.admit(self.signed_in.get()).await.map_err(pg_error)?;
         let mut classified = self.sql.classify_postgres(&ticket, sql).await.map_err(pg_error)?;
         let Some((statement, class)) = classified.pop() else { return Ok(None) };
         if !classified.is_empty() {
@@ -492,7 +532,7 @@ impl ExtendedQueryHandler for PgService {
     type QueryParser = PgParser;
 
     fn query_parser(&self) -> Arc<PgParser> {
-        Arc::new(PgParser { sql: self.sql.clone() })
+        Arc::new(PgParser { sql: self.sql.clone(), signed_in: self.signed_in.clone() })
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>

@@ -26,6 +26,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::SqlConfig;
 use crate::engine::view::View;
 use crate::persist::history::HistoryTables;
+use crate::serve::access::Principal;
+use crate::serve::scope::Scope;
 use crate::serve::sql_error::{refused, QueryError};
 use crate::serve::sql_fence::Bounds;
 
@@ -55,6 +57,8 @@ impl LiveSources {
 /// run on threads of their own (`SqlThreads`), never on the workers that serve HTTP and ingest.
 pub struct SqlService {
     context: Arc<SessionContext>,
+    /// The newest view, for the unit tree a principal's scope is drawn from.
+    view: watch::Receiver<Arc<View>>,
     threads: SqlThreads,
     bounds: Bounds,
     timeout: Duration,
@@ -69,6 +73,8 @@ pub struct SqlService {
 pub struct Ticket {
     _slot: Arc<Slot>,
     pub deadline: Deadline,
+    /// The units the query may read; `None`: all.
+    scope: Option<Scope>,
 }
 
 /// When a query must have sent its last row: [sql] timeout_secs after its admission.
@@ -202,6 +208,7 @@ impl SqlService {
             Arc::new(datafusion_postgres::auth::AuthManager::default()),
         )
         .map_err(|e| QueryError::Internal(format!("pg_catalog: {e}")))?;
+        let view = sources.view.clone();
         register_live_tables(&context, sources)?;
         for (name, body) in load_views(&config.views_dir)? {
             context
@@ -211,6 +218,7 @@ impl SqlService {
         }
         Ok(SqlService {
             context: Arc::new(context),
+            view,
             threads: SqlThreads::start(config.threads)?,
             bounds,
             timeout: Duration::from_secs(config.timeout_secs),
@@ -227,8 +235,10 @@ impl SqlService {
         self.bounds
     }
 
-    /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now.
-    pub(crate) async fn admit(&self) -> Result<Ticket, QueryError> {
+    /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now,
+    /// for a query that reads what `principal` may.
+    pub(crate) async fn admit(&self, principal: Option<&Principal>) -> Result<Ticket, QueryError> {
+        let scope = Scope::for_principal(principal, &self.view.borrow().registry);
         let deadline = Deadline { at: tokio::time::Instant::now() + self.timeout, secs: self.timeout.as_secs() };
         let permit = tokio::time::timeout_at(deadline.at, self.permits.clone().acquire_owned())
             .await
@@ -236,7 +246,7 @@ impl SqlService {
             .expect("semaphore is never closed");
         self.running.inc();
         let slot = Slot { _permit: permit, running: self.running.clone() };
-        Ok(Ticket { _slot: Arc::new(slot), deadline })
+        Ok(Ticket { _slot: Arc::new(slot), deadline, scope })
     }
 
     /// Runs `work` on the SQL threads under `ticket`: the answer comes by the deadline or the
@@ -246,7 +256,11 @@ impl SqlService {
         ticket: &Ticket,
         work: impl FnOnce(SessionState, Bounds) -> BoxFuture<'static, Result<T, QueryError>> + Send + 'static,
     ) -> Result<T, QueryError> {
-        let (state, bounds, held) = (self.context.state(), self.bounds, ticket.clone());
+        let (mut state, bounds, held) = (self.context.state(), self.bounds, ticket.clone());
+        if let Some(scope) = &ticket.scope {
+            // Every table scan of this query reads it (`LiveTable::scan`).
+            state.config_mut().set_extension(Arc::new(scope.clone()));
+        }
         let task = self.threads.handle().spawn(async move {
             let _held = held;
             work(state, bounds).await
@@ -347,8 +361,8 @@ impl SqlService {
     /// Admits, plans and starts one read-only query of DataFusion's SQL (HTTP): its rows stream
     /// from the returned `Rows` within one time limit counted from now. The first batch is
     /// computed here, so most failures are reported before any row is sent.
-    pub async fn query(&self, text: &str) -> Result<Rows, QueryError> {
-        let ticket = self.admit().await?;
+    pub async fn query(&self, text: &str, principal: Option<&Principal>) -> Result<Rows, QueryError> {
+        let ticket = self.admit(principal).await?;
         let plan = self.plan(&ticket, text).await?;
         let mut rows = self.run(ticket, plan, None).await?;
         match rows.next().await {
@@ -360,9 +374,9 @@ impl SqlService {
         }
     }
 
-    /// Runs a query to the end.
-    pub async fn collect(&self, sql: &str) -> Result<Results, QueryError> {
-        let mut rows = self.query(sql).await?;
+    /// Runs a query to the end, as `principal`.
+    pub async fn collect(&self, sql: &str, principal: Option<&Principal>) -> Result<Results, QueryError> {
+        let mut rows = self.query(sql, principal).await?;
         let schema = rows.schema.clone();
         let mut batches = Vec::new();
         while let Some(batch) = rows.next().await {
@@ -523,9 +537,12 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        MemTable::try_new(self.schema.clone(), vec![(self.read)().await?])?
-            .scan(state, projection, filters, limit)
-            .await
+        let mut batches = (self.read)().await?;
+        // A scoped principal's query (`SqlService::admit`) reads only its units' rows.
+        if let Some(scope) = state.config().get_extension::<Scope>() {
+            batches = batches.iter().map(|b| scope.rows(b)).collect::<Result<_, _>>()?;
+        }
+        MemTable::try_new(self.schema.clone(), vec![batches])?.scan(state, projection, filters, limit).await
     }
 }
 
@@ -826,16 +843,16 @@ mod tests {
     async fn selects_over_the_live_tables() {
         let sql = service().await;
         let batches = sql
-            .collect("SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
+            .collect("SELECT unit_code, numerator, denominator, points FROM scores WHERE period = '2026-11' AND criterion = '2.1'", None)
             .await
             .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &batches)).unwrap();
         assert_eq!(json, serde_json::json!([{"unit_code": "U1", "numerator": 1, "denominator": 1, "points": 20.0}]));
-        let empty = sql.collect("SELECT * FROM dossiers WHERE false").await.unwrap();
+        let empty = sql.collect("SELECT * FROM dossiers WHERE false", None).await.unwrap();
         assert_eq!(encode(Format::Json, &empty), b"[]");
         let csv = String::from_utf8(encode(Format::Csv, &empty)).unwrap();
         assert!(csv.starts_with("dossier_id,unit_code,"), "an empty CSV still has its header: {csv}");
-        let rows = sql.collect("SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion").await.unwrap();
+        let rows = sql.collect("SELECT unit_code, criterion, points FROM scores WHERE period = '2026-11' AND criterion IN ('1.4', '2.1') ORDER BY criterion", None).await.unwrap();
         assert_eq!(
             String::from_utf8(encode(Format::Csv, &rows)).unwrap(),
             "unit_code,criterion,points\nU1,1.4,0.0\nU1,2.1,20.0\n"
@@ -852,7 +869,7 @@ mod tests {
     async fn json_and_csv_join_batches_into_one_answer() {
         let sql = service().await;
         let one = sql
-            .collect("SELECT unit_code, criterion FROM scores WHERE period = '2026-11' AND criterion = '2.1'")
+            .collect("SELECT unit_code, criterion FROM scores WHERE period = '2026-11' AND criterion = '2.1'", None)
             .await
             .unwrap();
         let twice = Results {
@@ -874,10 +891,10 @@ mod tests {
         let mut sources = LiveSources::fixed(view());
         sources.history = watch::channel(Arc::new(vec![("weekly_totals", vec![old_layout])])).1;
         let sql = service_over(sources).await;
-        let rows = sql.collect("SELECT count(*) AS n FROM weekly_totals").await.unwrap();
+        let rows = sql.collect("SELECT count(*) AS n FROM weekly_totals", None).await.unwrap();
         let json: serde_json::Value = serde_json::from_slice(&encode(Format::Json, &rows)).unwrap();
         assert_eq!(json, serde_json::json!([{"n": 0}]));
-        sql.collect("SELECT * FROM week_over_week").await.expect("the view over it still plans and runs");
+        sql.collect("SELECT * FROM week_over_week", None).await.expect("the view over it still plans and runs");
     }
 
     /// The `dossiers` table is built for the query that reads it, and held to the SQL memory
@@ -897,7 +914,7 @@ mod tests {
             let config = crate::config::Config::from_toml(&format!("[sql]\nmemory_limit_mib = {limit_mib}")).unwrap();
             let gauge = prometheus::IntGauge::new("running", "slots").unwrap();
             let sql = SqlService::start(&config.sql, LiveSources::fixed(view), gauge).await.unwrap();
-            match sql.collect("SELECT count(*) AS n FROM dossiers").await {
+            match sql.collect("SELECT count(*) AS n FROM dossiers", None).await {
                 Ok(rows) => assert!(fits, "20,000 dossiers read within {limit_mib} MiB: {:?}", rows.batches),
                 Err(err) => assert!(!fits && err.to_string().contains("dossiers table"), "{limit_mib} MiB: {err}"),
             }
@@ -915,12 +932,12 @@ mod tests {
             "COPY scores TO '/tmp/out.csv'",
             "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
         ] {
-            let err = sql.collect(text).await.unwrap_err().to_string();
+            let err = sql.collect(text, None).await.unwrap_err().to_string();
             assert!(err.contains("read-only"), "{text}: {err}");
         }
-        let err = sql.collect("SELECT nope FROM scores").await.unwrap_err().to_string();
+        let err = sql.collect("SELECT nope FROM scores", None).await.unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
-        let err = sql.collect("CREATE VIEW mine AS SELECT 1").await.unwrap_err().to_string();
+        let err = sql.collect("CREATE VIEW mine AS SELECT 1", None).await.unwrap_err().to_string();
         assert!(err.contains("read-only"), "users cannot add views: {err}");
     }
 }
