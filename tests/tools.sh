@@ -43,10 +43,10 @@ if ! PYTHONPATH="$PSYCOPG_PYTHONPATH" python3 -c "import psycopg" 2>/dev/null; t
 fi
 
 # The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
-# with ChromeDriver (Debian's packages).
+# with ChromeDriver, curl and openssl (test CAs) (Debian's packages).
 missing=()
 for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
-    chromium:chromium chromedriver:chromium-driver; do
+    chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl; do
   command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
 done
 if ((${#missing[@]})); then
