@@ -164,6 +164,8 @@ pub struct SqlConfig {
     pub timeout_secs: u64,
     pub memory_limit_mib: usize,
     pub max_concurrent: usize,
+    /// Queries one principal may have running or waiting for a slot at once.
+    pub max_per_principal: usize,
     pub max_query_bytes: usize,
     pub max_expression_depth: usize,
     pub max_plan_nodes: usize,
@@ -225,6 +227,7 @@ impl Config {
         }
         let at_least_one = [
             ("[sql] max_concurrent", self.sql.max_concurrent as u64),
+            ("[sql] max_per_principal", self.sql.max_per_principal as u64),
             ("[sql] max_query_bytes", self.sql.max_query_bytes as u64),
             ("[sql] max_expression_depth", self.sql.max_expression_depth as u64),
             ("[sql] max_plan_nodes", self.sql.max_plan_nodes as u64),

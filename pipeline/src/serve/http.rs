@@ -322,6 +322,7 @@ async fn sql(
             let status = match e {
                 QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 QueryError::Busy(_) | QueryError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
                 QueryError::Invalid(_) | QueryError::Refused(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
                 QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };

@@ -442,7 +442,7 @@ impl SimpleQueryHandler for PgService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let classified = {
-            let ticket = self.admit().await?;
+            let ticket = self.sql.admit_to_plan(self.signed_in.get()).await.map_err(|e| self.failed(e))?;
             self.sql.classify_postgres(&ticket, query).await.map_err(|e| self.failed(e))?
         };
         if classified.is_empty() {
@@ -470,7 +470,7 @@ impl QueryParser for PgParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let ticket = self.sql.admit(self.signed_in.get()).await.map_err(pg_error)?;
+        let ticket = self.sql.admit_to_plan(self.signed_in.get()).await.map_err(pg_error)?;
         let mut classified = self.sql.classify_postgres(&ticket, sql).await.map_err(pg_error)?;
         let Some((statement, class)) = classified.pop() else { return Ok(None) };
         if !classified.is_empty() {

@@ -1,6 +1,7 @@
 //! Ad hoc SQL over the live view with DataFusion: read-only, bounded in time, memory and
 //! concurrency, so a query can never disturb ingest or another user.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub struct SqlService {
     bounds: Bounds,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    /// Each signed-in principal's share of queries running or waiting ([sql] max_per_principal).
+    shares: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_per_principal: usize,
     running: prometheus::IntGauge,
 }
 
@@ -98,9 +102,11 @@ impl Deadline {
     }
 }
 
-/// A taken query slot, shown in `index766_sql_queries_running` while it is held.
+/// A taken query slot, shown in `index766_sql_queries_running` while it is held, and the
+/// principal's share it counts against.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    _own: Option<OwnedSemaphorePermit>,
     running: prometheus::IntGauge,
 }
 
@@ -223,6 +229,8 @@ impl SqlService {
             bounds,
             timeout: Duration::from_secs(config.timeout_secs),
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
+            shares: Default::default(),
+            max_per_principal: config.max_per_principal,
             running,
         })
     }
@@ -236,16 +244,43 @@ impl SqlService {
     }
 
     /// Waits for a free query slot ([sql] max_concurrent), within the time limit that starts now,
-    /// for a query that reads what `principal` may.
+    /// for a query that reads what `principal` may, counted against the principal's own share.
     pub(crate) async fn admit(&self, principal: Option<&Principal>) -> Result<Ticket, QueryError> {
+        self.take_slot(principal, true).await
+    }
+
+    /// A slot to parse and plan statements in, not counted against the principal's share: a
+    /// principal at its share may still FETCH from and CLOSE its cursors, or SET.
+    pub(crate) async fn admit_to_plan(&self, principal: Option<&Principal>) -> Result<Ticket, QueryError> {
+        self.take_slot(principal, false).await
+    }
+
+    async fn take_slot(&self, principal: Option<&Principal>, counted: bool) -> Result<Ticket, QueryError> {
         let scope = Scope::for_principal(principal, &self.view.borrow().registry);
+        // Its own share first, without waiting: past it, one caller would only queue against itself.
+        let own = match principal.filter(|_| counted) {
+            Some(principal) => {
+                let share = self
+                    .shares
+                    .lock()
+                    .expect("never poisoned")
+                    .entry(principal.name.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_principal)))
+                    .clone();
+                let permit = share
+                    .try_acquire_owned()
+                    .map_err(|_| QueryError::TooMany { name: principal.name.clone(), limit: self.max_per_principal })?;
+                Some(permit)
+            }
+            None => None,
+        };
         let deadline = Deadline { at: tokio::time::Instant::now() + self.timeout, secs: self.timeout.as_secs() };
         let permit = tokio::time::timeout_at(deadline.at, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| QueryError::Busy(deadline.secs))?
             .expect("semaphore is never closed");
         self.running.inc();
-        let slot = Slot { _permit: permit, running: self.running.clone() };
+        let slot = Slot { _permit: permit, _own: own, running: self.running.clone() };
         Ok(Ticket { _slot: Arc::new(slot), deadline, scope })
     }
 

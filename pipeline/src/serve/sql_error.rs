@@ -19,6 +19,9 @@ pub enum QueryError {
     Timeout(u64),
     #[error("every query slot stayed busy for the {0} s limit ([sql] max_concurrent queries at once); try again")]
     Busy(u64),
+    /// One principal past its own share (HTTP 429, SQLSTATE 53300).
+    #[error("{name} has {limit} queries running or waiting already ([sql] max_per_principal): let one finish, or close a cursor")]
+    TooMany { name: String, limit: usize },
     /// Past the memory all queries share (HTTP 503, SQLSTATE 53200).
     #[error("{0}")]
     Memory(String),
@@ -47,7 +50,7 @@ impl QueryError {
             QueryError::Refused(_) => "25006",  // read_only_sql_transaction
             QueryError::TooLarge(_) => "54000", // program_limit_exceeded
             QueryError::Timeout(_) => "57014",  // query_canceled
-            QueryError::Busy(_) => "53300",     // too_many_connections
+            QueryError::Busy(_) | QueryError::TooMany { .. } => "53300", // too_many_connections
             QueryError::Memory(_) => "53200",   // out_of_memory
             QueryError::Internal(_) => "XX000",
         }
