@@ -272,6 +272,7 @@ impl Pipeline {
         let limits = listen::HttpLimits {
             max_connections: config.http.max_connections,
             header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+            max_header_bytes: config.http.max_header_bytes,
             idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
         };
         let http = {

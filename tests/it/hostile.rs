@@ -447,7 +447,8 @@ async fn hostile_queries_leave_the_process_whole() {
     }
     demo.still_whole("six concurrent 200 KB planners").await;
 
-    // 7. Idle and slow connections: capped, closed, and file descriptors left for snapshots.
+    // 7. Idle and slow connections: capped, closed, and file descriptors left for snapshots;
+    //    request heads past their size limit.
     let generation = metric(&demo.metrics(), "index766_snapshot_generation", &[]).unwrap();
     let idle_http: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(addr).ok()).collect();
     let idle_pg: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(("127.0.0.1", pg)).ok()).collect();
@@ -477,7 +478,25 @@ async fn hostile_queries_leave_the_process_whole() {
         }
     }
     drop((idle_http, idle_pg));
-    demo.still_whole("idle and slow connections").await;
+    // A PostgreSQL client that sends half a startup packet and stalls is closed at the idle timeout.
+    let mut stalled = TcpStream::connect(("127.0.0.1", pg)).unwrap();
+    // Behind the idle connections just closed, which the listener may still be reaping.
+    stalled.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    stalled.write_all(&[0, 0, 0]).unwrap();
+    let mut answer = [0u8; 64];
+    match stalled.read(&mut answer) {
+        Ok(n) => assert_eq!(n, 0, "a stalled startup gets no answer but the close"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "closed, not left open"),
+    }
+    // Oversized request heads: 431, and the port goes on.
+    let mut big = TcpStream::connect(addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let header = "x".repeat(100_000);
+    let _ = write!(big, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {header}\r\n\r\n");
+    let mut answer = [0u8; 64];
+    let n = big.read(&mut answer).unwrap_or(0);
+    assert!(answer[..n].starts_with(b"HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&answer[..n]));
+    demo.still_whole("idle and slow connections, oversized heads").await;
 
     // 8. Malformed protocol messages: an error and a closed connection, never a panic.
     for (what, bind) in [

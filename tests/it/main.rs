@@ -1,6 +1,7 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
 //! - `access`: sign-in and roles on every route and on the PostgreSQL port;
+//! - `audit`: the audit trail in the log of the binary as deployed: requests, queries, sign-ins;
 //! - `tls`: both listeners over TLS with a test CA (`certs`): curl, psql verify-full, client
 //!   certificates, a certificate renewed on disk;
 //! - `crash`: SIGKILLs at random, on Apache Kafka with batched zstd producers; the result must equal an uninterrupted run;
@@ -21,6 +22,7 @@
 //! - `real_broker`: the scenario end to end on Apache Kafka.
 
 mod access;
+mod audit;
 mod browser;
 mod certs;
 mod contract;

@@ -59,6 +59,27 @@ pub struct AccessConfig {
     pub authentication: String,
 }
 
+/// What the audit trail keeps of a query's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditQueries {
+    Text,
+    /// Its SHA-256 only: the trail then shows who ran which query, not what it named.
+    Hash,
+}
+
+/// Where a listener's TLS material lives, checked (`Config::tls_files`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain (PEM), the server's own first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificates must be signed by this CA (PEM); none: none are asked for.
+    pub client_ca: Option<PathBuf>,
+    /// With a client CA: whether every connection must present a certificate.
+    pub client_certificate_required: bool,
+}
+
 /// TLS on the HTTP and PostgreSQL listeners (README "Security").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +164,8 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
     pub header_timeout_secs: u64,
+    /// The longest request head (request line and headers) read; a longer one gets 431.
+    pub max_header_bytes: usize,
     pub idle_timeout_secs: u64,
     /// Host names (beside loopback addresses and the listen address) a browser may reach `POST /sql` by.
     pub allowed_hosts: Vec<String>,
@@ -166,6 +189,8 @@ pub struct SqlConfig {
     pub max_concurrent: usize,
     /// Queries one principal may have running or waiting for a slot at once.
     pub max_per_principal: usize,
+    /// What the audit trail keeps of each query.
+    pub audit_queries: AuditQueries,
     pub max_query_bytes: usize,
     pub max_expression_depth: usize,
     pub max_plan_nodes: usize,
@@ -222,6 +247,9 @@ impl Config {
             return Err(ConfigError::Invalid("[kafka] needs \"bootstrap.servers\"".into()));
         }
         self.kafka.resolved()?;
+        if self.http.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid("[http] max_header_bytes must be at least 8192".into()));
+        }
         if self.ingest.batch_max_events == 0 {
             return Err(ConfigError::Invalid("[ingest] batch_max_events must be at least 1".into()));
         }
@@ -273,7 +301,7 @@ impl Config {
     }
 
     /// The listeners' TLS files; `None`: plain TCP.
-    pub fn tls_files(&self) -> Result<Option<crate::serve::tls::TlsFiles>, ConfigError> {
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let tls = &self.tls;
         let set = |path: &PathBuf| !path.as_os_str().is_empty();
         let required = match tls.client_certificates.as_str() {
@@ -293,7 +321,7 @@ impl Config {
             (true, true) if tls.reload_secs == 0 => {
                 Err(ConfigError::Invalid("[tls] reload_secs must be at least 1".into()))
             }
-            (true, true) => Ok(Some(crate::serve::tls::TlsFiles {
+            (true, true) => Ok(Some(TlsFiles {
                 cert: tls.cert_file.clone(),
                 key: tls.key_file.clone(),
                 client_ca: set(&tls.client_ca_file).then(|| tls.client_ca_file.clone()),

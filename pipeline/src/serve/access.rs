@@ -270,7 +270,7 @@ pub fn new_token(name: &str, roles: &[Role], units: &[String]) -> (String, Strin
     (token, entry)
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::alerts::{Alert, AlertState};
 use crate::engine::view::View;
 use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Principal, Role};
+use crate::serve::audit;
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::{Encoder, Format, Rows, SqlService};
 use crate::serve::scope::Scope;
@@ -104,7 +105,20 @@ pub(crate) fn router(state: AppState) -> Router {
         router.route(route.path, handler.route_layer(axum::middleware::from_fn_with_state(gate, admit)))
     });
     // The body is read whole before the query's own size check: room for a JSON wrapper.
-    routes.layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096)).with_state(state)
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096))
+        .layer(axum::middleware::from_fn(audited))
+        .with_state(state)
+}
+
+/// Every request's line in the audit trail, refusals and unknown paths included.
+async fn audited(request: Request, next: Next) -> Response {
+    let (method, path, started) =
+        (request.method().clone(), request.uri().path().to_owned(), std::time::Instant::now());
+    let response = next.run(request).await;
+    let caller = response.extensions().get::<Caller>().and_then(|c| c.0.as_ref()).map(|p| p.name.as_str());
+    audit::request(caller, method.as_str(), &path, response.status().as_u16(), started);
+    response
 }
 
 /// Lets a request through to its route if its token (or else its connection's client
@@ -116,8 +130,12 @@ async fn admit(State((gate, need)): State<(Arc<Gate>, Need)>, mut request: Reque
     let credential = token.as_deref().map(Credential::Token).or(certificate.as_deref().map(Credential::Certificate));
     match gate.admit(credential, need) {
         Ok(principal) => {
-            request.extensions_mut().insert(Caller(principal));
-            next.run(request).await
+            let caller = Caller(principal);
+            request.extensions_mut().insert(caller.clone());
+            let mut response = next.run(request).await;
+            // For the audit line, written outside this layer.
+            response.extensions_mut().insert(caller);
+            response
         }
         Err(denied @ Denied::Forbidden { .. }) => error(StatusCode::FORBIDDEN, denied.to_string()),
         Err(denied) => {

@@ -1,6 +1,6 @@
 //! The HTTP listener: at most `max_connections` connections at once (the others wait in the
 //! kernel's queue, so file descriptors stay for the snapshot writer and the broker), a deadline
-//! for a request's headers, and connections closed when nothing moves either way for the idle
+//! and a size limit for a request's headers, and connections closed when nothing moves either way for the idle
 //! timeout (a client that stopped reading a result frees its query at once). With TLS, the
 //! handshake must end within the header deadline, and a verified client certificate's name goes
 //! with each of the connection's requests.
@@ -30,6 +30,7 @@ use crate::serve::tls::{self, Tls};
 pub struct HttpLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub max_header_bytes: usize,
     pub idle_timeout: Duration,
 }
 
@@ -86,6 +87,7 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes)
                 .serve_connection(io, service);
             tokio::pin!(connection);
             let ended = tokio::select! {

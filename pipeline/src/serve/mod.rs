@@ -1,9 +1,11 @@
 //! Serving the views: SQL (`query`, held to `sql_fence`, failing with a `sql_error`) over HTTP
 //! (`http` on the `listen`er: the wall, /sql, /metrics with the `exposition` of the scores,
 //! /healthz, alerts) and over the PostgreSQL protocol (`postgres`, behind `pg_guard`), both over
-//! `tls` when configured; `access` says who may reach which, and `scope` which units' rows.
+//! `tls` when configured; `access` says who may reach which, and `scope` which units' rows;
+//! `audit` writes down who did what.
 
 pub mod access;
+pub mod audit;
 pub mod exposition;
 pub mod http;
 pub mod listen;

@@ -47,6 +47,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::serve::access::{Credential, Denied, Gate, Need, Principal, Role};
+use crate::serve::audit::{self, Trail};
 use crate::serve::pg_guard;
 use crate::serve::query::{Classified, Rows, SqlService, Ticket};
 use crate::serve::sql_error::QueryError;
@@ -174,7 +175,7 @@ impl StartupHandler for Startup {
                 if let Some(name) = self.certificate.as_deref().filter(|&name| Some(name) == user(client).as_deref()) {
                     return match self.gate.admit(Some(Credential::Certificate(name)), Need::Role(Role::Analyst)) {
                         Ok(principal) => self.admitted(client, principal).await,
-                        Err(denied) => Err(refusal(denied)),
+                        Err(denied) => Err(refusal(name, denied)),
                     };
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
@@ -188,8 +189,11 @@ impl StartupHandler for Startup {
                         Ok(Some(principal)) if principal.name == user => {
                             return self.admitted(client, Some(principal)).await
                         }
-                        Err(forbidden @ Denied::Forbidden { .. }) => refusal(forbidden),
-                        _ => PgWireError::InvalidPassword(user),
+                        Err(forbidden @ Denied::Forbidden { .. }) => refusal(&user, forbidden),
+                        _ => {
+                            audit::sign_in(&user, "refused: password authentication failed");
+                            PgWireError::InvalidPassword(user)
+                        }
                     };
                 return Err(refused);
             }
@@ -204,7 +208,8 @@ fn user(client: &impl ClientInfo) -> Option<String> {
 }
 
 /// A sign-in refused for what the principal may not do.
-fn refusal(denied: Denied) -> PgWireError {
+fn refusal(user: &str, denied: Denied) -> PgWireError {
+    audit::sign_in(user, &format!("refused: {denied}"));
     PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), "42501".into(), denied.to_string())))
 }
 
@@ -217,6 +222,7 @@ impl Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(principal) = principal {
+            audit::sign_in(&principal.name, "ok");
             // A session signs in once: pgwire sends no second startup.
             let _ = self.signed_in.set(principal);
         }
@@ -300,11 +306,16 @@ impl PgService {
         Ok(QueryResponse::new(fields, cut))
     }
 
-    async fn admit(&self) -> PgWireResult<Ticket> {
+    /// A query slot for the statement `trail` records; a refusal is recorded on it.
+    async fn admit(&self, trail: &Trail) -> PgWireResult<Ticket> {
         self.sql.admit(self.signed_in.get()).await.map_err(|busy| {
-            self.metrics.observe_query("postgres", false, 0.0);
-            pg_error(busy)
+            trail.ended(0, &format!("error: {busy}"));
+            self.failed(busy)
         })
+    }
+
+    fn trail(&self, text: &str) -> Trail {
+        self.sql.trail(self.signed_in.get(), "postgres", text)
     }
 
     /// Runs one classified statement; `plan` for reads and cursors, `params` from a Bind.
@@ -325,8 +336,9 @@ impl PgService {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         match class {
             Classified::Read(plan) => {
-                let ticket = self.admit().await?;
-                let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
+                let trail = self.trail(&statement.to_string());
+                let ticket = self.admit(&trail).await?;
+                let rows = self.sql.run(ticket, plan, params, trail).await.map_err(|e| self.failed(e))?;
                 Ok(Response::Query(self.respond(rows, format, options)?))
             }
             Classified::Declare { name, plan } => {
@@ -339,8 +351,9 @@ impl PgService {
                     return Err(pg_error(QueryError::Invalid("DECLARE name CURSOR FOR SELECT …".into())));
                 };
                 let described = (statement.to_string(), Some((Statement::Query(query), plan.clone())));
-                let ticket = self.admit().await?;
-                let rows = self.sql.run(ticket, plan, params).await.map_err(|e| self.failed(e))?;
+                let trail = self.trail(&statement.to_string());
+                let ticket = self.admit(&trail).await?;
+                let rows = self.sql.run(ticket, plan, params, trail).await.map_err(|e| self.failed(e))?;
                 let response = self.respond(rows, &Format::UnifiedText, options)?;
                 let stored = Arc::new(StoredStatement::new(name.clone(), described, vec![]));
                 let portal = Portal::new_cursor(name, stored);
@@ -441,10 +454,14 @@ impl SimpleQueryHandler for PgService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let classified = {
-            let ticket = self.sql.admit_to_plan(self.signed_in.get()).await.map_err(|e| self.failed(e))?;
-            self.sql.classify_postgres(&ticket, query).await.map_err(|e| self.failed(e))?
+        let classified = async {
+            let ticket = self.sql.admit_to_plan(self.signed_in.get()).await?;
+            self.sql.classify_postgres(&ticket, query).await
         };
+        let classified = classified.await.map_err(|error| {
+            self.trail(query).ended(0, &format!("error: {error}"));
+            self.failed(error)
+        })?;
         if classified.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }

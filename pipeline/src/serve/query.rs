@@ -28,6 +28,7 @@ use crate::config::SqlConfig;
 use crate::engine::view::View;
 use crate::persist::history::HistoryTables;
 use crate::serve::access::Principal;
+use crate::serve::audit::Trail;
 use crate::serve::scope::Scope;
 use crate::serve::sql_error::{refused, QueryError};
 use crate::serve::sql_fence::Bounds;
@@ -67,6 +68,8 @@ pub struct SqlService {
     /// Each signed-in principal's share of queries running or waiting ([sql] max_per_principal).
     shares: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
     max_per_principal: usize,
+    /// What the audit trail keeps of each query's text.
+    audit_queries: crate::config::AuditQueries,
     running: prometheus::IntGauge,
 }
 
@@ -231,8 +234,14 @@ impl SqlService {
             permits: Arc::new(Semaphore::new(config.max_concurrent)),
             shares: Default::default(),
             max_per_principal: config.max_per_principal,
+            audit_queries: config.audit_queries,
             running,
         })
+    }
+
+    /// The audit trail of a query `principal` sends over `interface`.
+    pub(crate) fn trail(&self, principal: Option<&Principal>, interface: &'static str, text: &str) -> Trail {
+        Trail::new(principal.map(|p| p.name.as_str()), interface, text, self.audit_queries)
     }
 
     pub fn context(&self) -> Arc<SessionContext> {
@@ -369,6 +378,7 @@ impl SqlService {
         ticket: Ticket,
         plan: LogicalPlan,
         params: Option<ParamValues>,
+        trail: Trail,
     ) -> Result<Rows, QueryError> {
         let (tx, rx) = mpsc::channel(1);
         let (deadline, held) = (ticket.deadline, ticket.clone());
@@ -389,17 +399,33 @@ impl SqlService {
             }
             .boxed()
         });
-        let schema = started.await?;
-        Ok(Rows { schema, first: None, rx, deadline, done: false })
+        let schema = match started.await {
+            Ok(schema) => schema,
+            Err(error) => {
+                trail.ended(0, &format!("error: {error}"));
+                return Err(error);
+            }
+        };
+        Ok(Rows { schema, first: None, rx, deadline, done: false, trail, handed_out: 0, outcome: None })
     }
 
     /// Admits, plans and starts one read-only query of DataFusion's SQL (HTTP): its rows stream
     /// from the returned `Rows` within one time limit counted from now. The first batch is
     /// computed here, so most failures are reported before any row is sent.
     pub async fn query(&self, text: &str, principal: Option<&Principal>) -> Result<Rows, QueryError> {
-        let ticket = self.admit(principal).await?;
-        let plan = self.plan(&ticket, text).await?;
-        let mut rows = self.run(ticket, plan, None).await?;
+        let trail = self.trail(principal, "http", text);
+        let admitted = match self.admit(principal).await {
+            Ok(ticket) => self.plan(&ticket, text).await.map(|plan| (ticket, plan)),
+            Err(error) => Err(error),
+        };
+        let (ticket, plan) = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                trail.ended(0, &format!("error: {error}"));
+                return Err(error);
+            }
+        };
+        let mut rows = self.run(ticket, plan, None, trail).await?;
         match rows.next().await {
             Some(Err(error)) => Err(error),
             first => {
@@ -453,10 +479,22 @@ pub struct Rows {
     pub deadline: Deadline,
     /// The stream has ended or failed: nothing more comes.
     done: bool,
+    /// Who asked what, recorded with the rows handed out and how it ended when this is dropped.
+    trail: Trail,
+    handed_out: u64,
+    outcome: Option<String>,
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, or stopped reading a cursor.
+        self.trail.ended(self.handed_out, self.outcome.as_deref().unwrap_or("cut"));
+    }
 }
 
 impl Rows {
     pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        // Put back by `SqlService::query` after this counted it.
         if let Some(first) = self.first.take() {
             return Some(first);
         }
@@ -468,6 +506,11 @@ impl Rows {
             // The feeder stopped without the end: the deadline cut the stream.
             Ok(None) | Err(_) => Some(Err(self.deadline.error())),
         };
+        match &next {
+            Some(Ok(batch)) => self.handed_out += batch.num_rows() as u64,
+            Some(Err(error)) => self.outcome = Some(format!("error: {error}")),
+            None => self.outcome = Some("ok".into()),
+        }
         self.done = !matches!(next, Some(Ok(_)));
         next
     }

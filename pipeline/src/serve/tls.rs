@@ -15,17 +15,7 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-/// Where a listener's TLS material lives.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// The certificate chain (PEM), the server's own first.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Client certificates must be signed by this CA (PEM); none: none are asked for.
-    pub client_ca: Option<PathBuf>,
-    /// With a client CA: whether every connection must present a certificate.
-    pub client_certificate_required: bool,
-}
+use crate::config::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

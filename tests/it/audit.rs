@@ -1,0 +1,100 @@
+//! The audit trail as an operator reads it: the binary runs as deployed (a config file, tokens),
+//! and its log holds a line for each HTTP request (refusals too), each SQL query on both
+//! interfaces (its text, rows, outcome) and each PostgreSQL sign-in, with the principal's name
+//! and never the token.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use index766::serve::access::Role;
+
+use crate::access::make_token;
+use crate::support::{free_port, http, http_as, repo_root, wait_for, Kafka};
+
+/// The audit lines of the log (target index766::audit).
+fn trail(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().filter(|l| l.contains("index766::audit")).map(str::to_owned).collect()
+}
+
+fn psql(port: u16, password: &str, query: &str) -> bool {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "auditor", "-d", "index766", "-w", "-X", "-c", query])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs");
+    out.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended() {
+    let kafka = Kafka::shared();
+    let prefix = "audit";
+    index766::tools::produce::ensure_topics(&kafka.bootstrap, &[&format!("{prefix}.dossier-events")], 1).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (entry, token) = make_token("auditor", &[Role::Analyst], &[]);
+    std::fs::write(dir.path().join("tokens.toml"), entry).unwrap();
+    let (port, pg_port) = (free_port(), free_port());
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\n\"bootstrap.servers\" = {:?}\n\"group.id\" = \"{prefix}\"\n\
+             [topics]\nevents = \"{prefix}.dossier-events\"\npetitions = \"\"\ncatalog = \"\"\nunits = \"\"\ndead_letter = \"{prefix}.dead-letter\"\n\
+             [registry]\nunits_file = {:?}\n[access]\ntokens_file = {:?}\n\
+             [sql]\npostgres_listen = \"127.0.0.1:{pg_port}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[snapshot]\ndir = {:?}\n",
+            kafka.bootstrap,
+            repo_root().join("schemas/examples/units.jsonl"),
+            dir.path().join("tokens.toml"),
+            dir.path().join("snapshots"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("audit.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_index766"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the index766 binary");
+    let addr = ([127, 0, 0, 1], port).into();
+    wait_for("the HTTP port", Duration::from_secs(60), || std::net::TcpStream::connect(addr).ok().map(|_| ())).await;
+
+    assert_eq!(http(addr, "GET", "/metrics", "").0, 401);
+    assert_eq!(http_as(addr, &token, "POST", "/sql", "SELECT unit_code FROM units").0, 200);
+    assert_eq!(http_as(addr, &token, "POST", "/sql", "SELECT nope FROM units").0, 400);
+    assert!(psql(pg_port, &token, "SELECT count(*) FROM units"));
+    assert!(!psql(pg_port, "i766_wrong", "SELECT 1"));
+
+    let lines = wait_for("the audit lines", Duration::from_secs(20), || {
+        let lines = trail(&log);
+        (lines.iter().filter(|l| l.contains("kind=\"query\"")).count() >= 3).then_some(lines)
+    })
+    .await;
+    let one = |words: &[&str]| {
+        let found: Vec<&String> = lines.iter().filter(|l| words.iter().all(|w| l.contains(w))).collect();
+        assert_eq!(found.len(), 1, "one line with {words:?} in:\n{}", lines.join("\n"));
+    };
+    one(&["kind=\"request\"", "principal=\"-\"", "path=\"/metrics\"", "status=401"]);
+    one(&["kind=\"request\"", "principal=\"auditor\"", "method=\"POST\"", "path=\"/sql\"", "status=200"]);
+    one(&[
+        "kind=\"query\"",
+        "principal=\"auditor\"",
+        "interface=\"http\"",
+        "query=SELECT unit_code FROM units",
+        "rows=5",
+        "outcome=\"ok\"",
+    ]);
+    one(&["kind=\"query\"", "interface=\"http\"", "query=SELECT nope FROM units", "rows=0", "outcome=\"error:"]);
+    one(&["kind=\"sign-in\"", "principal=\"auditor\"", "outcome=\"ok\""]);
+    one(&["kind=\"query\"", "interface=\"postgres\"", "SELECT count(*) FROM units", "rows=1", "outcome=\"ok\""]);
+    one(&["kind=\"sign-in\"", "principal=\"auditor\"", "outcome=\"refused: password authentication failed\""]);
+    let whole = std::fs::read_to_string(&log).unwrap();
+    assert!(!whole.contains(&token) && !whole.contains("i766_wrong"), "no token in the log");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
