@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -75,14 +75,26 @@ pub async fn serve(
                     Err(_) => return tracing::debug!("http: no TLS handshake within the header timeout"),
                 },
             };
-            let service = TowerToHyperService::new(app.map_request(
-                move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                    if let Some(name) = &certificate {
-                        request.extensions_mut().insert(name.clone());
+            let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                let (app, certificate) = (app.clone(), certificate.clone());
+                async move {
+                    // hyper's buffer limit is approximate (a head that arrives in one read can
+                    // pass it): the head is measured here, exactly.
+                    if head_bytes(&request) > limits.max_header_bytes {
+                        let message = format!(
+                            "the request's headers are larger than [http] max_header_bytes = {}",
+                            limits.max_header_bytes
+                        );
+                        return Ok::<_, std::convert::Infallible>(
+                            (axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response(),
+                        );
                     }
-                    request
-                },
-            ));
+                    if let Some(name) = certificate {
+                        request.extensions_mut().insert(name);
+                    }
+                    app.oneshot(request.map(axum::body::Body::new)).await
+                }
+            });
             let io = TokioIo::new(io);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -105,6 +117,16 @@ pub async fn serve(
     open.close();
     open.wait().await;
     Ok(())
+}
+
+/// The size of a request's head as sent: its request line and each header line.
+fn head_bytes<B>(request: &axum::http::Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + "  HTTP/1.1\r\n".len();
+    line + request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum::<usize>()
 }
 
 /// A socket that fails with `TimedOut` once nothing has been read or written for `timeout`.
