@@ -3,13 +3,13 @@
 //! interfaces (its text, rows, outcome) and each PostgreSQL sign-in, with the principal's name
 //! and never the token.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use index766::serve::access::Role;
 
 use crate::access::make_token;
-use crate::support::{free_port, http, http_as, repo_root, wait_for, Kafka};
+use crate::support::{free_port, http, http_as, repo_root, start_binary, wait_for, Kafka};
 
 /// The audit lines of the log (target index766::audit).
 fn trail(log: &std::path::Path) -> Vec<String> {
@@ -52,20 +52,18 @@ async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended
     )
     .unwrap();
     let log = dir.path().join("audit.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_index766"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the index766 binary");
+    let mut child = start_binary(&config, &log, "info,rdkafka=warn");
     let addr = ([127, 0, 0, 1], port).into();
     wait_for("the HTTP port", Duration::from_secs(60), || std::net::TcpStream::connect(addr).ok().map(|_| ())).await;
 
     assert_eq!(http(addr, "GET", "/metrics", "").0, 401);
+    assert_eq!(http_as(addr, &token, "GET", "/metrics", "").0, 403);
     assert_eq!(http_as(addr, &token, "POST", "/sql", "SELECT unit_code FROM units").0, 200);
     assert_eq!(http_as(addr, &token, "POST", "/sql", "SELECT nope FROM units").0, 400);
+    // A query whose text would end its line and forge a sign-in in the trail.
+    let forged =
+        "SELECT 1\n2026-12-02T00:00:00Z  INFO index766::audit: kind=\"sign-in\" principal=\"mallory\" outcome=\"ok\"";
+    assert_eq!(http_as(addr, &token, "POST", "/sql", forged).0, 400);
     assert!(psql(pg_port, &token, "SELECT count(*) FROM units"));
     assert!(!psql(pg_port, "i766_wrong", "SELECT 1"));
 
@@ -79,19 +77,21 @@ async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended
         assert_eq!(found.len(), 1, "one line with {words:?} in:\n{}", lines.join("\n"));
     };
     one(&["kind=\"request\"", "principal=\"-\"", "path=\"/metrics\"", "status=401"]);
+    one(&["kind=\"request\"", "principal=\"auditor\"", "path=\"/metrics\"", "status=403"]);
     one(&["kind=\"request\"", "principal=\"auditor\"", "method=\"POST\"", "path=\"/sql\"", "status=200"]);
     one(&[
         "kind=\"query\"",
         "principal=\"auditor\"",
         "interface=\"http\"",
-        "query=SELECT unit_code FROM units",
+        "query=\"SELECT unit_code FROM units\"",
         "rows=5",
         "outcome=\"ok\"",
     ]);
-    one(&["kind=\"query\"", "interface=\"http\"", "query=SELECT nope FROM units", "rows=0", "outcome=\"error:"]);
+    one(&["kind=\"query\"", "interface=\"http\"", "query=\"SELECT nope FROM units\"", "rows=0", "outcome=\"error:"]);
     one(&["kind=\"sign-in\"", "principal=\"auditor\"", "outcome=\"ok\""]);
     one(&["kind=\"query\"", "interface=\"postgres\"", "SELECT count(*) FROM units", "rows=1", "outcome=\"ok\""]);
     one(&["kind=\"sign-in\"", "principal=\"auditor\"", "outcome=\"refused: password authentication failed\""]);
+    assert!(!lines.iter().any(|l| l.contains("principal=\"mallory\"")), "a forged line:\n{}", lines.join("\n"));
     let whole = std::fs::read_to_string(&log).unwrap();
     assert!(!whole.contains(&token) && !whole.contains("i766_wrong"), "no token in the log");
 

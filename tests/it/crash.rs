@@ -5,7 +5,7 @@
 //! uninterrupted run over the same stream (every dossier and petition, the counters, the scores).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use index766::tools::produce::{ensure_topics, EventProducer};
@@ -98,15 +98,7 @@ struct Process {
 }
 
 fn start_binary(config: &Path, log: PathBuf) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_index766"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start the index766 binary");
-    Process { child, log }
+    Process { child: crate::support::start_binary(config, &log, "info,rdkafka=warn"), log }
 }
 
 /// Seconds the process took to restore its snapshot, from its log.

@@ -5,7 +5,7 @@
 //! in the log and in /healthz (503), the process stays up, and nothing is lost once fixed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use index766::tools::produce::{ensure_topics, EventProducer};
@@ -111,14 +111,7 @@ impl Running {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_index766"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the index766 binary");
+        let child = crate::support::start_binary(&config, &log, "info");
         Running { child, log, addr: ([127, 0, 0, 1], port).into() }
     }
 

@@ -15,6 +15,18 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("pipeline/ is in the repo").to_owned()
 }
 
+/// The index766 binary as deployed: `run --config config`, its log (at `rust_log`) into `log`.
+pub fn start_binary(config: &Path, log: &Path, rust_log: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_index766"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start the index766 binary")
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -68,6 +68,16 @@ pub enum AuditQueries {
     Hash,
 }
 
+/// Whether a TLS listener asks every connection for a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    /// Asked for when `client_ca_file` is set; a connection without one signs in otherwise.
+    Optional,
+    /// Every connection must show one the CA signed (needs `client_ca_file`).
+    Required,
+}
+
 /// Where a listener's TLS material lives, checked (`Config::tls_files`).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -89,8 +99,7 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
     /// Client certificates are verified against this CA (PEM); empty: none are asked for.
     pub client_ca_file: PathBuf,
-    /// `"optional"` or `"required"`: whether every connection must show a client certificate.
-    pub client_certificates: String,
+    pub client_certificates: ClientCertificates,
     /// How often the files are looked at for a renewed certificate.
     pub reload_secs: u64,
 }
@@ -304,15 +313,13 @@ impl Config {
     pub fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let tls = &self.tls;
         let set = |path: &PathBuf| !path.as_os_str().is_empty();
-        let required = match tls.client_certificates.as_str() {
-            "optional" => false,
-            "required" => true,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "[tls] client_certificates = {other:?}: say \"optional\" or \"required\""
-                )))
-            }
-        };
+        let required = tls.client_certificates == ClientCertificates::Required;
+        if required && !set(&tls.client_ca_file) {
+            // Without a CA no certificate is asked for: "required" would silently mean none.
+            return Err(ConfigError::Invalid(
+                "[tls] client_certificates = \"required\" needs client_ca_file, the CA the certificates are checked against".into(),
+            ));
+        }
         match (set(&tls.cert_file), set(&tls.key_file)) {
             (false, false) if set(&tls.client_ca_file) => Err(ConfigError::Invalid(
                 "[tls] client_ca_file needs cert_file and key_file: client certificates come with TLS".into(),
@@ -438,6 +445,11 @@ mod tests {
         assert!(err.contains("start_from") || err.contains("earliest"), "{err}");
         let err = Config::from_toml("[scoring]\nas_of = \"yesterday\"").unwrap_err().to_string();
         assert!(err.contains("as_of"), "{err}");
+        let tls = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let err = Config::from_toml(&format!("{tls}client_certificates = \"required\"")).unwrap_err().to_string();
+        assert!(err.contains("client_ca_file"), "required client certificates without a CA: {err}");
+        let err = Config::from_toml(&format!("{tls}client_certificates = \"maybe\"")).unwrap_err().to_string();
+        assert!(err.contains("client_certificates") && err.contains("required"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The audit trail, as structured log lines (target `index766::audit`, fields as `key=value`;
 //! `RUST_LOG=index766::audit=info` keeps only them): one `request` line for every HTTP request (who, the route, the
 //! status, how long), one `query` line for every SQL query on either interface (who, the query's
-//! text or its SHA-256 by `[access] audit_queries`, the rows sent, the outcome, how long), and one
+//! text or its SHA-256 by `[sql] audit_queries`, the rows sent, the outcome, how long), and one
 //! `sign-in` line for every PostgreSQL login. Tokens and passwords never appear.
 
 use std::time::Instant;
@@ -10,13 +10,15 @@ use sha2::{Digest, Sha256};
 
 use crate::config::AuditQueries;
 use crate::serve::access::to_hex;
+use crate::serve::sql_error::QueryError;
 
 /// One query under way: who ran it, where, what; recorded once when it ends.
 #[derive(Debug)]
 pub struct Trail {
-    pub principal: Option<String>,
-    pub interface: &'static str,
+    principal: Option<String>,
+    interface: &'static str,
     query: String,
+    hashed: bool,
     started: Instant,
 }
 
@@ -26,7 +28,22 @@ impl Trail {
             AuditQueries::Text => query.to_owned(),
             AuditQueries::Hash => format!("sha256:{}", to_hex(&Sha256::digest(query.as_bytes()))),
         };
-        Trail { principal: principal.map(str::to_owned), interface, query, started: Instant::now() }
+        let hashed = shown == AuditQueries::Hash;
+        Trail { principal: principal.map(str::to_owned), interface, query, hashed, started: Instant::now() }
+    }
+
+    /// A failed query's outcome: the error's message, or only its SQLSTATE when queries are kept
+    /// hashed (a message quotes the names and values the query held).
+    pub fn failure(&self, error: &QueryError) -> String {
+        match self.hashed {
+            true => format!("error: SQLSTATE {}", error.sqlstate()),
+            false => format!("error: {error}"),
+        }
+    }
+
+    /// The query failed before any row.
+    pub fn failed(&self, error: &QueryError) {
+        self.ended(0, &self.failure(error));
     }
 
     /// The query ended: `outcome` is `ok`, `cut` (the client left or the deadline passed) or the
@@ -37,7 +54,8 @@ impl Trail {
             kind = "query",
             principal = self.principal.as_deref().unwrap_or("-"),
             interface = self.interface,
-            query = %self.query,
+            // Quoted and escaped like every field: a newline in a query cannot forge a line.
+            query = self.query.as_str(),
             rows,
             outcome,
             duration_ms = self.started.elapsed().as_millis() as u64,
@@ -79,5 +97,7 @@ mod tests {
             "the same query, the same hash"
         );
         assert_eq!(Trail::new(None, "http", text, AuditQueries::Text).query, text);
+        let error = QueryError::Invalid("column 'H44.01' not found".into());
+        assert!(!hashed.failure(&error).contains("H44.01"), "{}", hashed.failure(&error));
     }
 }

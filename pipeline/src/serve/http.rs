@@ -116,7 +116,7 @@ async fn audited(request: Request, next: Next) -> Response {
     let (method, path, started) =
         (request.method().clone(), request.uri().path().to_owned(), std::time::Instant::now());
     let response = next.run(request).await;
-    let caller = response.extensions().get::<Caller>().and_then(|c| c.0.as_ref()).map(|p| p.name.as_str());
+    let caller = response.extensions().get::<Signed>().map(|signed| signed.0.as_str());
     audit::request(caller, method.as_str(), &path, response.status().as_u16(), started);
     response
 }
@@ -128,14 +128,17 @@ async fn admit(State((gate, need)): State<(Arc<Gate>, Need)>, mut request: Reque
     let token = bearer(request.headers());
     let certificate = request.extensions().get::<CertificateName>().map(|c| c.0.clone());
     let credential = token.as_deref().map(Credential::Token).or(certificate.as_deref().map(Credential::Certificate));
-    match gate.admit(credential, need) {
+    let admitted = gate.admit(credential, need);
+    // Who asked, for the audit line written outside this layer: a refused principal too.
+    let signed = match &admitted {
+        Ok(principal) => principal.as_ref().map(|p| Signed(p.name.clone())),
+        Err(Denied::Forbidden { name, .. }) => Some(Signed(name.clone())),
+        Err(_) => None,
+    };
+    let mut response = match admitted {
         Ok(principal) => {
-            let caller = Caller(principal);
-            request.extensions_mut().insert(caller.clone());
-            let mut response = next.run(request).await;
-            // For the audit line, written outside this layer.
-            response.extensions_mut().insert(caller);
-            response
+            request.extensions_mut().insert(Caller(principal));
+            next.run(request).await
         }
         Err(denied @ Denied::Forbidden { .. }) => error(StatusCode::FORBIDDEN, denied.to_string()),
         Err(denied) => {
@@ -144,8 +147,16 @@ async fn admit(State((gate, need)): State<(Arc<Gate>, Need)>, mut request: Reque
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
             response
         }
+    };
+    if let Some(signed) = signed {
+        response.extensions_mut().insert(signed);
     }
+    response
 }
+
+/// The name a request signed in with, on its response for the audit line.
+#[derive(Clone)]
+struct Signed(String);
 
 /// Who sent a request; `None` when sign-in is off or an open route was reached without a token.
 #[derive(Clone)]

@@ -81,6 +81,8 @@ pub async fn serve(
                     // hyper's buffer limit is approximate (a head that arrives in one read can
                     // pass it): the head is measured here, exactly.
                     if head_bytes(&request) > limits.max_header_bytes {
+                        let (method, path) = (request.method().as_str(), request.uri().path());
+                        crate::serve::audit::request(None, method, path, 431, std::time::Instant::now());
                         let message = format!(
                             "the request's headers are larger than [http] max_header_bytes = {}",
                             limits.max_header_bytes
@@ -99,7 +101,8 @@ pub async fn serve(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_header_bytes)
+                // hyper asserts a buffer of at least 8 KiB ([http] max_header_bytes is checked too).
+                .max_buf_size(limits.max_header_bytes.max(8192))
                 .serve_connection(io, service);
             tokio::pin!(connection);
             let ended = tokio::select! {

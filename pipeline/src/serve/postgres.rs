@@ -309,7 +309,7 @@ impl PgService {
     /// A query slot for the statement `trail` records; a refusal is recorded on it.
     async fn admit(&self, trail: &Trail) -> PgWireResult<Ticket> {
         self.sql.admit(self.signed_in.get()).await.map_err(|busy| {
-            trail.ended(0, &format!("error: {busy}"));
+            trail.failed(&busy);
             self.failed(busy)
         })
     }
@@ -459,7 +459,7 @@ impl SimpleQueryHandler for PgService {
             self.sql.classify_postgres(&ticket, query).await
         };
         let classified = classified.await.map_err(|error| {
-            self.trail(query).ended(0, &format!("error: {error}"));
+            self.trail(query).failed(&error);
             self.failed(error)
         })?;
         if classified.is_empty() {

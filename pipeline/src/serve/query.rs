@@ -402,7 +402,7 @@ impl SqlService {
         let schema = match started.await {
             Ok(schema) => schema,
             Err(error) => {
-                trail.ended(0, &format!("error: {error}"));
+                trail.failed(&error);
                 return Err(error);
             }
         };
@@ -421,7 +421,7 @@ impl SqlService {
         let (ticket, plan) = match admitted {
             Ok(admitted) => admitted,
             Err(error) => {
-                trail.ended(0, &format!("error: {error}"));
+                trail.failed(&error);
                 return Err(error);
             }
         };
@@ -508,7 +508,7 @@ impl Rows {
         };
         match &next {
             Some(Ok(batch)) => self.handed_out += batch.num_rows() as u64,
-            Some(Err(error)) => self.outcome = Some(format!("error: {error}")),
+            Some(Err(error)) => self.outcome = Some(self.trail.failure(error)),
             None => self.outcome = Some("ok".into()),
         }
         self.done = !matches!(next, Some(Ok(_)));
