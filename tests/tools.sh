@@ -42,6 +42,18 @@ if ! PYTHONPATH="$PSYCOPG_PYTHONPATH" python3 -c "import psycopg" 2>/dev/null; t
     || python3 -m pip install --quiet --break-system-packages --target "$PSYCOPG_PYTHONPATH" "psycopg[binary]==$PSYCOPG_VERSION"
 fi
 
+# The fuzzer of the typed API's OpenAPI document: schemathesis, pinned, from PyPI, in a
+# virtual environment of its own (its command line and many dependencies).
+SCHEMATHESIS_VERSION=4.32.5
+export SCHEMATHESIS="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION/bin/schemathesis"
+if ! "$SCHEMATHESIS" --version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing schemathesis $SCHEMATHESIS_VERSION, the API fuzzer (once)"
+  python3 -m venv --help >/dev/null 2>&1 || { apt-get update && apt-get install -y python3-venv; }
+  rm -rf "$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+  python3 -m venv "$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+  "$TOOLS/schemathesis-$SCHEMATHESIS_VERSION/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
 # with ChromeDriver, curl and openssl (test CAs) (Debian's packages).
 missing=()

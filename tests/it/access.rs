@@ -102,7 +102,7 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
 
     // Every route × {no token, an unknown one, each role}.
     let mut matrix = vec![format!(
-        "{:<18}{:>6}{:>8}{}",
+        "{:<30}{:>6}{:>8}{}",
         "route",
         "none",
         "wrong",
@@ -116,7 +116,7 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
             (Need::Role(needed), Some(held)) if held == needed || held == Role::Admin => 200,
             (Need::Role(_), Some(_)) => 403,
         };
-        let mut row = format!("{:<18}", format!("{} {}", route.method, route.path));
+        let mut row = format!("{:<30}", format!("{} {}", route.method, route.path));
         let none = status(addr, route.method, route.path, None);
         assert_eq!(none.0, expected(None, false), "{} {} without a token: {}", route.method, route.path, none.1);
         let wrong = status(addr, route.method, route.path, Some("i766_0000"));

@@ -19,6 +19,12 @@ pub struct Browser {
 impl Browser {
     /// Opens the page served at `pipeline` and waits for its first complete refresh.
     pub async fn open(pipeline: SocketAddr) -> Browser {
+        Browser::open_at(&format!("http://{pipeline}/")).await
+    }
+
+    /// Opens the page at `url` (with a `#token=…` for a signed-in wall) and waits for its first
+    /// complete refresh.
+    pub async fn open_at(url: &str) -> Browser {
         let driver = Server::start("chromedriver", |port| vec![format!("--port={port}")]);
         let profile = tempfile::tempdir().unwrap();
         // Without the background-networking flags Chromium keeps dialling Google, which this
@@ -43,7 +49,7 @@ impl Browser {
         assert_eq!(status, 200, "ChromeDriver could not start Chromium: {answer}");
         let session = answer["value"]["sessionId"].as_str().expect("a session id").to_owned();
         let browser = Browser { driver, session, _profile: profile };
-        browser.command("POST", "url", json!({ "url": format!("http://{pipeline}/") }));
+        browser.command("POST", "url", json!({ "url": url }));
         // A mark on the loaded document: it is gone if the page ever reloads.
         browser.execute("window.__index766_loaded = true; return true");
         wait_for("the page's first refresh", Duration::from_secs(20), || {
@@ -63,6 +69,11 @@ impl Browser {
     /// Runs `script` in the page and returns what it returns.
     pub fn execute(&self, script: &str) -> Value {
         self.command("POST", "execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    /// Runs `script` in the page and waits for it to call its callback (the last argument).
+    pub fn execute_async(&self, script: &str) -> Value {
+        self.command("POST", "execute/async", json!({ "script": script, "args": [] }))
     }
 
     /// Completed refreshes of the page (each after a published view).

@@ -22,6 +22,7 @@
 //! - `real_broker`: the scenario end to end on Apache Kafka.
 
 mod access;
+mod api;
 mod audit;
 mod browser;
 mod certs;

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use index766::config::alerts::RuleConfig;
 use index766::serve::access::Role;
+use index766::serve::http::ROUTES;
 use index766::tools::produce::{ensure_topics, EventProducer};
 
 use crate::access::make_token;
@@ -122,7 +123,7 @@ async fn a_principal_scoped_to_random_subtrees_sees_only_their_rows_everywhere()
         file += &entry;
         let inside: BTreeSet<String> = codes.iter().filter(|c| within(c, &roots)).cloned().collect();
         eprintln!("scopes: {name} holds {roots:?}: {} units", inside.len());
-        scoped.push((name, token, inside));
+        scoped.push((name, token, inside, roots));
     }
     std::fs::write(dir.path().join("tokens.toml"), file).unwrap();
 
@@ -195,7 +196,7 @@ async fn a_principal_scoped_to_random_subtrees_sees_only_their_rows_everywhere()
         })
         .collect();
 
-    for (name, token, inside) in &scoped {
+    for (name, token, inside, roots) in &scoped {
         // Over HTTP: no unit outside, in any answer.
         for query in &queries {
             let outside: Vec<String> =
@@ -218,12 +219,34 @@ async fn a_principal_scoped_to_random_subtrees_sees_only_their_rows_everywhere()
         assert!(outside.is_empty(), "{name} sees {outside:?} over PostgreSQL");
 
         // The alerts API and the metrics.
-        let (status, body) = http_as(addr, token, "GET", "/api/alerts?state=all", "");
+        let (status, body) = http_as(addr, token, "GET", "/api/v1/alerts?state=all", "");
         assert_eq!(status, 200, "{body}");
         let alerts: Value = serde_json::from_str(&body).unwrap();
         let alerted: BTreeSet<String> =
             alerts["alerts"].as_array().unwrap().iter().map(|a| a["unit_code"].as_str().unwrap().to_owned()).collect();
         assert_eq!(&alerted, inside, "{name}: an alert for each of its units and no other");
+        // Every resource of the typed API, by default and at each of its roots; a unit outside
+        // is answered as one that does not exist.
+        let stranger = codes.iter().find(|c| !inside.contains(*c));
+        for route in ROUTES.iter().filter(|r| r.path.starts_with("/api/v1/") && !r.path.ends_with(".json")) {
+            // The unit tree takes no unit.
+            let at_roots = roots.iter().filter(|_| route.path != "/api/v1/units");
+            let asked = std::iter::once(route.path.to_owned())
+                .chain(at_roots.map(|root| format!("{}?unit={root}", route.path)));
+            for path in asked {
+                let (status, body) = http_as(addr, token, "GET", &path, "");
+                assert_eq!(status, 200, "{name}: GET {path}: {body}");
+                let answer: Value = serde_json::from_str(&body).unwrap();
+                let rows =
+                    answer.as_object().and_then(|a| a.values().next()).and_then(Value::as_array).expect("one array");
+                let outside: Vec<String> = units_shown(rows, &codes).difference(inside).cloned().collect();
+                assert!(outside.is_empty(), "{name} sees {outside:?} through GET {path}");
+            }
+            if let Some(stranger) = stranger.filter(|_| route.path != "/api/v1/units") {
+                let (status, body) = http_as(addr, token, "GET", &format!("{}?unit={stranger}", route.path), "");
+                assert_eq!(status, 404, "{name}: GET {}?unit={stranger}: {body}", route.path);
+            }
+        }
         let (status, exposition) = http_as(addr, token, "GET", "/metrics", "");
         assert_eq!(status, 200);
         let labelled: BTreeSet<String> = exposition

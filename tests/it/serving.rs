@@ -1,6 +1,6 @@
 //! The users' surfaces, end to end on Apache Kafka: the real `psql` over the
 //! PostgreSQL protocol, `/metrics`, a scripted score drop that fires exactly one alert on each
-//! channel (Kafka topic, a real Alertmanager, `/api/alerts`, the `alerts` SQL table) and clears
+//! channel (Kafka topic, a real Alertmanager, `/api/v1/alerts`, the `alerts` SQL table) and clears
 //! with hysteresis, and the IOC page in a real headless Chromium (driven through ChromeDriver);
 //! and the shipped Prometheus rules under the real `promtool`.
 //!
@@ -73,7 +73,7 @@ fn drop_of_h44_01(addr: std::net::SocketAddr) -> f64 {
 }
 
 fn alerts_api(addr: std::net::SocketAddr, state: &str) -> Vec<Value> {
-    let (status, body) = http(addr, "GET", &format!("/api/alerts?state={state}"), "");
+    let (status, body) = http(addr, "GET", &format!("/api/v1/alerts?state={state}"), "");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str::<Value>(&body).unwrap()["alerts"].as_array().unwrap().clone()
 }
@@ -260,7 +260,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     applied(producer.sent).await;
     let lost = drop_of_h44_01(addr);
     assert!(lost >= 5.0, "the late dossiers cost {lost} points");
-    let firing = wait_for("the alert in /api/alerts", Duration::from_secs(10), || {
+    let firing = wait_for("the alert in /api/v1/alerts", Duration::from_secs(10), || {
         let alerts = alerts_api(addr, "firing");
         (!alerts.is_empty()).then_some(alerts)
     })
@@ -277,7 +277,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     if alert["dossiers"] == 40 {
         assert!((fired_drop - lost).abs() < 1e-9, "{alert}");
     }
-    assert_eq!(alert["causes"][0]["criterion"], "2.1", "the late dossiers lost 2.1's points: {alert}");
+    assert!(alert["causes"].as_str().unwrap().starts_with("2.1 -"), "the late dossiers lost 2.1's points: {alert}");
     let in_sql = sql(addr, "SELECT unit_code, rule, state, causes FROM alerts");
     assert_eq!(in_sql.len(), 1, "{in_sql:?}");
     assert_eq!(in_sql[0]["state"], "firing");

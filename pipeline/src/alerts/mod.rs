@@ -3,7 +3,7 @@
 //! same day last week (the daily history), or with a target; it fires past `fire_at` and clears
 //! only past `clear_at` (hysteresis), never on fewer than `min_dossiers` dossiers, and not again
 //! within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
-//! an Alertmanager webhook, `GET /api/alerts` and the `alerts` SQL table, with the criteria that
+//! an Alertmanager webhook, `GET /api/v1/alerts` and the `alerts` SQL table, with the criteria that
 //! lost the points. The log is kept in the snapshot store, so a restart neither forgets an active
 //! alert nor sends it again.
 

@@ -1,13 +1,13 @@
 //! One HTTP port: the IOC dashboard (`/`), `/metrics` (Prometheus), `POST /sql` (DataFusion;
 //! JSON, CSV or Arrow IPC, streamed), `/healthz`, and for the dashboard and unit heads
-//! `/api/alerts` and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
+//! the typed read API `/api/v1/…` (`api`) and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
 //! Each route needs the role `ROUTES` gives it (see `access`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,9 +17,10 @@ use axum::{Extension, Router};
 use futures::Stream;
 use tokio::sync::watch;
 
-use crate::alerts::{Alert, AlertState};
+use crate::alerts::Alert;
 use crate::engine::view::View;
 use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Principal, Role};
+use crate::serve::api;
 use crate::serve::audit;
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::{Encoder, Format, Rows, SqlService};
@@ -50,17 +51,24 @@ pub struct Route {
     pub what: &'static str,
 }
 
+const WALL: Need = Need::Role(Role::Wall);
+
 /// Every route, with the role it needs: the router is built from this table, the access check
 /// reads it, and so do `/api`'s index and the access tests. A route outside it cannot be served.
 pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/", need: Need::Nobody, what: "the IOC dashboard (a static page; its data needs a token)" },
     Route { method: "GET", path: "/api", need: Need::Nobody, what: "this index" },
-    Route {
-        method: "GET",
-        path: "/api/alerts",
-        need: Need::Role(Role::Wall),
-        what: "active drop alerts (?state=resolved or ?state=all for the log)",
-    },
+    Route { method: "GET", path: api::DOCUMENT, need: Need::Nobody, what: "the OpenAPI document of /api/v1" },
+    Route { method: "GET", path: "/api/v1/units", need: WALL, what: "the unit tree: unit_code, unit_name, parent_code, level, depth" },
+    Route { method: "GET", path: "/api/v1/totals", need: WALL, what: "a unit's total for a period: band, delta, rank among its siblings, target" },
+    Route { method: "GET", path: "/api/v1/ranking", need: WALL, what: "the totals of a unit's children, best first" },
+    Route { method: "GET", path: "/api/v1/groups", need: WALL, what: "a unit's six group scores for a period" },
+    Route { method: "GET", path: "/api/v1/criteria", need: WALL, what: "a unit's criterion scores for a period, the most points lost first" },
+    Route { method: "GET", path: "/api/v1/gaps", need: WALL, what: "what each criterion needs to bring a unit to its target (current periods)" },
+    Route { method: "GET", path: "/api/v1/dossiers", need: WALL, what: "the dossiers of a unit's subtree behind its lost points, the most urgent first" },
+    Route { method: "GET", path: "/api/v1/alerts", need: WALL, what: "drop alerts of a unit's subtree (state=firing, resolved or all)" },
+    Route { method: "GET", path: "/api/v1/history/daily", need: WALL, what: "a unit's totals day by day (the last figures of each day)" },
+    Route { method: "GET", path: "/api/v1/history/weekly", need: WALL, what: "a unit's totals week by week" },
     Route {
         method: "GET",
         path: "/api/updates",
@@ -94,7 +102,8 @@ pub(crate) fn router(state: AppState) -> Router {
         let handler = match (route.method, route.path) {
             ("GET", "/") => get(dashboard),
             ("GET", "/api") => get(index),
-            ("GET", "/api/alerts") => get(alerts),
+            ("GET", api::DOCUMENT) => get(api::document),
+            ("GET", path) if api::resource(path).is_some() => api::handler(api::resource(path).expect("just found")),
             ("GET", "/api/updates") => get(updates),
             ("GET", "/metrics") => get(metrics),
             ("GET", "/healthz") => get(healthz),
@@ -160,7 +169,7 @@ struct Signed(String);
 
 /// Who sent a request; `None` when sign-in is off or an open route was reached without a token.
 #[derive(Clone)]
-struct Caller(Option<Principal>);
+pub(crate) struct Caller(pub Option<Principal>);
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -180,33 +189,6 @@ async fn index() -> String {
     }
     text + "PostgreSQL wire protocol on [sql] postgres_listen (psql -h HOST -p 5766 -U NAME; [analyst])\n\
             Roles: README \"Security\"; without [access] tokens_file every surface is open.\n"
-}
-
-#[derive(serde::Deserialize)]
-struct AlertFilter {
-    state: Option<String>,
-}
-
-async fn alerts(
-    State(app): State<AppState>,
-    Extension(Caller(caller)): Extension<Caller>,
-    Query(filter): Query<AlertFilter>,
-) -> Response {
-    let wanted = match filter.state.as_deref().unwrap_or("firing") {
-        "firing" => Some(AlertState::Firing),
-        "resolved" => Some(AlertState::Resolved),
-        "all" => None,
-        other => {
-            return error(StatusCode::BAD_REQUEST, format!("state={other}: use firing (default), resolved or all"))
-        }
-    };
-    let log = app.alerts.borrow().clone();
-    let scope = Scope::for_principal(caller.as_ref(), &app.view.borrow().registry);
-    let shown: Vec<&Alert> = log
-        .iter()
-        .filter(|a| wanted.is_none_or(|s| a.state == s) && scope.as_ref().is_none_or(|s| s.keeps(&a.unit_code)))
-        .collect();
-    json_response(StatusCode::OK, serde_json::json!({ "alerts": shown }))
 }
 
 /// One `view` event now, then one each time the engine publishes new scores (`view`) or an alert
@@ -348,14 +330,7 @@ async fn sql(
         Ok(started_rows) => started_rows,
         Err(e) => {
             app.metrics.observe_query("http", false, started.elapsed().as_secs_f64());
-            let status = match e {
-                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                QueryError::Busy(_) | QueryError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
-                QueryError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-                QueryError::Invalid(_) | QueryError::Refused(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
-                QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            return error(status, e.to_string());
+            return error(status_of(&e), e.to_string());
         }
     };
     let body = Body::from_stream(stream_rows(rows, encoder, app.metrics.clone(), started));
@@ -394,10 +369,21 @@ fn stream_rows(
     })
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+/// The status a failed query is answered with.
+pub(crate) fn status_of(e: &QueryError) -> StatusCode {
+    match e {
+        QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        QueryError::Busy(_) | QueryError::Memory(_) => StatusCode::SERVICE_UNAVAILABLE,
+        QueryError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+        QueryError::Invalid(_) | QueryError::Refused(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
+        QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     json_response(status, serde_json::json!({ "error": message }))
 }

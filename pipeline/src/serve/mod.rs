@@ -5,6 +5,7 @@
 //! `audit` writes down who did what.
 
 pub mod access;
+pub mod api;
 pub mod audit;
 pub mod exposition;
 pub mod http;

@@ -84,6 +84,14 @@ pub struct Ticket {
     scope: Option<Scope>,
 }
 
+impl Ticket {
+    /// The same admission, reading only the subtree of `root` (and only what it read before).
+    fn narrowed(self, registry: &index766_core::units::Registry, root: &str) -> Ticket {
+        let scope = Scope::narrowed(self.scope.as_ref(), registry, root);
+        Ticket { scope: Some(scope), ..self }
+    }
+}
+
 /// When a query must have sent its last row: [sql] timeout_secs after its admission.
 #[derive(Clone, Copy)]
 pub struct Deadline {
@@ -413,9 +421,49 @@ impl SqlService {
     /// from the returned `Rows` within one time limit counted from now. The first batch is
     /// computed here, so most failures are reported before any row is sent.
     pub async fn query(&self, text: &str, principal: Option<&Principal>) -> Result<Rows, QueryError> {
-        let trail = self.trail(principal, "http", text);
+        self.begin(text, None, None, principal, self.trail(principal, "http", text)).await
+    }
+
+    /// Runs a query to the end, as `principal`.
+    pub async fn collect(&self, sql: &str, principal: Option<&Principal>) -> Result<Results, QueryError> {
+        self.query(sql, principal).await?.all().await
+    }
+
+    /// Runs one of the typed API's queries to the end, as `principal`.
+    pub(crate) async fn read(&self, bound: &Bound, principal: Option<&Principal>) -> Result<Results, QueryError> {
+        let values = bound.values.iter().map(|(name, value)| (name.to_string(), value.clone().into())).collect();
+        // The trail keeps the values too: they are what the caller asked.
+        let shown =
+            bound.values.iter().fold(bound.text.clone(), |text, (name, value)| text + &format!(" ${name}={value}"));
+        let trail = self.trail(principal, "api", &shown);
+        let within = bound.within.as_deref();
+        self.begin(&bound.text, Some(ParamValues::Map(values)), within, principal, trail).await?.all().await
+    }
+
+    /// The columns a query answers with, from its plan alone (nothing is read).
+    pub(crate) async fn columns(&self, text: &str) -> Result<SchemaRef, QueryError> {
+        let ticket = self.admit_to_plan(None).await?;
+        Ok(self.plan(&ticket, text).await?.schema().inner().clone())
+    }
+
+    /// Admits a query (narrowed to the subtree of `within`, if given), plans it, binds `values`
+    /// and starts it, with its first batch made.
+    async fn begin(
+        &self,
+        text: &str,
+        values: Option<ParamValues>,
+        within: Option<&str>,
+        principal: Option<&Principal>,
+        trail: Trail,
+    ) -> Result<Rows, QueryError> {
         let admitted = match self.admit(principal).await {
-            Ok(ticket) => self.plan(&ticket, text).await.map(|plan| (ticket, plan)),
+            Ok(ticket) => {
+                let ticket = match within {
+                    Some(root) => ticket.narrowed(&self.view.borrow().registry, root),
+                    None => ticket,
+                };
+                self.plan(&ticket, text).await.map(|plan| (ticket, plan))
+            }
             Err(error) => Err(error),
         };
         let (ticket, plan) = match admitted {
@@ -425,7 +473,7 @@ impl SqlService {
                 return Err(error);
             }
         };
-        let mut rows = self.run(ticket, plan, None, trail).await?;
+        let mut rows = self.run(ticket, plan, values, trail).await?;
         match rows.next().await {
             Some(Err(error)) => Err(error),
             first => {
@@ -434,37 +482,42 @@ impl SqlService {
             }
         }
     }
+}
 
-    /// Runs a query to the end, as `principal`.
-    pub async fn collect(&self, sql: &str, principal: Option<&Principal>) -> Result<Results, QueryError> {
-        let mut rows = self.query(sql, principal).await?;
-        let schema = rows.schema.clone();
-        let mut batches = Vec::new();
-        while let Some(batch) = rows.next().await {
-            batches.push(batch?);
-        }
-        Ok(Results { schema, batches })
-    }
+/// A query the typed API composes: fixed text with a `$name` for each value, never the values
+/// spliced in, and the subtree its answer is narrowed to (within the principal's own scope).
+pub(crate) struct Bound {
+    pub text: String,
+    pub values: Vec<(&'static str, datafusion::scalar::ScalarValue)>,
+    pub within: Option<String>,
 }
 
 /// Moves a running query's batches to its reader until the stream ends, the reader goes away or
 /// the deadline passes; the query's slot is held until then. The end is sent as `None`: a channel
 /// that closes without it was cut.
 async fn feed(mut stream: SendableRecordBatchStream, tx: mpsc::Sender<Fed>, ticket: Ticket) {
-    let moving = async {
+    let deadline = ticket.deadline.at;
+    let moving = async move {
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
                 () = tx.closed() => return,
             };
-            let failed = matches!(next, Some(Err(_)));
-            let ended = next.is_none();
-            if tx.send(next.map(|n| n.map_err(QueryError::from_datafusion))).await.is_err() || failed || ended {
+            let next = next.map(|n| n.map_err(QueryError::from_datafusion));
+            if !matches!(next, Some(Ok(_))) {
+                // The slot is free before the reader hears of the end: the caller's next query,
+                // sent as soon as this one is answered, finds its share free.
+                drop(stream);
+                drop(ticket);
+                let _ = tx.send(next).await;
+                return;
+            }
+            if tx.send(next).await.is_err() {
                 return;
             }
         }
     };
-    let _ = tokio::time::timeout_at(ticket.deadline.at, moving).await;
+    let _ = tokio::time::timeout_at(deadline, moving).await;
 }
 
 /// What the feeder sends: a batch or an error, then `None` at the end of the rows.
@@ -493,6 +546,16 @@ impl Drop for Rows {
 }
 
 impl Rows {
+    /// Every remaining batch.
+    pub async fn all(mut self) -> Result<Results, QueryError> {
+        let schema = self.schema.clone();
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next().await {
+            batches.push(batch?);
+        }
+        Ok(Results { schema, batches })
+    }
+
     pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
         // Put back by `SqlService::query` after this counted it.
         if let Some(first) = self.first.take() {

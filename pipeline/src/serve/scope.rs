@@ -41,6 +41,15 @@ impl Scope {
         Scope { units: Arc::new(units) }
     }
 
+    /// The subtree of `root`, within `outer` when the principal is scoped.
+    pub fn narrowed(outer: Option<&Scope>, registry: &Registry, root: &str) -> Scope {
+        let subtree = Scope::of(registry, &[root.to_owned()]);
+        match outer {
+            Some(outer) => Scope { units: Arc::new(subtree.units.intersection(&outer.units).cloned().collect()) },
+            None => subtree,
+        }
+    }
+
     pub fn keeps(&self, unit: &str) -> bool {
         self.units.contains(unit)
     }

@@ -281,7 +281,7 @@ pub async fn demo(
          \x20 metrics    {url}/metrics\n\
          \x20 SQL        curl -s {url}/sql -d \"SELECT unit_name, period, total, band, delta, rank FROM totals WHERE is_current ORDER BY total LIMIT 10\"\n\
          \x20 psql       psql -h {} -p {} -U ioc -c \"SELECT * FROM unit_ranking LIMIT 10\"\n\
-         \x20 alerts     {url}/api/alerts\n\
+         \x20 alerts     {url}/api/v1/alerts\n\
          \x20 health     {url}/healthz\n\
          \x20 snapshots  {}\n\
          \x20 units      {}\n\
