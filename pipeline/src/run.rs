@@ -31,7 +31,7 @@ use crate::position::{Ledger, Offsets};
 use crate::serve::access::{Gate, TokensError};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::tls::{Tls, TlsError};
-use crate::serve::{http, listen, postgres, query, sql_error};
+use crate::serve::{http, listen, postgres, query, routes, sql_error};
 use crate::supervise::{Joined, Part, Stopped, Supervisor};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -259,7 +259,7 @@ impl Pipeline {
             }
             None => None,
         };
-        let app = http::router(http::AppState {
+        let app = http::router(routes::AppState {
             view: views.clone(),
             metrics: metrics.clone(),
             score_gauges: Arc::new(ScoreGauges::new(config.metrics.clone())),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use index766::serve::access::{Need, Role};
-use index766::serve::http::ROUTES;
+use index766::serve::routes::ROUTES;
 
 use crate::scenario;
 use crate::support::{wait_for, Kafka};

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use index766::serve::access::Role;
-use index766::serve::http::ROUTES;
+use index766::serve::routes::ROUTES;
 use index766::tools::produce::{ensure_topics, EventProducer};
 
 use crate::access::make_token;

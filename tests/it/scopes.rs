@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use index766::config::alerts::RuleConfig;
 use index766::serve::access::Role;
-use index766::serve::http::ROUTES;
+use index766::serve::routes::ROUTES;
 use index766::tools::produce::{ensure_topics, EventProducer};
 
 use crate::access::make_token;

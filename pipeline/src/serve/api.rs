@@ -15,8 +15,8 @@ use datafusion::scalar::ScalarValue;
 use serde_json::{json, Map, Value};
 
 use crate::serve::access::Principal;
-use crate::serve::http::{error, json_response, status_of, AppState, Caller, ROUTES};
 use crate::serve::query::{to_json, Bound};
+use crate::serve::routes::{error, json_response, status_of, AppState, Caller, ROUTES};
 use crate::serve::scope::Scope;
 
 /// A query parameter of the API; each resource takes some of them.
@@ -94,7 +94,7 @@ pub(crate) struct Resource {
 const OF_A_PERIOD: &[Param] = &[Param::Unit, Param::PeriodKind, Param::Period];
 const BETWEEN_DAYS: &[Param] = &[Param::Unit, Param::PeriodKind, Param::From, Param::To];
 
-/// Every resource; each has its route (role, description) in `http::ROUTES`.
+/// Every resource; each has its route (role, description) in `routes::ROUTES`.
 #[rustfmt::skip]
 pub(crate) const RESOURCES: &[Resource] = &[
     Resource { path: "/api/v1/units", key: "units", params: &[], query: units },
@@ -108,8 +108,6 @@ pub(crate) const RESOURCES: &[Resource] = &[
     Resource { path: "/api/v1/history/daily", key: "days", params: BETWEEN_DAYS, query: daily },
     Resource { path: "/api/v1/history/weekly", key: "weeks", params: BETWEEN_DAYS, query: weekly },
 ];
-
-pub(crate) const DOCUMENT: &str = "/api/v1/openapi.json";
 
 pub(crate) fn resource(path: &str) -> Option<&'static Resource> {
     RESOURCES.iter().find(|r| r.path == path)
@@ -504,7 +502,9 @@ mod tests {
                 resource.path
             );
         }
-        for route in ROUTES.iter().filter(|r| r.path.starts_with("/api/v1/") && r.path != DOCUMENT) {
+        for route in
+            ROUTES.iter().filter(|r| r.path.starts_with("/api/v1/") && r.path != crate::serve::routes::DOCUMENT)
+        {
             assert!(resource(route.path).is_some(), "{} has no resource", route.path);
         }
     }

@@ -1,5 +1,5 @@
 //! Serving the views: SQL (`query`, held to `sql_fence`, failing with a `sql_error`) over HTTP
-//! (`http` on the `listen`er: the wall, /sql, /metrics with the `exposition` of the scores,
+//! (`http` on the `listen`er, its `routes`: the wall, /sql, /metrics with the `exposition` of the scores,
 //! /healthz, alerts) and over the PostgreSQL protocol (`postgres`, behind `pg_guard`), both over
 //! `tls` when configured; `access` says who may reach which, and `scope` which units' rows;
 //! `audit` writes down who did what.
@@ -13,6 +13,7 @@ pub mod listen;
 pub mod pg_guard;
 pub mod postgres;
 pub mod query;
+pub mod routes;
 pub mod scope;
 pub mod sql_error;
 pub mod sql_fence;
