@@ -30,6 +30,7 @@ use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
 use crate::serve::access::{Gate, TokensError};
 use crate::serve::exposition::ScoreGauges;
+use crate::serve::oidc::{Oidc, OidcError};
 use crate::serve::tls::{Tls, TlsError};
 use crate::serve::{http, listen, postgres, query, routes, sql_error};
 use crate::supervise::{Joined, Part, Stopped, Supervisor};
@@ -60,6 +61,8 @@ pub enum RunError {
     Tokens(#[from] TokensError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
     #[error("the final snapshot did not finish within [snapshot] shutdown_deadline_secs = {0}; unless it completed on the way out, the one before stands and events after it will be read again")]
     ShutdownDeadline(u64),
     #[error("the {} stopped: {}; the pipeline stopped with it (see the log above; the newest durable snapshot stands)", .0.part.as_str(), .0.why)]
@@ -218,10 +221,16 @@ impl Pipeline {
             let bound = listener.local_addr().map_err(|source| RunError::Listen { addr, source })?;
             Ok::<_, RunError>((listener, bound))
         };
-        let gate = Arc::new(match config.access.tokens_file.as_os_str().is_empty() {
-            true => Gate::open(),
-            false => Gate::from_file(&config.access.tokens_file)?,
-        });
+        let oidc = match config.signs_in_with_jwt() {
+            true => {
+                let oidc = Oidc::start(&config.access.oidc).await?;
+                drop(tokio::spawn(oidc.clone().keep_fresh(shutdown.clone())));
+                Some(oidc)
+            }
+            false => None,
+        };
+        let tokens_file = Some(config.access.tokens_file.as_path()).filter(|path| !path.as_os_str().is_empty());
+        let gate = Arc::new(Gate::new(tokens_file, oidc)?);
         let beyond_loopback = std::iter::once(Some(config.http.listen))
             .chain([config.postgres_listen()?])
             .flatten()

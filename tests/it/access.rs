@@ -1,5 +1,6 @@
 //! Sign-in and roles: every route of the HTTP port's table and the PostgreSQL port, against no
-//! token, an unknown token and a token of each role, with tokens made by `index766 token`.
+//! token, an unknown token, an expired JWT, a JWT of another issuer, and a token and a JWT of each
+//! role, with tokens made by `index766 token` and JWTs signed by a test issuer (`jwt`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use index766::serve::access::{Need, Role};
 use index766::serve::routes::ROUTES;
 
+use crate::jwt::{Issuer, AUDIENCE};
 use crate::scenario;
 use crate::support::{wait_for, Kafka};
 
@@ -86,8 +88,19 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
     }
     let tokens_file = dir.path().join("tokens.toml");
     std::fs::write(&tokens_file, &file).unwrap();
+    let issuer = Issuer::new(dir.path(), "https://sso.example.vn/realms/province", "province-key");
+    let stranger = Issuer::new(dir.path(), "https://sso.elsewhere.vn/realms/other", "other-key");
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, issuer.jwks()).unwrap();
+    let jwts: Vec<(Role, String)> =
+        Role::ALL.iter().map(|&r| (r, issuer.sign(&format!("{}-sso", r.name()), &[r.name()], &[], 600))).collect();
+    let expired = issuer.sign("admin-sso", &["admin"], &[], -3600);
+    let foreign = stranger.sign("admin-sso", &["admin"], &[], 600);
     let mut config = scenario::prefixed_config(&kafka.bootstrap, prefix, &dir.path().join("snapshots"), false);
     config.access.tokens_file = tokens_file;
+    config.access.oidc.issuer = issuer.url.clone();
+    config.access.oidc.audience = AUDIENCE.into();
+    config.access.oidc.jwks_file = jwks_file;
     config.sql.max_per_principal = 1;
     index766::tools::produce::ensure_topics(&kafka.bootstrap, &[&config.topics.events, &config.topics.dead_letter], 1)
         .await
@@ -100,51 +113,49 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
     })
     .await;
 
-    // Every route × {no token, an unknown one, each role}.
+    // Every route × {no credentials, refused credentials, each role by token and by JWT}.
+    let refused =
+        [("none", None), ("wrong", Some("i766_0000")), ("expired", Some(&*expired)), ("foreign", Some(&*foreign))];
+    let held: Vec<(String, Role, &str)> = [("token", &tokens), ("jwt", &jwts)]
+        .into_iter()
+        .flat_map(|(kind, credentials)| {
+            credentials.iter().map(move |(r, c)| (format!("{kind}:{}", r.name()), *r, c.as_str()))
+        })
+        .collect();
     let mut matrix = vec![format!(
-        "{:<30}{:>6}{:>8}{}",
+        "{:<30}{}{}",
         "route",
-        "none",
-        "wrong",
-        Role::ALL.map(|r| format!("{:>9}", r.name())).concat()
+        refused.map(|(name, _)| format!("{name:>8}")).concat(),
+        held.iter().map(|(name, _, _)| format!("{name:>15}")).collect::<String>()
     )];
     for route in ROUTES {
-        let expected = |token: Option<Role>, known: bool| match (route.need, token) {
+        let expected = |held: Option<Role>| match (route.need, held) {
             (Need::Nobody, _) => 200,
             (Need::Role(_), None) => 401,
-            (Need::Role(_), Some(_)) if !known => 401,
             (Need::Role(needed), Some(held)) if held == needed || held == Role::Admin => 200,
             (Need::Role(_), Some(_)) => 403,
         };
         let mut row = format!("{:<30}", format!("{} {}", route.method, route.path));
-        let none = status(addr, route.method, route.path, None);
-        assert_eq!(none.0, expected(None, false), "{} {} without a token: {}", route.method, route.path, none.1);
-        let wrong = status(addr, route.method, route.path, Some("i766_0000"));
-        assert_eq!(
-            wrong.0,
-            expected(Some(Role::Admin), false),
-            "{} {} with an unknown token",
-            route.method,
-            route.path
-        );
-        row += &format!("{:>6}{:>8}", none.0, wrong.0);
-        for (role, token) in &tokens {
-            let (code, body) = status(addr, route.method, route.path, Some(token));
-            assert_eq!(code, expected(Some(*role), true), "{} {} as {}: {body}", route.method, route.path, role.name());
+        for (name, credential) in refused {
+            let (code, body) = status(addr, route.method, route.path, credential);
+            assert_eq!(code, expected(None), "{} {} with {name} credentials: {body}", route.method, route.path);
+            row += &format!("{code:>8}");
+        }
+        for (name, role, credential) in &held {
+            let (code, body) = status(addr, route.method, route.path, Some(credential));
+            assert_eq!(code, expected(Some(*role)), "{} {} as {name}: {body}", route.method, route.path);
             if code == 403 {
                 assert!(
                     body.contains("role"),
-                    "{} {} as {}: a refusal names the role: {body:?}",
+                    "{} {} as {name}: a refusal names the role: {body:?}",
                     route.method,
-                    route.path,
-                    role.name()
+                    route.path
                 );
             }
-            row += &format!("{code:>9}");
+            row += &format!("{code:>15}");
         }
         matrix.push(row);
     }
-    eprintln!("{}", matrix.join("\n"));
 
     // The plain liveness answer for anyone; the detail for operators.
     let plain = status(addr, "GET", "/healthz", None).1;
@@ -153,22 +164,35 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
     let detailed = status(addr, "GET", "/healthz", Some(operator)).1;
     assert!(detailed.contains("notices"), "{detailed}");
 
-    // PostgreSQL: the user is the token's name, the password the token; SQL needs analyst.
-    for (role, token) in &tokens {
-        let (ok, out) = psql(pg_port, &format!("{}-holder", role.name()), Some(token));
-        let may = matches!(role, Role::Analyst | Role::Admin);
-        assert_eq!(ok, may, "psql as {}: {out}", role.name());
-        if !may {
-            assert!(out.contains("needs the analyst role"), "{out}");
-        }
+    // PostgreSQL, the matrix's last row: the user is the token's (or the JWT's) name, the password
+    // the token (or the JWT); SQL needs analyst. 28P01: the password is refused; 42501: the role;
+    // no pw: asked for a password, psql -w has none to give.
+    let mut row = format!("{:<30}", "psql (PostgreSQL port)");
+    for (name, credential) in refused {
+        let (ok, out) = psql(pg_port, "admin-holder", credential);
+        // Without one, psql -w gives up at the server's ask ("no password supplied").
+        assert!(!ok && out.to_lowercase().contains("password"), "psql with {name} credentials: {out}");
+        row += &format!("{:>8}", if credential.is_some() { "28P01" } else { "no pw" });
     }
+    for (name, role, credential) in &held {
+        let user = format!("{}-{}", role.name(), if name.starts_with("jwt") { "sso" } else { "holder" });
+        let (ok, out) = psql(pg_port, &user, Some(credential));
+        let may = matches!(role, Role::Analyst | Role::Admin);
+        assert_eq!(ok, may, "psql as {name}: {out}");
+        assert!(may || out.contains("needs the analyst role"), "{out}");
+        row += &format!("{:>15}", if may { "ok" } else { "42501" });
+    }
+    matrix.push(row);
+    eprintln!("{}", matrix.join("\n"));
+    // A credential signs in only as the user it names.
     let analyst = &tokens.iter().find(|(r, _)| *r == Role::Analyst).unwrap().1;
-    for (user, password) in
-        [("analyst-holder", None), ("analyst-holder", Some("i766_0000")), ("admin-holder", Some(analyst.as_str()))]
-    {
-        let (ok, out) = psql(pg_port, user, password);
-        assert!(!ok, "{user} with {password:?}: {out}");
-        assert!(out.to_lowercase().contains("password"), "refused for its password: {out}");
+    let analyst_jwt = &jwts.iter().find(|(r, _)| *r == Role::Analyst).unwrap().1;
+    for (user, password) in [("admin-holder", analyst), ("admin-sso", analyst_jwt)] {
+        let (ok, out) = psql(pg_port, user, Some(password));
+        assert!(
+            !ok && out.to_lowercase().contains("password authentication failed"),
+            "{user} with another's credential: {out}"
+        );
     }
 
     // One principal's share of the query slots: its open cursor is its one query; another

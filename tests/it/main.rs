@@ -1,6 +1,7 @@
 //! The repository's one integration-test binary (it links once): a module per area.
 //!
-//! - `access`: sign-in and roles on every route and on the PostgreSQL port;
+//! - `access`: sign-in (tokens, JWTs of a test issuer: `jwt`) and roles on every route and on the
+//!   PostgreSQL port;
 //! - `audit`: the audit trail in the log of the binary as deployed: requests, queries, sign-ins;
 //! - `tls`: both listeners over TLS with a test CA (`certs`): curl, psql verify-full, client
 //!   certificates, a certificate renewed on disk;
@@ -32,6 +33,7 @@ mod faults;
 mod golden;
 mod hostile;
 mod installed;
+mod jwt;
 mod kafka;
 mod mock_consumer;
 mod real_broker;

@@ -57,6 +57,31 @@ pub struct AccessConfig {
     pub tokens_file: PathBuf,
     /// `"none"`: serve without sign-in on any address, said in so many words.
     pub authentication: String,
+    pub oidc: OidcConfig,
+}
+
+/// OpenID Connect bearer tokens: JWTs the issuer signed (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` every token must name; empty: JWTs do not sign in.
+    pub issuer: String,
+    /// The `aud` it must be meant for: the client id the issuer knows index766 by.
+    pub audience: String,
+    /// The issuer's public keys (JWKS): from this URL, or else from this file.
+    pub jwks_url: String,
+    pub jwks_file: PathBuf,
+    /// How often the keys are fetched again (and soon after a token names an unknown key).
+    pub refresh_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// The principal's name; without it, `sub`.
+    pub name_claim: String,
+    /// Dotted path to the roles (Keycloak: `realm_access.roles`); names other than index766's
+    /// roles are ignored.
+    pub roles_claim: String,
+    /// The unit subtrees the principal is limited to; absent: the whole province.
+    pub units_claim: String,
 }
 
 /// What the audit trail keeps of a query's text.
@@ -340,10 +365,11 @@ impl Config {
 
     /// Open listeners only on loopback, unless the config says `authentication = "none"`.
     fn check_access(&self) -> Result<(), ConfigError> {
-        let signs_in = !self.access.tokens_file.as_os_str().is_empty();
+        self.check_oidc()?;
+        let signs_in = !self.access.tokens_file.as_os_str().is_empty() || self.signs_in_with_jwt();
         match self.access.authentication.as_str() {
             "none" if signs_in => Err(ConfigError::Invalid(
-                "[access] authentication = \"none\" and a tokens_file contradict each other: remove one".into(),
+                "[access] authentication = \"none\" and a tokens_file or [access.oidc] issuer contradict each other: remove one".into(),
             )),
             "none" => Ok(()),
             "" if signs_in => Ok(()),
@@ -363,6 +389,45 @@ impl Config {
                 "[access] authentication = {other:?}: leave it empty (sign in with tokens_file; loopback may be open) or say \"none\""
             ))),
         }
+    }
+
+    pub fn signs_in_with_jwt(&self) -> bool {
+        !self.access.oidc.issuer.is_empty()
+    }
+
+    fn check_oidc(&self) -> Result<(), ConfigError> {
+        let oidc = &self.access.oidc;
+        let invalid = |message: &str| Err(ConfigError::Invalid(format!("[access.oidc] {message}")));
+        if !self.signs_in_with_jwt() {
+            return match oidc.audience.is_empty() && oidc.jwks_url.is_empty() && oidc.jwks_file.as_os_str().is_empty() {
+                true => Ok(()),
+                false => {
+                    invalid("audience and the keys are set but issuer is empty: set issuer, the iss of the tokens")
+                }
+            };
+        }
+        if oidc.audience.is_empty() {
+            return invalid("audience is empty: set the client id the issuer puts in the tokens' aud");
+        }
+        if oidc.jwks_url.is_empty() == oidc.jwks_file.as_os_str().is_empty() {
+            return invalid("set one of jwks_url (the issuer's JWKS endpoint) and jwks_file");
+        }
+        if oidc.refresh_secs == 0 {
+            return invalid("refresh_secs must be at least 1");
+        }
+        if oidc.name_claim.is_empty() || oidc.roles_claim.is_empty() || oidc.units_claim.is_empty() {
+            return invalid("name_claim, roles_claim and units_claim each name a claim: none may be empty");
+        }
+        if !oidc.jwks_url.is_empty() {
+            // Keys fetched in the clear can be swapped on the way, and then anyone signs in.
+            let url = reqwest::Url::parse(&oidc.jwks_url)
+                .map_err(|e| ConfigError::Invalid(format!("[access.oidc] jwks_url {:?}: {e}", oidc.jwks_url)))?;
+            let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                return invalid("jwks_url must be https:// (plain http only on loopback)");
+            }
+        }
+        Ok(())
     }
 
     /// The working-day calendar of `[petitions] holidays`.
@@ -450,6 +515,22 @@ mod tests {
         assert!(err.contains("client_ca_file"), "required client certificates without a CA: {err}");
         let err = Config::from_toml(&format!("{tls}client_certificates = \"maybe\"")).unwrap_err().to_string();
         assert!(err.contains("client_certificates") && err.contains("required"), "{err}");
+    }
+
+    #[test]
+    fn single_sign_on_needs_an_audience_and_keys_fetched_safely() {
+        let oidc = "[access.oidc]\nissuer = \"https://sso.example.vn/realms/hn\"\n";
+        let fails = |extra: &str| Config::from_toml(&format!("{oidc}{extra}")).unwrap_err().to_string();
+        assert!(fails("jwks_file = \"k.json\"").contains("audience"));
+        assert!(fails("audience = \"index766\"").contains("jwks_url"));
+        let audience = "audience = \"index766\"\n";
+        let err = fails(&format!("{audience}jwks_url = \"http://sso.example.vn/certs\""));
+        assert!(err.contains("https://"), "keys in the clear: {err}");
+        Config::from_toml(&format!("{oidc}{audience}jwks_url = \"http://127.0.0.1:8080/certs\"")).unwrap();
+        let open = "[http]\nlisten = \"0.0.0.0:8766\"\n";
+        Config::from_toml(&format!("{open}{oidc}{audience}jwks_url = \"https://sso.example.vn/certs\"")).unwrap();
+        let err = Config::from_toml("[access.oidc]\naudience = \"index766\"").unwrap_err().to_string();
+        assert!(err.contains("issuer is empty"), "{err}");
     }
 
     #[test]

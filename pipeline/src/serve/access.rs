@@ -1,17 +1,20 @@
-//! Who may reach what. Clients sign in with an API token, or with a client certificate where TLS
-//! asks for one; `[access] tokens_file` holds only each token's SHA-256, its owner's name and
-//! roles, so the file (a Kubernetes Secret) never holds a usable credential, and the names of the
-//! certificates' holders with theirs. Without a tokens file every surface is open: the config
-//! allows that only on loopback listeners, or where it says `authentication = "none"` in so many
-//! words.
+//! Who may reach what. Clients sign in with an API token, a JWT of the configured OpenID Connect
+//! issuer (`oidc`), or a client certificate where TLS asks for one; `[access] tokens_file` holds
+//! only each token's SHA-256, its owner's name and roles, so the file (a Kubernetes Secret) never
+//! holds a usable credential, and the names of the certificates' holders with theirs. With neither
+//! a tokens file nor an issuer every surface is open: the config allows that only on loopback
+//! listeners, or where it says `authentication = "none"` in so many words.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use figment::providers::{Format, Toml};
 use figment::Figment;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+use crate::serve::oidc::Oidc;
 
 /// What a principal may do. `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -101,6 +104,8 @@ pub enum Denied {
     NoCredentials,
     #[error("this token is not known here: it was mistyped, or removed from [access] tokens_file")]
     UnknownToken,
+    #[error("this JWT does not sign in here: {0}")]
+    Jwt(String),
     #[error(
         "the client certificate of {0:?} is not in [access] tokens_file: add a [[certificate]] entry with its roles"
     )]
@@ -160,6 +165,8 @@ struct Principals {
 #[derive(Debug, Default)]
 pub struct Gate {
     principals: Option<Principals>,
+    /// JWTs of the single sign-on issuer.
+    oidc: Option<Arc<Oidc>>,
 }
 
 impl Gate {
@@ -168,7 +175,17 @@ impl Gate {
         Gate::default()
     }
 
-    pub fn from_file(path: &Path) -> Result<Gate, TokensError> {
+    /// Sign-in by the tokens file, JWTs of an issuer, or both; neither: open.
+    pub fn new(tokens_file: Option<&Path>, oidc: Option<Arc<Oidc>>) -> Result<Gate, TokensError> {
+        let gate = match tokens_file {
+            Some(path) => Gate::from_file(path)?,
+            None if oidc.is_some() => Gate { principals: Some(Principals::default()), oidc: None },
+            None => Gate::open(),
+        };
+        Ok(Gate { oidc, ..gate })
+    }
+
+    fn from_file(path: &Path) -> Result<Gate, TokensError> {
         let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.into(), source })?;
         Gate::from_toml(&text).map_err(|message| TokensError::Invalid { path: path.into(), message })
     }
@@ -200,7 +217,7 @@ impl Gate {
                 return Err(format!("certificate {name:?} is named twice: give it one entry with all its roles"));
             }
         }
-        Ok(Gate { principals: Some(principals) })
+        Ok(Gate { principals: Some(principals), oidc: None })
     }
 
     pub fn signs_in(&self) -> bool {
@@ -208,28 +225,32 @@ impl Gate {
     }
 
     /// The principal behind a credential; `Ok(None)` when sign-in is off.
-    fn principal(&self, credential: Option<Credential>) -> Result<Option<&Principal>, Denied> {
+    fn principal(&self, credential: Option<Credential>) -> Result<Option<Principal>, Denied> {
         let Some(principals) = &self.principals else { return Ok(None) };
-        match credential.ok_or(Denied::NoCredentials)? {
-            Credential::Token(token) => principals.tokens.get(&hash(token)).map(Some).ok_or(Denied::UnknownToken),
+        let principal = match credential.ok_or(Denied::NoCredentials)? {
+            Credential::Token(token) => match (principals.tokens.get(&hash(token)), &self.oidc) {
+                (Some(principal), _) => principal.clone(),
+                // A JWT is three dot-separated parts; an API token has no dot.
+                (None, Some(oidc)) if token.contains('.') => oidc.principal(token)?,
+                (None, _) => return Err(Denied::UnknownToken),
+            },
             Credential::Certificate(name) => {
-                principals.certificates.get(name).map(Some).ok_or_else(|| Denied::UnknownCertificate(name.into()))
+                principals.certificates.get(name).cloned().ok_or_else(|| Denied::UnknownCertificate(name.into()))?
             }
-        }
+        };
+        Ok(Some(principal))
     }
 
     /// Whether a caller with this credential may reach a surface that needs `need`.
     pub fn admit(&self, credential: Option<Credential>, need: Need) -> Result<Option<Principal>, Denied> {
         let principal = match need {
             // An open surface still knows who asks, for what it shows them (the detailed /healthz).
-            Need::Nobody => return Ok(self.principal(credential).ok().flatten().cloned()),
+            Need::Nobody => return Ok(self.principal(credential).ok().flatten()),
             Need::Role(_) => self.principal(credential)?,
         };
         match (principal, need) {
-            (Some(p), Need::Role(role)) if !p.may(role) => {
-                Err(Denied::Forbidden { name: p.name.clone(), needed: role.name() })
-            }
-            (principal, _) => Ok(principal.cloned()),
+            (Some(p), Need::Role(role)) if !p.may(role) => Err(Denied::Forbidden { name: p.name, needed: role.name() }),
+            (principal, _) => Ok(principal),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Serving the views: SQL (`query`, held to `sql_fence`, failing with a `sql_error`) over HTTP
 //! (`http` on the `listen`er, its `routes`: the wall, /sql, /metrics with the `exposition` of the scores,
 //! /healthz, alerts) and over the PostgreSQL protocol (`postgres`, behind `pg_guard`), both over
-//! `tls` when configured; `access` says who may reach which, and `scope` which units' rows;
+//! `tls` when configured; `access` says who may reach which (single sign-on JWTs by `oidc`), and `scope` which units' rows;
 //! `audit` writes down who did what.
 
 pub mod access;
@@ -10,6 +10,7 @@ pub mod audit;
 pub mod exposition;
 pub mod http;
 pub mod listen;
+pub mod oidc;
 pub mod pg_guard;
 pub mod postgres;
 pub mod query;

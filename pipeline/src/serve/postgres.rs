@@ -190,6 +190,11 @@ impl StartupHandler for Startup {
                             return self.admitted(client, Some(principal)).await
                         }
                         Err(forbidden @ Denied::Forbidden { .. }) => refusal(&user, forbidden),
+                        // Why a JWT failed goes to the trail, not to a stranger.
+                        Err(jwt @ Denied::Jwt(_)) => {
+                            audit::sign_in(&user, &format!("refused: {jwt}"));
+                            PgWireError::InvalidPassword(user)
+                        }
                         _ => {
                             audit::sign_in(&user, "refused: password authentication failed");
                             PgWireError::InvalidPassword(user)
