@@ -18,6 +18,20 @@ struct Cli {
     command: Command,
 }
 
+/// Who holds a credential.
+#[derive(Args)]
+struct Holder {
+    /// Their name: the PostgreSQL user name, and what the log says.
+    #[arg(long)]
+    name: String,
+    /// wall, analyst, operator or admin; repeat for more than one.
+    #[arg(long = "role", required = true)]
+    roles: Vec<Role>,
+    /// Limits it to this unit's subtree (its unit_code); repeat for more. None: every unit.
+    #[arg(long = "unit")]
+    units: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the pipeline against the brokers in the config.
@@ -97,18 +111,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Make an API token: its [[token]] entry for [access] tokens_file goes to standard output
-    /// (`>> tokens.toml`), the token itself to standard error, once: only its hash is kept.
-    Token {
-        /// Who holds it (the PostgreSQL user name, and what the log says).
-        #[arg(long)]
-        name: String,
-        /// wall, analyst, operator or admin; repeat for more than one.
-        #[arg(long = "role", required = true)]
-        roles: Vec<Role>,
-        /// Limits it to this unit's subtree (its unit_code); repeat for more. None: every unit.
-        #[arg(long = "unit")]
-        units: Vec<String>,
-    },
+    /// (`>> tokens.toml`), the token itself to standard error, once: only its hash and its SCRAM
+    /// verifier are kept. Over PostgreSQL the token is the password of the user --name.
+    Token(Holder),
+    /// Make a PostgreSQL login by password (SCRAM-SHA-256), read from the first line of standard
+    /// input: its [[password]] entry for [access] tokens_file goes to standard output.
+    Password(Holder),
     /// Write the simulated province's events to a broker (for trials and load).
     Generate {
         /// Kafka bootstrap servers, host:port[,host:port…].
@@ -199,11 +207,22 @@ async fn main() -> ExitCode {
             }
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
-        Command::Token { name, roles, units } => {
+        Command::Token(Holder { name, roles, units }) => {
             let (token, entry) = access::new_token(&name, &roles, &units);
             print!("{entry}");
             eprintln!("index766: the token for {name} (shown only now; give it to them): {token}");
             Ok(())
+        }
+        Command::Password(Holder { name, roles, units }) => {
+            let mut password = String::new();
+            match std::io::stdin().read_line(&mut password) {
+                Ok(_) if !password.trim_end_matches(['\r', '\n']).is_empty() => {
+                    print!("{}", access::new_password(&name, password.trim_end_matches(['\r', '\n']), &roles, &units));
+                    Ok(())
+                }
+                Ok(_) => Err(anyhow::anyhow!("no password on standard input: echo it, or type it and press Enter")),
+                Err(e) => Err(anyhow::anyhow!("cannot read the password from standard input: {e}")),
+            }
         }
         Command::Generate { brokers, topic, petitions_topic, partitions, files_out, stream } => {
             commands::generate(brokers, (topic, petitions_topic), partitions, files_out, stream.into()).await

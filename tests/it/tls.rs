@@ -1,8 +1,10 @@
 //! TLS on both listeners, with a test CA: curl over HTTPS (a bearer token, or a client
-//! certificate as Prometheus scrapes), the real psql with `sslmode=verify-full` (a token as the
-//! password, or a client certificate), plain connections refused, and a certificate swapped on
-//! disk served without a restart, while a broken one leaves the last good one serving.
+//! certificate as Prometheus scrapes), the real psql with `sslmode=verify-full` (SCRAM-SHA-256 by
+//! a `[[password]]` login's password or a token, or a client certificate), plain connections
+//! refused, and a certificate swapped on disk served without a restart, while a broken one leaves
+//! the last good one serving.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -77,6 +79,23 @@ fn psql(
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A PostgreSQL login by password for analysts, made by the binary as an operator would: the
+/// password on standard input, the `[[password]]` entry on standard output.
+fn make_password(name: &str, password: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_index766"))
+        .args(["password", "--name", name, "--role", "analyst"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let entry = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success() && entry.contains("scram = \"SCRAM-SHA-256$4096:"), "{entry}");
+    assert!(!entry.contains(password), "only the verifier goes into the file: {entry}");
+    entry
+}
+
 /// Replaces a file the way a renewal does: the new content appears at once, whole.
 fn replace(path: &Path, from: &Path) {
     let staged = path.with_extension("new");
@@ -101,9 +120,10 @@ async fn both_listeners_speak_tls_check_client_certificates_and_take_a_renewed_c
     replace(&cert_file, &server_pem);
 
     let (entry, analyst) = make_token("analyst-holder", &[Role::Analyst], &[]);
+    let login = make_password("lan", "Mật khẩu của Lan 2026");
     let certificates = "[[certificate]]\nname = \"prometheus\"\nroles = [\"operator\"]\n\n\
                         [[certificate]]\nname = \"dba\"\nroles = [\"analyst\"]\n";
-    std::fs::write(d.join("tokens.toml"), entry + certificates).unwrap();
+    std::fs::write(d.join("tokens.toml"), entry + &login + certificates).unwrap();
     let mut config = scenario::prefixed_config(&kafka.bootstrap, "tls", &d.join("snapshots"), false);
     config.access.tokens_file = d.join("tokens.toml");
     (config.tls.cert_file, config.tls.key_file, config.tls.client_ca_file) =
@@ -143,6 +163,13 @@ async fn both_listeners_speak_tls_check_client_certificates_and_take_a_renewed_c
     // PostgreSQL: verify-full with the token as password, or the client certificate alone.
     let (ok, out) = psql(pg_port, "analyst-holder", "verify-full", &ca_pem, None, Some(&analyst));
     assert!(ok, "{out}");
+    // A [[password]] login has only a SCRAM verifier: nothing but SCRAM-SHA-256 can sign it in.
+    let (ok, out) = psql(pg_port, "lan", "verify-full", &ca_pem, None, Some("Mật khẩu của Lan 2026"));
+    assert!(ok, "psql signs in by SCRAM-SHA-256: {out}");
+    let (ok, out) = psql(pg_port, "lan", "verify-full", &ca_pem, None, Some("Mật khẩu của Lan 2025"));
+    assert!(!ok && out.to_lowercase().contains("password authentication failed"), "{out}");
+    let (ok, out) = psql(pg_port, "nobody", "verify-full", &ca_pem, None, Some("guess"));
+    assert!(!ok && out.to_lowercase().contains("password authentication failed"), "an unknown user: {out}");
     let (ok, out) = psql(pg_port, "dba", "verify-full", &ca_pem, Some((&dba.0, &dba.1)), None);
     assert!(ok, "the client certificate signs dba in: {out}");
     let (ok, out) = psql(pg_port, "prometheus", "verify-full", &ca_pem, Some((&scraper.0, &scraper.1)), None);

@@ -5,7 +5,7 @@
 //! a tokens file nor an issuer every surface is open: the config allows that only on loopback
 //! listeners, or where it says `authentication = "none"` in so many words.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::serve::oidc::Oidc;
+use crate::serve::scram::Verifier;
 
 /// What a principal may do. `admin` may do everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -122,12 +123,25 @@ pub enum TokensError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// One `[[token]]` of the tokens file.
+/// One `[[token]]` of the tokens file: its SHA-256 for bearer sign-in, and (from `index766
+/// token`) its SCRAM verifier for PostgreSQL, where it is the password of the user it names.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
     name: String,
     sha256: String,
+    scram: Option<String>,
+    roles: Vec<Role>,
+    #[serde(default)]
+    units: Vec<String>,
+}
+
+/// One `[[password]]`: a PostgreSQL login by password, kept as its SCRAM verifier.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordEntry {
+    name: String,
+    scram: String,
     roles: Vec<Role>,
     #[serde(default)]
     units: Vec<String>,
@@ -150,15 +164,39 @@ struct TokenFile {
     token: Vec<TokenEntry>,
     #[serde(default)]
     certificate: Vec<CertificateEntry>,
+    #[serde(default)]
+    password: Vec<PasswordEntry>,
 }
 
 /// Who signs in with what.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Principals {
     /// By the token's SHA-256 in lowercase hex.
     tokens: HashMap<String, Principal>,
     /// By the client certificate's common name.
     certificates: HashMap<String, Principal>,
+    /// PostgreSQL users who sign in with SCRAM-SHA-256, by name.
+    scram: HashMap<String, (Verifier, Principal)>,
+    /// The names of tokens without a verifier (made before there was one): their PostgreSQL
+    /// login sends the token in the clear, inside TLS.
+    cleartext: HashSet<String>,
+    /// Salts the made-up verifier of an unknown user, the same for each asking.
+    impostor_key: [u8; 32],
+}
+
+/// An entry of the tokens file as a PostgreSQL login: its kind, its SCRAM verifier, its principal.
+type Entry = (&'static str, Option<String>, Principal);
+
+/// How a PostgreSQL user proves who it is.
+#[derive(Debug)]
+pub enum Login {
+    /// Sign-in is off.
+    Open,
+    /// SCRAM-SHA-256 against this verifier; no principal: the user is unknown, and the exchange
+    /// only looks like one that could succeed (a stranger learns no user names).
+    Scram(Verifier, Option<Principal>),
+    /// A password sent as is: a JWT, or a token without a verifier.
+    Password,
 }
 
 /// The principals; none at all: sign-in is off and everything is open.
@@ -179,7 +217,7 @@ impl Gate {
     pub fn new(tokens_file: Option<&Path>, oidc: Option<Arc<Oidc>>) -> Result<Gate, TokensError> {
         let gate = match tokens_file {
             Some(path) => Gate::from_file(path)?,
-            None if oidc.is_some() => Gate { principals: Some(Principals::default()), oidc: None },
+            None if oidc.is_some() => Gate { principals: Some(Principals::new()), oidc: None },
             None => Gate::open(),
         };
         Ok(Gate { oidc, ..gate })
@@ -192,7 +230,8 @@ impl Gate {
 
     fn from_toml(text: &str) -> Result<Gate, String> {
         let file: TokenFile = Figment::from(Toml::string(text)).extract().map_err(|e| e.to_string())?;
-        let mut principals = Principals::default();
+        let mut principals = Principals::new();
+        let mut logins: HashMap<String, Vec<Entry>> = HashMap::new();
         for entry in file.token {
             let hash = entry.sha256.trim().to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -201,10 +240,28 @@ impl Gate {
                     entry.name
                 ));
             }
-            if let Some(twice) =
-                principals.tokens.insert(hash, principal("token", entry.name, entry.roles, entry.units)?)
-            {
+            let principal = principal("token", entry.name, entry.roles, entry.units)?;
+            logins.entry(principal.name.clone()).or_default().push(("token", entry.scram, principal.clone()));
+            if let Some(twice) = principals.tokens.insert(hash, principal) {
                 return Err(format!("token {:?} has the same sha256 as another: make a new token", twice.name));
+            }
+        }
+        for entry in file.password {
+            let principal = principal("password", entry.name, entry.roles, entry.units)?;
+            logins.entry(principal.name.clone()).or_default().push(("password", Some(entry.scram), principal));
+        }
+        // A name's PostgreSQL login: SCRAM with its one verifier; two tokens of one name (a token
+        // being replaced) sign in by the token itself, as a SCRAM exchange holds to one verifier.
+        for (name, mut entries) in logins {
+            match entries.pop() {
+                Some((kind, Some(scram), principal)) if entries.is_empty() => {
+                    let verifier = scram.parse().map_err(|e| format!("{kind} {name:?}: {e}"))?;
+                    principals.scram.insert(name, (verifier, principal));
+                }
+                Some((kind, ..)) if kind == "password" || entries.iter().any(|(kind, ..)| *kind == "password") => {
+                    return Err(format!("{name:?} has a [[password]] and another login: give a name one of them"));
+                }
+                _ => drop(principals.cleartext.insert(name)),
             }
         }
         for entry in file.certificate {
@@ -243,20 +300,48 @@ impl Gate {
 
     /// Whether a caller with this credential may reach a surface that needs `need`.
     pub fn admit(&self, credential: Option<Credential>, need: Need) -> Result<Option<Principal>, Denied> {
-        let principal = match need {
+        match need {
             // An open surface still knows who asks, for what it shows them (the detailed /healthz).
-            Need::Nobody => return Ok(self.principal(credential).ok().flatten()),
-            Need::Role(_) => self.principal(credential)?,
-        };
-        match (principal, need) {
-            (Some(p), Need::Role(role)) if !p.may(role) => Err(Denied::Forbidden { name: p.name, needed: role.name() }),
-            (principal, _) => Ok(principal),
+            Need::Nobody => Ok(self.principal(credential).ok().flatten()),
+            Need::Role(role) => self.principal(credential)?.map(|p| permit(p, role)).transpose(),
+        }
+    }
+
+    /// How PostgreSQL's `user` signs in.
+    pub fn login(&self, user: &str) -> Login {
+        let Some(principals) = &self.principals else { return Login::Open };
+        match principals.scram.get(user) {
+            Some((verifier, principal)) => Login::Scram(verifier.clone(), Some(principal.clone())),
+            None if self.oidc.is_some() || principals.cleartext.contains(user) => Login::Password,
+            None => Login::Scram(Verifier::impostor(user, &principals.impostor_key), None),
         }
     }
 
     /// Whether sign-in is off or the caller holds `role`: what an open surface shows in detail.
     pub fn shows(&self, principal: Option<&Principal>, role: Role) -> bool {
         !self.signs_in() || principal.is_some_and(|p| p.may(role))
+    }
+}
+
+/// The principal, if it holds `role`.
+pub fn permit(principal: Principal, role: Role) -> Result<Principal, Denied> {
+    match principal.may(role) {
+        true => Ok(principal),
+        false => Err(Denied::Forbidden { name: principal.name, needed: role.name() }),
+    }
+}
+
+impl Principals {
+    fn new() -> Principals {
+        let mut impostor_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut impostor_key);
+        Principals {
+            tokens: HashMap::new(),
+            certificates: HashMap::new(),
+            scram: HashMap::new(),
+            cleartext: HashSet::new(),
+            impostor_key,
+        }
     }
 }
 
@@ -281,14 +366,27 @@ pub fn new_token(name: &str, roles: &[Role], units: &[String]) -> (String, Strin
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("i766_{}", to_hex(&secret));
-    let roles: Vec<String> = roles.iter().map(|r| format!("{:?}", r.name())).collect();
-    let mut entry =
-        format!("[[token]]\nname = {name:?}\nsha256 = \"{}\"\nroles = [{}]\n", hash(&token), roles.join(", "));
-    if !units.is_empty() {
-        let units: Vec<String> = units.iter().map(|u| format!("{u:?}")).collect();
-        entry += &format!("units = [{}]\n", units.join(", "));
-    }
+    let entry =
+        entry("token", name, &[("sha256", hash(&token)), ("scram", Verifier::new(&token).to_string())], roles, units);
     (token, entry)
+}
+
+/// The `[[password]]` entry of a PostgreSQL login with this password.
+pub fn new_password(name: &str, password: &str, roles: &[Role], units: &[String]) -> String {
+    entry("password", name, &[("scram", Verifier::new(password).to_string())], roles, units)
+}
+
+fn entry(kind: &str, name: &str, secrets: &[(&str, String)], roles: &[Role], units: &[String]) -> String {
+    let list = |items: Vec<String>| items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", ");
+    let mut entry = format!("[[{kind}]]\nname = {name:?}\n");
+    for (key, value) in secrets {
+        entry += &format!("{key} = {value:?}\n");
+    }
+    entry += &format!("roles = [{}]\n", list(roles.iter().map(|r| r.name().to_owned()).collect()));
+    if !units.is_empty() {
+        entry += &format!("units = [{}]\n", list(units.to_vec()));
+    }
+    entry
 }
 
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
@@ -341,6 +439,30 @@ mod tests {
         let stranger = gate.admit(Some(Credential::Certificate("laptop")), Need::Role(Role::Wall)).unwrap_err();
         assert_eq!(stranger, Denied::UnknownCertificate("laptop".into()));
         assert!(stranger.to_string().contains("[[certificate]]"), "{stranger}");
+    }
+
+    #[test]
+    fn postgresql_users_sign_in_by_scram_unless_only_a_password_can_say_who_they_are() {
+        let (_, lan) = new_token("lan", &[Role::Analyst], &["H01".into()]);
+        let password = new_password("minh", "pencil", &[Role::Analyst], &[]);
+        // A token entry from before tokens had verifiers: its login sends the token itself.
+        let (_, old) = new_token("old", &[Role::Analyst], &[]);
+        let old: String = old.lines().filter(|l| !l.starts_with("scram")).map(|l| format!("{l}\n")).collect();
+        let gate = Gate::from_toml(&(lan + &password + &old)).unwrap();
+        assert!(matches!(gate.login("lan"), Login::Scram(_, Some(p)) if p.units == ["H01"]));
+        assert!(matches!(gate.login("minh"), Login::Scram(_, Some(p)) if p.name == "minh"));
+        assert!(matches!(gate.login("old"), Login::Password));
+        let (Login::Scram(once, None), Login::Scram(twice, None)) = (gate.login("eve"), gate.login("eve")) else {
+            panic!("an unknown user is asked for SCRAM too")
+        };
+        assert!(once.to_string().split('$').nth(1) == twice.to_string().split('$').nth(1), "with the same salt");
+        assert!(matches!(Gate::open().login("anyone"), Login::Open));
+        let twice = new_password("minh", "other", &[Role::Wall], &[]);
+        assert!(Gate::from_toml(&(password + &twice)).unwrap_err().contains("[[password]] and another"));
+        // A token being replaced: the old and the new one both sign in, by the token itself.
+        let ((_, first), (_, second)) =
+            (new_token("lan", &[Role::Analyst], &[]), new_token("lan", &[Role::Analyst], &[]));
+        assert!(matches!(Gate::from_toml(&(first + &second)).unwrap().login("lan"), Login::Password));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod query;
 pub mod routes;
 pub mod scope;
+pub mod scram;
 pub mod sql_error;
 pub mod sql_fence;
 pub mod tls;

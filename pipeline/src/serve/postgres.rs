@@ -11,7 +11,7 @@
 //! decodes it (sizes, counts, lengths), answers TLS requests, and closes idle connections.
 
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
@@ -46,10 +46,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::access::{Credential, Denied, Gate, Need, Principal, Role};
+use crate::serve::access::{permit, Credential, Denied, Gate, Login, Need, Principal, Role};
 use crate::serve::audit::{self, Trail};
 use crate::serve::pg_guard;
 use crate::serve::query::{Classified, Rows, SqlService, Ticket};
+use crate::serve::scram::{Exchange, Verifier};
 use crate::serve::sql_error::QueryError;
 use crate::serve::tls::Tls;
 use crate::telemetry::metrics::Metrics;
@@ -105,7 +106,8 @@ pub async fn serve(
                 };
                 let signed_in = Arc::new(OnceLock::new());
                 let service = Arc::new(PgService { sql, metrics, signed_in: signed_in.clone() });
-                let startup = Arc::new(Startup { gate, pids, certificate: opened.certificate, signed_in });
+                let scram = Mutex::new(None);
+                let startup = Arc::new(Startup { gate, pids, certificate: opened.certificate, signed_in, scram });
                 let handlers = Arc::new(Handlers { service, startup });
                 let guard = pg_guard::Guard { max_query_bytes, idle_timeout: limits.idle_timeout };
                 let (served, guarded) = tokio::join!(
@@ -144,9 +146,10 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Sign-in: without tokens, any user and no password (allowed on loopback, or where the config
-/// says so); with them, the user is a token's name and the password the token itself, or the
-/// name of the connection's client certificate with no password; either must hold the analyst
-/// role.
+/// says so); with them, the name of the connection's client certificate with no password, or a
+/// user of the tokens file by SCRAM-SHA-256 (a token's or a `[[password]]`'s verifier), or else a
+/// password sent as is (a JWT naming the user, or a token without a verifier); each must hold
+/// the analyst role.
 struct Startup {
     gate: Arc<Gate>,
     /// Each session's process id (counted) and cancel key (random).
@@ -155,7 +158,17 @@ struct Startup {
     certificate: Option<String>,
     /// Who signed in, for what the session's queries may read.
     signed_in: Arc<OnceLock<Principal>>,
+    /// A SCRAM exchange under way.
+    scram: Mutex<Option<Scram>>,
 }
+
+/// Where a SCRAM-SHA-256 sign-in stands; no principal: an unknown user's exchange, bound to fail.
+enum Scram {
+    Asked(Verifier, Option<Principal>),
+    Challenged(Exchange, Verifier, Option<Principal>),
+}
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 #[async_trait]
 impl StartupHandler for Startup {
@@ -179,11 +192,44 @@ impl StartupHandler for Startup {
                     };
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                let ask = match self.gate.login(&user(client).unwrap_or_default()) {
+                    Login::Scram(verifier, principal) => {
+                        *self.scram.lock().expect("never poisoned") = Some(Scram::Asked(verifier, principal));
+                        Authentication::SASL(vec![SCRAM_SHA_256.into()])
+                    }
+                    Login::Password | Login::Open => Authentication::CleartextPassword,
+                };
+                client.send(PgWireBackendMessage::Authentication(ask)).await?;
             }
-            PgWireFrontendMessage::PasswordMessageFamily(password) => {
-                let password = password.into_password()?;
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
                 let user = user(client).unwrap_or_default();
+                let scram = self.scram.lock().expect("never poisoned").take();
+                match scram {
+                    Some(Scram::Asked(verifier, principal)) => {
+                        let initial = message.into_sasl_initial_response()?;
+                        if initial.auth_method != SCRAM_SHA_256 {
+                            return Err(PgWireError::UnsupportedSASLAuthMethod(initial.auth_method));
+                        }
+                        let first = initial.data.unwrap_or_default();
+                        let (server_first, exchange) = verifier.challenge(&first).map_err(|why| failed(&user, &why))?;
+                        *self.scram.lock().expect("never poisoned") =
+                            Some(Scram::Challenged(exchange, verifier, principal));
+                        let challenge = Authentication::SASLContinue(server_first.into_bytes().into());
+                        client.send(PgWireBackendMessage::Authentication(challenge)).await?;
+                        return Ok(());
+                    }
+                    Some(Scram::Challenged(exchange, verifier, principal)) => {
+                        let last = message.into_sasl_response()?;
+                        let proven = exchange.finish(&verifier, &last.data).map_err(|why| failed(&user, &why))?;
+                        let principal = principal.ok_or_else(|| failed(&user, "no such user"))?;
+                        let principal = permit(principal, Role::Analyst).map_err(|denied| refusal(&user, denied))?;
+                        let proof = Authentication::SASLFinal(proven.into_bytes().into());
+                        client.send(PgWireBackendMessage::Authentication(proof)).await?;
+                        return self.admitted(client, Some(principal)).await;
+                    }
+                    None => {}
+                }
+                let password = message.into_password()?;
                 let refused =
                     match self.gate.admit(Some(Credential::Token(&password.password)), Need::Role(Role::Analyst)) {
                         Ok(Some(principal)) if principal.name == user => {
@@ -191,14 +237,8 @@ impl StartupHandler for Startup {
                         }
                         Err(forbidden @ Denied::Forbidden { .. }) => refusal(&user, forbidden),
                         // Why a JWT failed goes to the trail, not to a stranger.
-                        Err(jwt @ Denied::Jwt(_)) => {
-                            audit::sign_in(&user, &format!("refused: {jwt}"));
-                            PgWireError::InvalidPassword(user)
-                        }
-                        _ => {
-                            audit::sign_in(&user, "refused: password authentication failed");
-                            PgWireError::InvalidPassword(user)
-                        }
+                        Err(jwt @ Denied::Jwt(_)) => failed(&user, &jwt.to_string()),
+                        _ => failed(&user, "password authentication failed"),
                     };
                 return Err(refused);
             }
@@ -210,6 +250,13 @@ impl StartupHandler for Startup {
 
 fn user(client: &impl ClientInfo) -> Option<String> {
     client.metadata().get(pgwire::api::METADATA_USER).cloned()
+}
+
+/// A sign-in refused for its password, with the reason in the trail only: a stranger learns
+/// neither which users exist nor what was wrong.
+fn failed(user: &str, why: &str) -> PgWireError {
+    audit::sign_in(user, &format!("refused: {why}"));
+    PgWireError::InvalidPassword(user.into())
 }
 
 /// A sign-in refused for what the principal may not do.
