@@ -22,13 +22,15 @@ use crate::engine::view::View;
 use crate::engine::{view, Engine};
 use crate::ingest::dead_letter::DeadLetters;
 use crate::ingest::{client, replay, IngestError, Source};
+use crate::persist::audit_files::AuditFiles;
 use crate::persist::checkpoint::StateCopy;
 use crate::persist::history::{Cadence, History, HistoryTables};
 use crate::persist::snapshot::{SnapshotError, Snapshots};
 use crate::persist::store::{Store, StoreError};
 use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
-use crate::serve::access::{Gate, TokensError};
+use crate::serve::access::{Gate, Issuer, TokensError};
+use crate::serve::audit::AuditLog;
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::oidc::{Oidc, OidcError};
 use crate::serve::tls::{Tls, TlsError};
@@ -102,6 +104,8 @@ pub struct Pipeline {
     engine: Joined<(Arc<View>, Option<StateCopy>)>,
     writer: Joined<SnapshotWriter>,
     http: Joined<()>,
+    /// Its last lines are written once the listeners have stopped.
+    audit: Arc<AuditLog>,
 }
 
 /// What a start resumes from: the newest snapshot's state, or nothing.
@@ -211,8 +215,15 @@ impl Pipeline {
         let log = alerts::load_log(&store).await?;
         let alert_engine = AlertEngine::new(config.alert_rules(&spec)?, config.alerts.keep_resolved, log);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
-        let sources =
-            query::LiveSources { view: views.clone(), history: history_rx.clone(), alerts: alerts_rx.clone() };
+        let audit = AuditLog::new(Some(AuditFiles::new(store.clone(), config.sql.audit_keep_days)));
+        let flushes = Duration::from_secs(config.sql.audit_flush_secs);
+        drop(tokio::spawn(audit.clone().keep_flushing(flushes, shutdown.clone())));
+        let sources = query::LiveSources {
+            view: views.clone(),
+            history: history_rx.clone(),
+            alerts: alerts_rx.clone(),
+            audit: audit.clone(),
+        };
         let sql = Arc::new(query::SqlService::start(&config.sql, sources, metrics.sql_queries_running.clone()).await?);
 
         let listen = |addr: SocketAddr| async move {
@@ -225,7 +236,7 @@ impl Pipeline {
             true => {
                 let oidc = Oidc::start(&config.access.oidc).await?;
                 drop(tokio::spawn(oidc.clone().keep_fresh(shutdown.clone())));
-                Some(oidc)
+                Some(oidc as Arc<dyn Issuer>)
             }
             false => None,
         };
@@ -285,7 +296,7 @@ impl Pipeline {
             idle_timeout: Duration::from_secs(config.http.idle_timeout_secs),
         };
         let http = {
-            let serving = listen::serve(listener, app, limits, tls(b"http/1.1")?, shutdown.clone());
+            let serving = listen::serve(listener, app, limits, tls(b"http/1.1")?, audit.clone(), shutdown.clone());
             let failed = supervisor.clone();
             supervisor.spawn(Part::Http, async move {
                 if let Err(error) = serving.await {
@@ -416,6 +427,7 @@ impl Pipeline {
             engine,
             writer,
             http,
+            audit,
         })
     }
 
@@ -446,6 +458,9 @@ impl Pipeline {
         // Connections still streaming (a client that stopped reading) are not waited for long.
         if tokio::time::timeout(Duration::from_secs(5), self.http).await.is_err() {
             tracing::warn!("http connections still open 5 s after shutdown; closed");
+        }
+        if let Err(error) = self.audit.flush().await {
+            tracing::error!(%error, "the audit trail's last lines were not written to the store (they are in the log)");
         }
         if let Some(stopped) = stopped() {
             return Err(stopped);

@@ -1,7 +1,8 @@
 //! The audit trail as an operator reads it: the binary runs as deployed (a config file, tokens),
 //! and its log holds a line for each HTTP request (refusals too), each SQL query on both
 //! interfaces (its text, rows, outcome) and each PostgreSQL sign-in, with the principal's name
-//! and never the token.
+//! and never the token; and the SQL table `audit_log` holds the same, for admin only, across a
+//! restart (its Parquet files in the store).
 
 use std::process::Command;
 use std::time::Duration;
@@ -34,7 +35,8 @@ async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended
     index766::tools::produce::ensure_topics(&kafka.bootstrap, &[&format!("{prefix}.dossier-events")], 1).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (entry, token) = make_token("auditor", &[Role::Analyst], &[]);
-    std::fs::write(dir.path().join("tokens.toml"), entry).unwrap();
+    let (admin_entry, admin) = make_token("root", &[Role::Admin], &[]);
+    std::fs::write(dir.path().join("tokens.toml"), entry + &admin_entry).unwrap();
     let (port, pg_port) = (free_port(), free_port());
     let config = dir.path().join("audit.toml");
     std::fs::write(
@@ -95,6 +97,28 @@ async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended
     let whole = std::fs::read_to_string(&log).unwrap();
     assert!(!whole.contains(&token) && !whole.contains("i766_wrong"), "no token in the log");
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    // The same trail as a table: for admin only, however the query reaches for it.
+    for sneaky in [
+        "SELECT * FROM audit_log",
+        "SELECT count(*) FROM (SELECT principal FROM audit_log) t",
+        "SELECT 1 FROM units JOIN audit_log ON true",
+    ] {
+        let (code, body) = http_as(addr, &token, "POST", "/sql", sneaky);
+        assert!(code == 400 && body.contains("admin role only"), "{sneaky}: {code} {body}");
+    }
+    // Admin reads the analyst's queries, over HTTP and PostgreSQL alike, and again after a restart.
+    let audited = |child: &mut std::process::Child| {
+        let query = "SELECT action, outcome FROM audit_log WHERE principal = 'auditor' AND kind = 'query' ORDER BY at";
+        let (code, shown) = http_as(addr, &admin, "POST", "/sql", query);
+        let every = ["SELECT unit_code FROM units", "SELECT nope FROM units", "SELECT count(*) FROM units"];
+        assert!(code == 200 && every.iter().all(|q| shown.contains(q)), "{shown}");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    };
+    audited(&mut child);
+    assert!(std::fs::read_dir(dir.path().join("snapshots/audit")).unwrap().count() >= 1, "audit files in the store");
+    let mut child = start_binary(&config, &log, "info,rdkafka=warn");
+    wait_for("the HTTP port again", Duration::from_secs(60), || std::net::TcpStream::connect(addr).ok().map(|_| ()))
+        .await;
+    audited(&mut child);
 }

@@ -225,6 +225,9 @@ pub struct SqlConfig {
     pub max_per_principal: usize,
     /// What the audit trail keeps of each query.
     pub audit_queries: AuditQueries,
+    /// How often the trail's newest lines are written to the store, and how many days are kept.
+    pub audit_flush_secs: u64,
+    pub audit_keep_days: u64,
     pub max_query_bytes: usize,
     pub max_expression_depth: usize,
     pub max_plan_nodes: usize,
@@ -290,6 +293,8 @@ impl Config {
         let at_least_one = [
             ("[sql] max_concurrent", self.sql.max_concurrent as u64),
             ("[sql] max_per_principal", self.sql.max_per_principal as u64),
+            ("[sql] audit_flush_secs", self.sql.audit_flush_secs),
+            ("[sql] audit_keep_days", self.sql.audit_keep_days),
             ("[sql] max_query_bytes", self.sql.max_query_bytes as u64),
             ("[sql] max_expression_depth", self.sql.max_expression_depth as u64),
             ("[sql] max_plan_nodes", self.sql.max_plan_nodes as u64),

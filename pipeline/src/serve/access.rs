@@ -14,7 +14,6 @@ use figment::Figment;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::serve::oidc::Oidc;
 use crate::serve::scram::Verifier;
 
 /// What a principal may do. `admin` may do everything.
@@ -199,12 +198,17 @@ pub enum Login {
     Password,
 }
 
+/// Who a JWT of the single sign-on issuer names (`serve::oidc`), or why it is refused.
+pub trait Issuer: std::fmt::Debug + Send + Sync {
+    fn principal(&self, jwt: &str) -> Result<Principal, Denied>;
+}
+
 /// The principals; none at all: sign-in is off and everything is open.
 #[derive(Debug, Default)]
 pub struct Gate {
     principals: Option<Principals>,
     /// JWTs of the single sign-on issuer.
-    oidc: Option<Arc<Oidc>>,
+    oidc: Option<Arc<dyn Issuer>>,
 }
 
 impl Gate {
@@ -214,7 +218,7 @@ impl Gate {
     }
 
     /// Sign-in by the tokens file, JWTs of an issuer, or both; neither: open.
-    pub fn new(tokens_file: Option<&Path>, oidc: Option<Arc<Oidc>>) -> Result<Gate, TokensError> {
+    pub fn new(tokens_file: Option<&Path>, oidc: Option<Arc<dyn Issuer>>) -> Result<Gate, TokensError> {
         let gate = match tokens_file {
             Some(path) => Gate::from_file(path)?,
             None if oidc.is_some() => Gate { principals: Some(Principals::new()), oidc: None },

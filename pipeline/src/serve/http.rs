@@ -18,7 +18,7 @@ use futures::Stream;
 
 use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Role};
 use crate::serve::api;
-use crate::serve::audit;
+use crate::serve::audit::AuditLog;
 use crate::serve::query::{Encoder, Format, Rows};
 use crate::serve::routes::{error, json_response, status_of, AppState, Caller, DOCUMENT, ROUTES};
 use crate::serve::scope::Scope;
@@ -44,17 +44,17 @@ pub(crate) fn router(state: AppState) -> Router {
     // The body is read whole before the query's own size check: room for a JSON wrapper.
     routes
         .layer(axum::extract::DefaultBodyLimit::max(state.sql.bounds().max_query_bytes * 2 + 4096))
-        .layer(axum::middleware::from_fn(audited))
+        .layer(axum::middleware::from_fn_with_state(state.sql.audit(), audited))
         .with_state(state)
 }
 
 /// Every request's line in the audit trail, refusals and unknown paths included.
-async fn audited(request: Request, next: Next) -> Response {
+async fn audited(State(audit): State<Arc<AuditLog>>, request: Request, next: Next) -> Response {
     let (method, path, started) =
         (request.method().clone(), request.uri().path().to_owned(), std::time::Instant::now());
     let response = next.run(request).await;
     let caller = response.extensions().get::<Signed>().map(|signed| signed.0.as_str());
-    audit::request(caller, method.as_str(), &path, response.status().as_u16(), started);
+    audit.request(caller, method.as_str(), &path, response.status().as_u16(), started);
     response
 }
 

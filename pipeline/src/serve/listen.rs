@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::serve::access::CertificateName;
+use crate::serve::audit::AuditLog;
 use crate::serve::tls::{self, Tls};
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +41,7 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     tls: Option<Arc<Tls>>,
+    audit: Arc<AuditLog>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -60,7 +62,7 @@ pub async fn serve(
                 }
             },
         };
-        let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
+        let (app, tls, audit, shutdown) = (app.clone(), tls.clone(), audit.clone(), shutdown.clone());
         open.spawn(async move {
             let _permit = permit;
             let socket = Idle::new(socket, limits.idle_timeout);
@@ -76,13 +78,13 @@ pub async fn serve(
                 },
             };
             let service = hyper::service::service_fn(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                let (app, certificate) = (app.clone(), certificate.clone());
+                let (app, certificate, audit) = (app.clone(), certificate.clone(), audit.clone());
                 async move {
                     // hyper's buffer limit is approximate (a head that arrives in one read can
                     // pass it): the head is measured here, exactly.
                     if head_bytes(&request) > limits.max_header_bytes {
                         let (method, path) = (request.method().as_str(), request.uri().path());
-                        crate::serve::audit::request(None, method, path, 431, std::time::Instant::now());
+                        audit.request(None, method, path, 431, std::time::Instant::now());
                         let message = format!(
                             "the request's headers are larger than [http] max_header_bytes = {}",
                             limits.max_header_bytes

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OidcConfig;
-use crate::serve::access::{Denied, Principal, Role};
+use crate::serve::access::{Denied, Issuer, Principal, Role};
 
 /// Signatures by a public key only: a shared-secret algorithm (HS256) would let anyone who holds
 /// the "public" set sign, and `none` signs nothing.
@@ -117,7 +117,7 @@ impl Oidc {
     }
 
     /// The principal a JWT names, or why it is refused.
-    pub fn principal(&self, token: &str) -> Result<Principal, Denied> {
+    fn verify(&self, token: &str) -> Result<Principal, Denied> {
         let refused = |why: String| Denied::Jwt(why);
         let header = jsonwebtoken::decode_header(token).map_err(|e| refused(format!("it cannot be read ({e})")))?;
         if !ALGORITHMS.contains(&header.alg) {
@@ -183,6 +183,12 @@ impl Oidc {
             return Err(Denied::Jwt(format!("its {:?} claim holds an empty unit code", config.units_claim)));
         }
         Ok(Principal { name: name.to_owned(), roles, units })
+    }
+}
+
+impl Issuer for Oidc {
+    fn principal(&self, jwt: &str) -> Result<Principal, Denied> {
+        self.verify(jwt)
     }
 }
 

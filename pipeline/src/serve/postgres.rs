@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::serve::access::{permit, Credential, Denied, Gate, Login, Need, Principal, Role};
-use crate::serve::audit::{self, Trail};
+use crate::serve::audit::{AuditLog, Trail};
 use crate::serve::pg_guard;
 use crate::serve::query::{Classified, Rows, SqlService, Ticket};
 use crate::serve::scram::{Exchange, Verifier};
@@ -104,10 +104,11 @@ pub async fn serve(
                     Ok(None) => return,
                     Err(error) => return tracing::debug!(%error, %peer, "postgres: no session"),
                 };
-                let signed_in = Arc::new(OnceLock::new());
+                let (signed_in, audit) = (Arc::new(OnceLock::new()), sql.audit());
                 let service = Arc::new(PgService { sql, metrics, signed_in: signed_in.clone() });
                 let scram = Mutex::new(None);
-                let startup = Arc::new(Startup { gate, pids, certificate: opened.certificate, signed_in, scram });
+                let startup =
+                    Arc::new(Startup { gate, pids, certificate: opened.certificate, signed_in, scram, audit });
                 let handlers = Arc::new(Handlers { service, startup });
                 let guard = pg_guard::Guard { max_query_bytes, idle_timeout: limits.idle_timeout };
                 let (served, guarded) = tokio::join!(
@@ -160,6 +161,7 @@ struct Startup {
     signed_in: Arc<OnceLock<Principal>>,
     /// A SCRAM exchange under way.
     scram: Mutex<Option<Scram>>,
+    audit: Arc<AuditLog>,
 }
 
 /// Where a SCRAM-SHA-256 sign-in stands; no principal: an unknown user's exchange, bound to fail.
@@ -188,7 +190,7 @@ impl StartupHandler for Startup {
                 if let Some(name) = self.certificate.as_deref().filter(|&name| Some(name) == user(client).as_deref()) {
                     return match self.gate.admit(Some(Credential::Certificate(name)), Need::Role(Role::Analyst)) {
                         Ok(principal) => self.admitted(client, principal).await,
-                        Err(denied) => Err(refusal(name, denied)),
+                        Err(denied) => Err(refusal(&self.audit, name, denied)),
                     };
                 }
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
@@ -211,7 +213,8 @@ impl StartupHandler for Startup {
                             return Err(PgWireError::UnsupportedSASLAuthMethod(initial.auth_method));
                         }
                         let first = initial.data.unwrap_or_default();
-                        let (server_first, exchange) = verifier.challenge(&first).map_err(|why| failed(&user, &why))?;
+                        let (server_first, exchange) =
+                            verifier.challenge(&first).map_err(|why| failed(&self.audit, &user, &why))?;
                         *self.scram.lock().expect("never poisoned") =
                             Some(Scram::Challenged(exchange, verifier, principal));
                         let challenge = Authentication::SASLContinue(server_first.into_bytes().into());
@@ -220,9 +223,11 @@ impl StartupHandler for Startup {
                     }
                     Some(Scram::Challenged(exchange, verifier, principal)) => {
                         let last = message.into_sasl_response()?;
-                        let proven = exchange.finish(&verifier, &last.data).map_err(|why| failed(&user, &why))?;
-                        let principal = principal.ok_or_else(|| failed(&user, "no such user"))?;
-                        let principal = permit(principal, Role::Analyst).map_err(|denied| refusal(&user, denied))?;
+                        let proven =
+                            exchange.finish(&verifier, &last.data).map_err(|why| failed(&self.audit, &user, &why))?;
+                        let principal = principal.ok_or_else(|| failed(&self.audit, &user, "no such user"))?;
+                        let principal =
+                            permit(principal, Role::Analyst).map_err(|denied| refusal(&self.audit, &user, denied))?;
                         let proof = Authentication::SASLFinal(proven.into_bytes().into());
                         client.send(PgWireBackendMessage::Authentication(proof)).await?;
                         return self.admitted(client, Some(principal)).await;
@@ -235,10 +240,10 @@ impl StartupHandler for Startup {
                         Ok(Some(principal)) if principal.name == user => {
                             return self.admitted(client, Some(principal)).await
                         }
-                        Err(forbidden @ Denied::Forbidden { .. }) => refusal(&user, forbidden),
+                        Err(forbidden @ Denied::Forbidden { .. }) => refusal(&self.audit, &user, forbidden),
                         // Why a JWT failed goes to the trail, not to a stranger.
-                        Err(jwt @ Denied::Jwt(_)) => failed(&user, &jwt.to_string()),
-                        _ => failed(&user, "password authentication failed"),
+                        Err(jwt @ Denied::Jwt(_)) => failed(&self.audit, &user, &jwt.to_string()),
+                        _ => failed(&self.audit, &user, "password authentication failed"),
                     };
                 return Err(refused);
             }
@@ -254,14 +259,14 @@ fn user(client: &impl ClientInfo) -> Option<String> {
 
 /// A sign-in refused for its password, with the reason in the trail only: a stranger learns
 /// neither which users exist nor what was wrong.
-fn failed(user: &str, why: &str) -> PgWireError {
-    audit::sign_in(user, &format!("refused: {why}"));
+fn failed(audit: &AuditLog, user: &str, why: &str) -> PgWireError {
+    audit.sign_in(user, &format!("refused: {why}"));
     PgWireError::InvalidPassword(user.into())
 }
 
 /// A sign-in refused for what the principal may not do.
-fn refusal(user: &str, denied: Denied) -> PgWireError {
-    audit::sign_in(user, &format!("refused: {denied}"));
+fn refusal(audit: &AuditLog, user: &str, denied: Denied) -> PgWireError {
+    audit.sign_in(user, &format!("refused: {denied}"));
     PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), "42501".into(), denied.to_string())))
 }
 
@@ -274,7 +279,7 @@ impl Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let Some(principal) = principal {
-            audit::sign_in(&principal.name, "ok");
+            self.audit.sign_in(&principal.name, "ok");
             // A session signs in once: pgwire sends no second startup.
             let _ = self.signed_in.set(principal);
         }

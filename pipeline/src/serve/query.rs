@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::SqlConfig;
 use crate::engine::view::View;
 use crate::persist::history::HistoryTables;
-use crate::serve::access::Principal;
-use crate::serve::audit::Trail;
+use crate::serve::access::{Principal, Role};
+use crate::serve::audit::{AuditLog, Trail};
 use crate::serve::scope::Scope;
 use crate::serve::sql_error::{refused, QueryError};
 use crate::serve::sql_fence::Bounds;
@@ -40,6 +40,8 @@ pub struct LiveSources {
     pub history: watch::Receiver<Arc<HistoryTables>>,
     /// The alert log, as the alert engine last published it.
     pub alerts: watch::Receiver<Arc<Vec<crate::alerts::Alert>>>,
+    /// The audit trail, which every query adds to and `audit_log` reads.
+    pub audit: Arc<AuditLog>,
 }
 
 impl LiveSources {
@@ -49,6 +51,7 @@ impl LiveSources {
             view: watch::channel(Arc::new(view)).1,
             history: watch::channel(Arc::new(HistoryTables::new())).1,
             alerts: watch::channel(Arc::new(Vec::new())).1,
+            audit: AuditLog::new(None),
         }
     }
 }
@@ -70,6 +73,7 @@ pub struct SqlService {
     max_per_principal: usize,
     /// What the audit trail keeps of each query's text.
     audit_queries: crate::config::AuditQueries,
+    audit: Arc<AuditLog>,
     running: prometheus::IntGauge,
 }
 
@@ -82,6 +86,14 @@ pub struct Ticket {
     pub deadline: Deadline,
     /// The units the query may read; `None`: all.
     scope: Option<Scope>,
+    clearance: Clearance,
+}
+
+/// Whether a query may read the tables only `admin` may (`audit_log`): every query's session
+/// says, and a table for admins reads nothing without it.
+#[derive(Debug, Clone, Copy)]
+struct Clearance {
+    admin: bool,
 }
 
 impl Ticket {
@@ -225,7 +237,7 @@ impl SqlService {
             Arc::new(datafusion_postgres::auth::AuthManager::default()),
         )
         .map_err(|e| QueryError::Internal(format!("pg_catalog: {e}")))?;
-        let view = sources.view.clone();
+        let (view, audit) = (sources.view.clone(), sources.audit.clone());
         register_live_tables(&context, sources)?;
         for (name, body) in load_views(&config.views_dir)? {
             context
@@ -243,13 +255,18 @@ impl SqlService {
             shares: Default::default(),
             max_per_principal: config.max_per_principal,
             audit_queries: config.audit_queries,
+            audit,
             running,
         })
     }
 
     /// The audit trail of a query `principal` sends over `interface`.
     pub(crate) fn trail(&self, principal: Option<&Principal>, interface: &'static str, text: &str) -> Trail {
-        Trail::new(principal.map(|p| p.name.as_str()), interface, text, self.audit_queries)
+        Trail::new(self.audit.clone(), principal.map(|p| p.name.as_str()), interface, text, self.audit_queries)
+    }
+
+    pub(crate) fn audit(&self) -> Arc<AuditLog> {
+        self.audit.clone()
     }
 
     pub fn context(&self) -> Arc<SessionContext> {
@@ -274,6 +291,8 @@ impl SqlService {
 
     async fn take_slot(&self, principal: Option<&Principal>, counted: bool) -> Result<Ticket, QueryError> {
         let scope = Scope::for_principal(principal, &self.view.borrow().registry);
+        // Sign-in off (no principal): every surface is open, the audit trail too.
+        let clearance = Clearance { admin: principal.is_none_or(|p| p.may(Role::Admin)) };
         // Its own share first, without waiting: past it, one caller would only queue against itself.
         let own = match principal.filter(|_| counted) {
             Some(principal) => {
@@ -298,7 +317,7 @@ impl SqlService {
             .expect("semaphore is never closed");
         self.running.inc();
         let slot = Slot { _permit: permit, _own: own, running: self.running.clone() };
-        Ok(Ticket { _slot: Arc::new(slot), deadline, scope })
+        Ok(Ticket { _slot: Arc::new(slot), deadline, scope, clearance })
     }
 
     /// Runs `work` on the SQL threads under `ticket`: the answer comes by the deadline or the
@@ -313,6 +332,7 @@ impl SqlService {
             // Every table scan of this query reads it (`LiveTable::scan`).
             state.config_mut().set_extension(Arc::new(scope.clone()));
         }
+        state.config_mut().set_extension(Arc::new(ticket.clearance));
         let task = self.threads.handle().spawn(async move {
             let _held = held;
             work(state, bounds).await
@@ -646,12 +666,14 @@ async fn classify(state: &SessionState, bounds: Bounds, statement: &Statement) -
 struct LiveTable {
     schema: SchemaRef,
     read: Box<dyn Fn() -> BoxFuture<'static, datafusion::error::Result<Vec<RecordBatch>>> + Send + Sync>,
+    /// Only `admin` reads it.
+    admin_only: bool,
 }
 
 impl LiveTable {
     /// A table whose newest batches are at hand.
     fn at_hand(schema: SchemaRef, read: impl Fn() -> Vec<RecordBatch> + Send + Sync + 'static) -> LiveTable {
-        LiveTable { schema, read: Box::new(move || futures::future::ready(Ok(read())).boxed()) }
+        LiveTable { schema, read: Box::new(move || futures::future::ready(Ok(read())).boxed()), admin_only: false }
     }
 }
 
@@ -678,6 +700,12 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let admin = state.config().get_extension::<Clearance>().is_some_and(|c| c.admin);
+        if self.admin_only && !admin {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "audit_log is for the admin role only (README \"Security\")".into(),
+            ));
+        }
         let mut batches = (self.read)().await?;
         // A scoped principal's query (`SqlService::admit`) reads only its units' rows.
         if let Some(scope) = state.config().get_extension::<Scope>() {
@@ -711,7 +739,9 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
         }
         .boxed()
     };
-    tables.push(("dossiers", LiveTable { schema: crate::engine::view::dossiers_schema(), read: Box::new(read) }));
+    let dossiers =
+        LiveTable { schema: crate::engine::view::dossiers_schema(), read: Box::new(read), admin_only: false };
+    tables.push(("dossiers", dossiers));
     let history_tables = crate::persist::history::CADENCES.iter().flat_map(|c| c.tables().iter().map(move |t| (c, t)));
     for (cadence, &(name, source)) in history_tables {
         // Before the first day is kept: empty, with the columns it will have.
@@ -729,6 +759,16 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     let receiver = sources.alerts.clone();
     let schema = crate::alerts::table(&[]).schema();
     tables.push(("alerts", LiveTable::at_hand(schema, move || vec![crate::alerts::table(&receiver.borrow())])));
+    let audit = sources.audit.clone();
+    let read = move || {
+        let audit = audit.clone();
+        async move { audit.batches().await.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))) }
+            .boxed()
+    };
+    tables.push((
+        "audit_log",
+        LiveTable { schema: crate::serve::audit::schema(), read: Box::new(read), admin_only: true },
+    ));
     for (name, table) in tables {
         context.register_table(name, Arc::new(table)).map_err(QueryError::from_datafusion)?;
     }
