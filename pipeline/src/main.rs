@@ -104,6 +104,19 @@ enum Command {
         #[arg(long)]
         files_out: Option<PathBuf>,
     },
+    /// Check a configuration as `run` would read it (the defaults, the file, INDEX766__
+    /// variables), its spec and alert rules, without starting: for charts and CI.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check that a running pipeline is healthy and answers a SQL query (the chart's helm test);
+    /// the token, when sign-in is on, comes from the environment variable INDEX766_TOKEN.
+    Probe {
+        /// Its HTTP address, e.g. http://index766:8766.
+        #[arg(long)]
+        url: String,
+    },
     /// Print the [[alerts.rules]] of the config as a Prometheus alerting-rules file.
     PrometheusRules {
         /// TOML file layered over the defaults (pipeline/config/default.toml).
@@ -207,6 +220,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
+        Command::CheckConfig { config } => commands::check_config(&config),
+        Command::Probe { url } => commands::probe(&url, std::env::var("INDEX766_TOKEN").ok().as_deref()).await,
         Command::Token(Holder { name, roles, units }) => {
             let (token, entry) = access::new_token(&name, &roles, &units);
             print!("{entry}");

@@ -382,21 +382,21 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
 #[test]
 fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
     let root = repo_root();
-    let shipped_path = root.join("helm/prometheus/index766-alerts.rules.yml");
+    let shipped_path = root.join("helm/index766/files/index766-alerts.rules.yml");
     let rules = index766::Config::from_toml("").unwrap().alert_rules(&index766_core::spec::Spec::shipped()).unwrap();
     let generated = index766::alerts::prometheus_rules::render(&rules);
     let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
     assert_eq!(
         shipped,
         generated,
-        "{} is stale: cargo run -p index766 -- prometheus-rules > helm/prometheus/index766-alerts.rules.yml",
+        "{} is stale: cargo run -p index766 -- prometheus-rules > helm/index766/files/index766-alerts.rules.yml",
         shipped_path.display()
     );
     for args in [vec!["check", "rules"], vec!["test", "rules"]] {
         let file = if args[0] == "check" {
             shipped_path.clone()
         } else {
-            root.join("helm/prometheus/index766-alerts.test.yml")
+            root.join("helm/index766/files/index766-alerts.test.yml")
         };
         let out = std::process::Command::new("promtool")
             .args(&args)

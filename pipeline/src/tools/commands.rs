@@ -94,6 +94,36 @@ pub fn prometheus_rules(config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a configuration as `run` would (the defaults, the file, `INDEX766__` variables), with
+/// its scoring spec and alert rules, without starting anything: what a chart renders is checked
+/// before a pod meets it.
+pub fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(Some(file))?;
+    let rules = config.alert_rules(&config.spec()?)?;
+    config.tls_files()?;
+    println!("{}: a valid configuration ({} alert rules)", file.display(), rules.len());
+    Ok(())
+}
+
+/// Asks a running pipeline at `url` whether it is healthy and answers SQL (`SELECT count(*)
+/// FROM units`), as the chart's `helm test` does; `token` signs in when sign-in is on.
+pub async fn probe(url: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let url = url.trim_end_matches('/');
+    let health = client.get(format!("{url}/healthz")).send().await?;
+    anyhow::ensure!(health.status().is_success(), "{url}/healthz answered {}", health.status());
+    let mut query = client.post(format!("{url}/sql")).body("SELECT count(*) AS units FROM units");
+    if let Some(token) = token {
+        query = query.bearer_auth(token);
+    }
+    let answer = query.send().await?;
+    let status = answer.status();
+    let body = answer.text().await?;
+    anyhow::ensure!(status.is_success(), "{url}/sql answered {status}: {body}");
+    println!("{url}: healthy; {body}");
+    Ok(())
+}
+
 /// Writes the simulated province's events to a broker, creating the topics if needed.
 pub async fn generate(
     brokers: String,

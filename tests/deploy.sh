@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The two ways to deploy. The Helm chart, checked without a cluster (none can run here): helm lint --strict, template and
+# install --dry-run of every ci/*-values.yaml scenario; each rendering valid for Kubernetes 1.30
+# and the newest kubernetes-validate knows (strict: no unknown field); trivy finding no
+# misconfiguration; the rendered configuration accepted by the binary's check-config; and the
+# values schema refusing a misspelt key. The README's systemd unit, under systemd-analyze verify.
+# Run by tests/run.sh after the cargo tests (it needs the binary they build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/tools.sh
+
+chart=helm/index766
+binary="$CARGO_TARGET_DIR/debug/index766"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+validate() { PYTHONPATH="$KUBERNETES_VALIDATE_PYTHONPATH" python3 -m kubernetes_validate --strict --quiet "$@"; }
+
+"$HELM" lint --strict "$chart"
+for values in "$chart"/ci/*-values.yaml; do
+  scenario="$(basename "$values" -values.yaml)"
+  echo "tests/deploy.sh: $scenario"
+  "$HELM" lint --strict --quiet "$chart" -f "$values"
+  "$HELM" template index766 "$chart" -f "$values" >"$work/$scenario.yaml"
+  "$HELM" install index766 "$chart" -f "$values" --dry-run=client >/dev/null
+  validate -k 1.30.0 "$work/$scenario.yaml"
+  validate "$work/$scenario.yaml"
+  # The configuration the chart renders, as the pod's binary reads it (the SASL password, an
+  # environment variable from a Secret in the pod, is given a stand-in).
+  PYTHONPATH="$KUBERNETES_VALIDATE_PYTHONPATH" python3 - "$work/$scenario.yaml" "$work/$scenario.toml" <<'PY'
+import sys, yaml
+maps = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
+open(sys.argv[2], "w").write(maps[0]["data"]["index766.toml"])
+PY
+  INDEX766_KAFKA_SASL_PASSWORD=stand-in "$binary" check-config --config "$work/$scenario.toml"
+done
+
+# No misconfiguration in any scenario (the Restricted pod security profile among trivy's checks).
+mkdir "$work/rendered" && mv "$work"/*.yaml "$work/rendered/"
+"$TRIVY" config --quiet --skip-check-update --exit-code 1 "$work/rendered"
+
+# The schema refuses a misspelt key, and check-config a value the pipeline would.
+if "$HELM" template index766 "$chart" --set kafka.securityProtcol=SSL >"$work/out" 2>&1; then
+  echo "tests/deploy.sh: the schema let a misspelt key through"; exit 1
+fi
+grep -q "additional properties 'securityProtcol' not allowed" "$work/out" || { cat "$work/out"; exit 1; }
+"$HELM" template index766 "$chart" --set config.sql.max_concurrent=0 --show-only templates/configmap.yaml \
+  | PYTHONPATH="$KUBERNETES_VALIDATE_PYTHONPATH" python3 -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["data"]["index766.toml"])' \
+  >"$work/refused.toml"
+if "$binary" check-config --config "$work/refused.toml" 2>"$work/out"; then
+  echo "tests/deploy.sh: check-config accepted [sql] max_concurrent = 0"; exit 1
+fi
+grep -q "max_concurrent" "$work/out" || { cat "$work/out"; exit 1; }
+
+# The README's systemd unit, as written there (the binary at the path it names: this build's).
+python3 - README.md "$binary" "$work/index766.service" <<'PY'
+import sys
+text, binary, out = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
+start = text.index("# /etc/systemd/system/index766.service")
+open(out, "w").write(text[start:text.index("```", start)].replace("/usr/local/bin/index766", binary))
+PY
+systemd-analyze verify "$work/index766.service"
+echo "tests/deploy.sh: the chart renders, validates and configures the binary in every scenario; the unit verifies"
