@@ -2,7 +2,8 @@
 //! and its log holds a line for each HTTP request (refusals too), each SQL query on both
 //! interfaces (its text, rows, outcome) and each PostgreSQL sign-in, with the principal's name
 //! and never the token; and the SQL table `audit_log` holds the same, for admin only, across a
-//! restart (its Parquet files in the store).
+//! restart (its Parquet files in the store). `index766 probe` (the chart's helm test) checks the
+//! same running binary, signed in and not.
 
 use std::process::Command;
 use std::time::Duration;
@@ -96,6 +97,21 @@ async fn every_request_query_and_sign_in_leaves_a_line_with_who_and_how_it_ended
     assert!(!lines.iter().any(|l| l.contains("principal=\"mallory\"")), "a forged line:\n{}", lines.join("\n"));
     let whole = std::fs::read_to_string(&log).unwrap();
     assert!(!whole.contains(&token) && !whole.contains("i766_wrong"), "no token in the log");
+
+    // The chart's helm test: `index766 probe`, signed in by the token in INDEX766_TOKEN.
+    let probe = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_index766"));
+        command.args(["probe", "--url", &format!("http://{addr}")]).env_remove("INDEX766_TOKEN");
+        if let Some(token) = token {
+            command.env("INDEX766_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let signed = probe(Some(&token));
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    assert!(String::from_utf8_lossy(&signed.stdout).contains("\"units\":5"), "{signed:?}");
+    let stranger = probe(None);
+    assert!(!stranger.status.success() && String::from_utf8_lossy(&stranger.stderr).contains("401"), "{stranger:?}");
 
     // The same trail as a table: for admin only, however the query reaches for it.
     for sneaky in [
