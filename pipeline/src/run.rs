@@ -288,6 +288,7 @@ impl Pipeline {
             alerts: alerts_rx,
             allowed_hosts: Arc::new(config.http.allowed_hosts.clone()),
             gate,
+            ready_max_lag: config.ingest.ready_max_lag_messages,
         });
         let limits = listen::HttpLimits {
             max_connections: config.http.max_connections,

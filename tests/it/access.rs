@@ -36,7 +36,8 @@ pub(crate) fn make_token(name: &str, roles: &[Role], units: &[String]) -> (Strin
 }
 
 /// The status and the body, but only the status of an open `/api/updates`: it never ends. A
-/// 503 of `/healthz` is the pipeline's health (a broker moment), not a refusal: read as 200.
+/// 503 of `/healthz` or `/readyz` is the pipeline's state (a broker moment, catching up), not a
+/// refusal: read as 200.
 fn status(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -59,7 +60,7 @@ fn status(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u
     if !(path == "/api/updates" && code == 200) {
         stream.read_to_end(&mut body).unwrap();
     }
-    let code = if path == "/healthz" && code == 503 { 200 } else { code };
+    let code = if (path == "/healthz" || path == "/readyz") && code == 503 { 200 } else { code };
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 

@@ -72,6 +72,8 @@ fn the_binary_runs_the_demo_and_run_from_an_empty_folder() {
     answered(&mut run, addr, "SELECT count(*) AS n FROM unit_ranking", &log);
     let (status, health) = http(addr, "GET", "/healthz", "");
     assert_eq!(status, 503, "no broker, yet healthy: {health}");
+    let (status, ready) = http(addr, "GET", "/readyz", "");
+    assert!(status == 503 && ready.contains("\"ready\":false"), "no broker, no lag measured, yet ready: {ready}");
     stop(run, &log);
 
     // A file of its own that is not there: one clear line, its cause said once.

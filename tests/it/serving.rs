@@ -209,6 +209,12 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
         }
     };
     applied(producer.sent).await;
+    // Caught up: ready for readers (the lag is measured every few seconds).
+    wait_for("/readyz with nothing left to read", Duration::from_secs(30), || {
+        let (status, body) = http(addr, "GET", "/readyz", "");
+        (status == 200 && body.contains("\"ready\":true") && body.contains("\"lag\":0")).then_some(())
+    })
+    .await;
     assert!(drop_of_h44_01(addr).abs() < 1e-9, "October and November alike");
     assert!(alerts_api(addr, "all").is_empty(), "no alert before the drop");
 

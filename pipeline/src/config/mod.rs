@@ -169,6 +169,8 @@ pub struct IngestConfig {
     pub batch_max_events: usize,
     pub batch_linger_ms: u64,
     pub max_event_bytes: usize,
+    /// The most messages left to read for `GET /readyz` to answer 200.
+    pub ready_max_lag_messages: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
             ("GET", "/api/updates") => get(updates),
             ("GET", "/metrics") => get(metrics),
             ("GET", "/healthz") => get(healthz),
+            ("GET", "/readyz") => get(readyz),
             ("POST", "/sql") => post(sql),
             _ => unreachable!("{} {} in ROUTES has no handler", route.method, route.path),
         };
@@ -149,6 +150,20 @@ async fn metrics(State(app): State<AppState>, Extension(Caller(caller)): Extensi
     .await
     .expect("rendering does not panic");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Whether this replica should be sent readers: its snapshot is restored (the port opens only
+/// then) and it has read all but `[ingest] ready_max_lag_messages` of its partitions.
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.metrics.total_lag() {
+        Some(lag) if lag <= app.ready_max_lag => {
+            json_response(StatusCode::OK, serde_json::json!({"ready": true, "lag": lag}))
+        }
+        lag => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "lag": lag, "ready_max_lag_messages": app.ready_max_lag}),
+        ),
+    }
 }
 
 /// The status code for anyone (probes); what is wrong, and the notices, for operators.

@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     /// Host names a browser may reach `POST /sql` by, besides loopback and IP addresses.
     pub allowed_hosts: Arc<Vec<String>>,
     pub gate: Arc<Gate>,
+    /// `GET /readyz`: ready at most this many messages behind.
+    pub ready_max_lag: i64,
 }
 
 /// One surface of the HTTP port.
@@ -77,6 +79,12 @@ pub const ROUTES: &[Route] = &[
         path: "/healthz",
         need: Need::Nobody,
         what: "200 while the events topic is being read, 503 otherwise; the fault and notices for operator",
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        need: Need::Nobody,
+        what: "200 once the snapshot is restored and ingest has caught up ([ingest] ready_max_lag_messages), 503 before; {\"ready\", \"lag\"}",
     },
     Route {
         method: "POST",
