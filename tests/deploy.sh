@@ -2,8 +2,8 @@
 # The two ways to deploy. The Helm chart, checked without a cluster (none can run here): helm lint --strict, template and
 # install --dry-run of every ci/*-values.yaml scenario; each rendering valid for Kubernetes 1.30
 # and the newest kubernetes-validate knows (strict: no unknown field); trivy finding no
-# misconfiguration; the rendered configuration accepted by the binary's check-config; and the
-# values schema refusing a misspelt key. The README's systemd unit, under systemd-analyze verify.
+# misconfiguration; the rendered configuration accepted by the binary's check-config; the values
+# schema refusing a misspelt key; the Grafana dashboard's PromQL under promtool. The README's systemd unit, under systemd-analyze verify.
 # Run by tests/run.sh after the cargo tests (it needs the binary they build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,27 @@ if "$binary" check-config --config "$work/refused.toml" 2>"$work/out"; then
   echo "tests/deploy.sh: check-config accepted [sql] max_concurrent = 0"; exit 1
 fi
 grep -q "max_concurrent" "$work/out" || { cat "$work/out"; exit 1; }
+
+# The Grafana dashboard: its JSON parses, every PromQL expression (variables given values) passes
+# promtool as a recording rule, and names only metrics the pipeline exports.
+grep -rhoE '"index766_[a-z_]+"' pipeline/src | tr -d '"' | sort -u >"$work/exported"
+python3 - "$chart/files/grafana-dashboard.json" "$work/exported" "$work/dashboard.rules.yml" <<'PY'
+import json, re, sys
+dashboard, exported = json.load(open(sys.argv[1])), set(open(sys.argv[2]).read().split())
+exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+rules, unknown = [], set()
+for i, expr in enumerate(exprs):
+    expr = re.sub(r"label_values\((.*), *(\w+)\)", r"count by (\2) (\1)", expr)
+    expr = expr.replace("$unit", "H99").replace("$period", "month")
+    unknown |= {m for m in re.findall(r"index766_[a-z_]+", expr) if m not in exported}
+    rules.append(f"      - record: dashboard:panel_{i}\n        expr: {json.dumps(expr)}")
+if unknown:
+    sys.exit(f"the dashboard names metrics the pipeline does not export: {sorted(unknown)}")
+open(sys.argv[3], "w").write("groups:\n  - name: dashboard\n    rules:\n" + "\n".join(rules) + "\n")
+print(f"tests/deploy.sh: {len(exprs)} dashboard expressions")
+PY
+promtool check rules "$work/dashboard.rules.yml"
 
 # The README's systemd unit, as written there (the binary at the path it names: this build's).
 python3 - README.md "$binary" "$work/index766.service" <<'PY'
