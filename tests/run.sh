@@ -14,3 +14,4 @@ cargo test -p index766-core --locked "$@"
 cargo test -p index766 --locked "$@"
 bash tests/one_build.sh
 bash tests/deploy.sh
+bash tests/image.sh

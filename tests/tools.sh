@@ -55,10 +55,12 @@ if ! "$SCHEMATHESIS" --version >/dev/null 2>&1; then
 fi
 
 # The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
-# with ChromeDriver, curl and openssl (test CAs) (Debian's packages).
+# with ChromeDriver, curl and openssl (test CAs); systemd-analyze and umoci for the deployment
+# checks (Debian's packages).
 missing=()
 for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
-    chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl systemd-analyze:systemd; do
+    chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl systemd-analyze:systemd \
+    umoci:umoci; do
   command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
 done
 if ((${#missing[@]})); then
