@@ -132,6 +132,12 @@ impl Oidc {
                 Some(kid) => keys.by_id.get(kid).into_iter().collect(),
                 None => keys.without_id.iter().collect(),
             };
+            if keys.by_id.is_empty() && keys.without_id.is_empty() {
+                self.stale.notify_one();
+                return Err(refused(
+                    "the issuer's keys are not fetched yet (the log says why): try again shortly".into(),
+                ));
+            }
             if candidates.is_empty() {
                 self.stale.notify_one();
                 return Err(refused(format!(
@@ -363,6 +369,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         shutdown.cancel();
+    }
+
+    #[test]
+    fn without_the_issuer_s_keys_a_jwt_is_refused_for_that_and_not_blamed_on_its_issuer() {
+        let (signer, _) = key("k1");
+        let refused = oidc(&[]).principal(&sign(&signer, "k1", claims(serde_json::json!({})))).unwrap_err();
+        assert!(matches!(&refused, Denied::Jwt(r) if r.contains("not fetched yet")), "{refused:?}");
     }
 
     #[test]
