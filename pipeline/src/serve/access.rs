@@ -289,7 +289,7 @@ impl Gate {
     fn principal(&self, credential: Option<Credential>) -> Result<Option<Principal>, Denied> {
         let Some(principals) = &self.principals else { return Ok(None) };
         let principal = match credential.ok_or(Denied::NoCredentials)? {
-            Credential::Token(token) => match (principals.tokens.get(&hash(token)), &self.oidc) {
+            Credential::Token(token) => match (principals.tokens.get(&sha256_hex(token)), &self.oidc) {
                 (Some(principal), _) => principal.clone(),
                 // A JWT is three dot-separated parts; an API token has no dot.
                 (None, Some(oidc)) if token.contains('.') => oidc.principal(token)?,
@@ -360,8 +360,9 @@ fn principal(kind: &str, name: String, roles: Vec<Role>, units: Vec<String>) -> 
     Ok(Principal { name, roles, units })
 }
 
-fn hash(token: &str) -> String {
-    to_hex(&Sha256::digest(token.as_bytes()))
+/// A text's SHA-256 in lowercase hex: how tokens are kept, and queries in a hashed audit trail.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    to_hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// A new token (`i766_` and 32 random bytes in hex) and its `[[token]]` entry for the tokens file,
@@ -370,8 +371,13 @@ pub fn new_token(name: &str, roles: &[Role], units: &[String]) -> (String, Strin
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("i766_{}", to_hex(&secret));
-    let entry =
-        entry("token", name, &[("sha256", hash(&token)), ("scram", Verifier::new(&token).to_string())], roles, units);
+    let entry = entry(
+        "token",
+        name,
+        &[("sha256", sha256_hex(&token)), ("scram", Verifier::new(&token).to_string())],
+        roles,
+        units,
+    );
     (token, entry)
 }
 
@@ -393,7 +399,7 @@ fn entry(kind: &str, name: &str, secrets: &[(&str, String)], roles: &[Role], uni
     entry
 }
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

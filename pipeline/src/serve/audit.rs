@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use datafusion::arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AuditQueries;
 use crate::persist::audit_files::AuditFiles;
-use crate::serve::access::to_hex;
+use crate::serve::access::sha256_hex;
 use crate::serve::sql_error::QueryError;
 
 /// One line of the trail, as a row of `audit_log`.
@@ -185,7 +184,7 @@ impl Trail {
     ) -> Trail {
         let query = match shown {
             AuditQueries::Text => query.to_owned(),
-            AuditQueries::Hash => format!("sha256:{}", to_hex(&Sha256::digest(query.as_bytes()))),
+            AuditQueries::Hash => format!("sha256:{}", sha256_hex(query)),
         };
         let hashed = shown == AuditQueries::Hash;
         Trail { log, principal: principal.map(str::to_owned), interface, query, hashed, started: Instant::now() }
