@@ -16,7 +16,9 @@ use index766_core::state::State;
 use index766_core::time::Clock;
 use index766_core::units::{self, Registry};
 
-use crate::alerts::{self, AlertEngine, AlertTask, Notifier};
+use crate::alerts::election::Election;
+use crate::alerts::tell::{self, AlertTask, Keeper, Webhook};
+use crate::alerts::{self, AlertEngine};
 use crate::config::{self, Config};
 use crate::engine::view::View;
 use crate::engine::{view, Engine};
@@ -212,7 +214,20 @@ impl Pipeline {
         ];
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
-        let log = alerts::load_log(&store).await?;
+        let (keeper, log) = match !config.alerts.election.topic.is_empty() && matches!(feed, Feed::Topics) {
+            true => {
+                (Keeper::Elected { election: Election::join(&config, &health, &shutdown)?, sender: None }, Vec::new())
+            }
+            false => {
+                // A producer of its own: alerts waiting on their topic never hold back the
+                // dead letters, which ingest waits for.
+                let topic = match config.alerts.topic.is_empty() || matches!(feed, Feed::Files(_)) {
+                    true => None,
+                    false => Some((client::producer(&config, &health)?, config.alerts.topic.clone())),
+                };
+                (Keeper::Alone { store: store.clone(), topic }, tell::load_log(&store).await?)
+            }
+        };
         let alert_engine = AlertEngine::new(config.alert_rules(&spec)?, config.alerts.keep_resolved, log);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let audit = AuditLog::new(Some(AuditFiles::new(store.clone(), config.sql.audit_keep_days)));
@@ -313,15 +328,9 @@ impl Pipeline {
             views: views.clone(),
             history: history_rx,
             log: alerts_tx,
-            store,
-            notifier: Notifier {
-                // A producer of its own: alerts waiting on their topic never hold back the
-                // dead letters, which ingest waits for.
-                producer: match config.alerts.topic.is_empty() || matches!(feed, Feed::Files(_)) {
-                    true => None,
-                    false => Some((client::producer(&config, &health)?, config.alerts.topic.clone())),
-                },
-                webhook: (!config.alerts.webhook_url.is_empty())
+            keeper,
+            webhook: Webhook {
+                target: (!config.alerts.webhook_url.is_empty())
                     .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
                 resend: Duration::from_secs(config.alerts.resend_secs),
             },

@@ -18,6 +18,8 @@
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
 //!   in a real Chromium (`browser`), the Prometheus rules under promtool;
+//! - `replicas`: two replicas on one Apache Kafka elect one alert sender; it is SIGKILLed mid-drop,
+//!   the other takes over, and every alert reaches the topic, Alertmanager and its webhook once;
 //! - `supervise`: a part that panics stops the process, non-zero, with the part named;
 //! - `s3`: snapshots and history in an S3-compatible object store (moto's server);
 //! - `real_broker`: the scenario end to end on Apache Kafka.
@@ -38,6 +40,7 @@ mod kafka;
 mod mock_consumer;
 mod real_broker;
 mod replay;
+mod replicas;
 mod s3;
 mod scenario;
 mod scopes;

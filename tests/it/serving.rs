@@ -48,7 +48,7 @@ fn config(bootstrap: &str, prefix: &str, alertmanager: std::net::SocketAddr, dir
 
 /// `n` dossiers of `unit` received on `day` (YYYY-MM-DD), due 5 days later, completed after
 /// `days_taken` days: on time under 5, late over.
-fn dossiers(tag: &str, unit: &str, day: &str, n: usize, days_taken: u32) -> Vec<WireEvent> {
+pub(crate) fn dossiers(tag: &str, unit: &str, day: &str, n: usize, days_taken: u32) -> Vec<WireEvent> {
     let at = |offset: u32| {
         let date = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap() + chrono::Duration::days(offset.into());
         format!("{date}T09:00:00+07:00")
@@ -141,13 +141,13 @@ print(json.dumps({{"ranks": ranks, "refused": refused}}))
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct Producer {
-    inner: EventProducer,
-    sent: u64,
+pub(crate) struct Producer {
+    pub inner: EventProducer,
+    pub sent: u64,
 }
 
 impl Producer {
-    fn send(&mut self, events: &[WireEvent]) {
+    pub fn send(&mut self, events: &[WireEvent]) {
         for e in events {
             self.inner.send(e).unwrap();
         }

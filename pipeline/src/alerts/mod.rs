@@ -4,24 +4,25 @@
 //! only past `clear_at` (hysteresis), never on fewer than `min_dossiers` dossiers, and not again
 //! within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
 //! an Alertmanager webhook, `GET /api/v1/alerts` and the `alerts` SQL table, with the criteria that
-//! lost the points. The log is kept in the snapshot store, so a restart neither forgets an active
-//! alert nor sends it again.
+//! lost the points. `tell` keeps the log (in the snapshot store, or shared by elected replicas
+//! on Kafka: `election`) before it tells, so a restart neither forgets an active alert nor sends
+//! it again.
 
+pub(crate) mod election;
 pub mod prometheus_rules;
+pub(crate) mod tell;
+
+pub use tell::AlertLogError;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use datafusion::arrow::array::{
     Array, ArrayAccessor, ArrayRef, Date32Array, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TypedDictionaryArray, UInt32Array, UInt8Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
-use rdkafka::producer::FutureRecord;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use index766_core::criteria::CRITERIA;
 use index766_core::scoring::PeriodScores;
@@ -32,10 +33,6 @@ use index766_core::units::Registry;
 use crate::config::alerts::{Condition, Measure, Rule};
 use crate::engine::view::View;
 use crate::persist::history::HistoryTables;
-use crate::persist::store::Store;
-use crate::telemetry::metrics::Metrics;
-
-const LOG_PATH: &str = "alerts/log.json";
 
 impl Rule {
     /// The compared quantity: points (or places) lost against the baseline, or the value itself.
@@ -164,6 +161,11 @@ impl AlertEngine {
 
     pub fn log(&self) -> &[Alert] {
         &self.log
+    }
+
+    /// Takes the log as another sender kept it (elected replicas share one).
+    pub(crate) fn replace_log(&mut self, log: Vec<Alert>) {
+        self.log = log;
     }
 
     pub(crate) fn needs_last_week(&self) -> bool {
@@ -528,205 +530,6 @@ pub fn table(log: &[Alert]) -> RecordBatch {
         Arc::new(StringArray::from(log.iter().map(|a| a.resolved_at.clone()).collect::<Vec<_>>())),
     ];
     RecordBatch::try_new(Arc::new(schema), columns).expect("columns match their schema")
-}
-
-/// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
-/// future (they are re-sent before that), resolved ones now. `now` is the wall clock, which
-/// Alertmanager runs on, even when scores are judged at a fixed instant.
-pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
-    let ends = match alert.state {
-        AlertState::Resolved => format_time(now),
-        AlertState::Firing => format_time(now + 4 * resend.as_secs() as i64),
-    };
-    let causes =
-        alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
-    serde_json::json!({
-        "labels": {
-            "alertname": alert.rule,
-            "unit": alert.unit_code,
-            "period": alert.period_kind,
-            "measure": alert.measure,
-            "condition": alert.condition.as_str(),
-            "severity": "warning",
-            "source": "index766",
-        },
-        "annotations": {
-            "summary": alert.summary,
-            "unit_name": alert.unit_name,
-            "before": format!("{:.2}", alert.before),
-            "after": format!("{:.2}", alert.after),
-            "causes": causes.join("; "),
-        },
-        "startsAt": alert.fired_at,
-        "endsAt": ends,
-    })
-}
-
-/// Where alerts are told: the Kafka topic and the webhook (both optional).
-pub(crate) struct Notifier {
-    pub producer: Option<(crate::ingest::client::Producer, String)>,
-    pub webhook: Option<(reqwest::Client, String)>,
-    pub resend: Duration,
-}
-
-impl Notifier {
-    async fn to_topic(&self, alert: &Alert, metrics: &Metrics) {
-        let Some((producer, topic)) = &self.producer else { return };
-        let payload = serde_json::to_vec(alert).expect("alerts serialize");
-        let record = FutureRecord::to(topic).key(&alert.id).payload(&payload);
-        if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
-            metrics.alert_notifications_failed.with_label_values(&["kafka"]).inc();
-            tracing::error!(%error, alert = alert.id, topic, "alert not written to its topic");
-        }
-    }
-
-    /// Posts alerts to Alertmanager, trying three times.
-    async fn to_webhook(&self, alerts: &[&Alert], metrics: &Metrics) {
-        let Some((client, url)) = &self.webhook else { return };
-        if alerts.is_empty() {
-            return;
-        }
-        let now = chrono::Utc::now().timestamp();
-        let body = serde_json::Value::Array(alerts.iter().map(|a| alertmanager_json(a, self.resend, now)).collect());
-        for attempt in 1..=3 {
-            let request = client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-                .timeout(Duration::from_secs(10));
-            match request.send().await {
-                Ok(answer) if answer.status().is_success() => return,
-                Ok(answer) => tracing::warn!(status = %answer.status(), attempt, url, "webhook refused the alerts"),
-                Err(error) => tracing::warn!(%error, attempt, url, "webhook unreachable"),
-            }
-            tokio::time::sleep(Duration::from_secs(attempt)).await;
-        }
-        metrics.alert_notifications_failed.with_label_values(&["webhook"]).inc();
-        tracing::error!(url, "alerts not delivered to the webhook after 3 attempts");
-    }
-}
-
-/// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
-/// cannot be read stops the start: going on would forget the firing alerts and send them again.
-pub(crate) async fn load_log(store: &Store) -> Result<Vec<Alert>, AlertLogError> {
-    match store.get(LOG_PATH).await {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|source| AlertLogError::NotJson { store: store.describe(), source })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(AlertLogError::Store { store: store.describe(), source }),
-    }
-}
-
-/// Why the alert log kept in the store cannot be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertLogError {
-    #[error("the alert log {LOG_PATH} in {store} is not readable JSON: {source} (fix or remove it)")]
-    NotJson { store: String, source: serde_json::Error },
-    #[error("cannot read the alert log {LOG_PATH} in {store}: {source} (check the snapshot store)")]
-    Store { store: String, source: std::io::Error },
-}
-
-/// The alert task: evaluates on every published view, keeps the log, tells the channels.
-pub(crate) struct AlertTask {
-    pub engine: AlertEngine,
-    /// The spec the views are scored by (criteria names in alerts).
-    pub spec: Arc<Spec>,
-    pub max_lag: i64,
-    pub views: watch::Receiver<Arc<View>>,
-    pub history: watch::Receiver<Arc<HistoryTables>>,
-    pub log: watch::Sender<Arc<Vec<Alert>>>,
-    pub store: Store,
-    pub notifier: Notifier,
-    pub metrics: Arc<Metrics>,
-}
-
-impl AlertTask {
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        self.publish();
-        let mut resend = tokio::time::interval(self.notifier.resend);
-        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resend.tick().await;
-        loop {
-            let resend_due = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = self.views.changed() => match changed {
-                    Ok(()) => false,
-                    Err(_) => return,
-                },
-                _ = resend.tick() => true,
-            };
-            // The work itself gives way to shutdown too: a channel that does not answer (a
-            // topic that does not exist) cannot keep the task alive after the pipeline stops.
-            let work = async {
-                if resend_due {
-                    let firing: Vec<&Alert> =
-                        self.engine.log().iter().filter(|a| a.state == AlertState::Firing).collect();
-                    self.notifier.to_webhook(&firing, &self.metrics).await;
-                } else {
-                    self.evaluate().await;
-                    // At most once a second: views come every publish interval, and a rule
-                    // needs no finer grain (the newest view is judged next; none is queued).
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = work => {}
-            }
-        }
-    }
-
-    async fn evaluate(&mut self) {
-        let view = self.views.borrow_and_update().clone();
-        // Until ingest has measured its lag, it is not known to be caught up.
-        if self.metrics.total_lag().is_none_or(|lag| lag > self.max_lag) {
-            return;
-        }
-        let depth = self.engine.max_depth();
-        let (current, previous) = view_figures(&view, &self.spec, depth);
-        let last_week = match self.engine.needs_last_week() {
-            true => last_week_figures(&self.history.borrow(), view.as_of, depth),
-            false => FigureMap::new(),
-        };
-        let changes = self.engine.evaluate(view.as_of, &current, &previous, &last_week);
-        if changes.is_empty() {
-            return;
-        }
-        // Kept before it is told, so a restart never tells it twice.
-        let bytes = serde_json::to_vec_pretty(self.engine.log()).expect("alerts serialize");
-        if let Err(error) = self.store.put(LOG_PATH, bytes).await {
-            tracing::error!(%error, "alert log not kept; a restart may send these alerts again");
-        }
-        self.publish();
-        let told: Vec<&Alert> = changes
-            .iter()
-            .map(|c| match c {
-                Transition::Fired(a) | Transition::Resolved(a) => a,
-            })
-            .collect();
-        for (change, alert) in changes.iter().zip(&told) {
-            let outcome = if matches!(change, Transition::Fired(_)) { "fired" } else { "resolved" };
-            tracing::warn!(alert = alert.id, summary = alert.summary, outcome, "alert");
-            self.metrics.alerts.with_label_values(&[&alert.rule, outcome]).inc();
-        }
-        // Both channels at once: a slow broker does not hold Alertmanager back.
-        let to_topic = futures::future::join_all(told.iter().map(|a| self.notifier.to_topic(a, &self.metrics)));
-        futures::join!(to_topic, self.notifier.to_webhook(&told, &self.metrics));
-    }
-
-    fn publish(&self) {
-        let log = self.engine.log();
-        let mut firing: HashMap<&str, i64> = HashMap::new();
-        for alert in log.iter().filter(|a| a.state == AlertState::Firing) {
-            *firing.entry(&alert.rule).or_default() += 1;
-        }
-        self.metrics.alerts_firing.reset();
-        for (rule, n) in firing {
-            self.metrics.alerts_firing.with_label_values(&[rule]).set(n);
-        }
-        self.log.send_replace(Arc::new(log.to_vec()));
-    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,20 @@ pub struct AlertsConfig {
     /// Rules are judged only while ingest is this close to the end of the topics (in messages):
     /// figures half-way through a replay are not news for a unit head.
     pub max_lag_messages: i64,
+    pub election: ElectionConfig,
     pub rules: Vec<RuleConfig>,
+}
+
+/// `[alerts.election]`: how replicas agree on the one that tells the alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElectionConfig {
+    /// A one-partition topic: membership of its consumer group elects the sender, and it holds
+    /// the shared alert log. Empty: this process tells the alerts alone (one replica).
+    pub topic: String,
+    /// A sender that stops answering loses the election after this long (Kafka's
+    /// session.timeout.ms, which the brokers bound by group.min/max.session.timeout.ms).
+    pub session_timeout_ms: u64,
 }
 
 /// What a rule measures.

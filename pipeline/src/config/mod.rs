@@ -139,6 +139,13 @@ pub struct TopicsConfig {
     pub dead_letter: String,
 }
 
+impl TopicsConfig {
+    /// Every topic named here, input or dead-letter.
+    fn all(&self) -> [&str; 5] {
+        [&self.events, &self.petitions, &self.catalog, &self.units, &self.dead_letter]
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PetitionsConfig {
@@ -335,6 +342,20 @@ impl Config {
         self.postgres_listen()?;
         if self.alerts.resend_secs == 0 {
             return Err(ConfigError::Invalid("[alerts] resend_secs must be at least 1".into()));
+        }
+        let election = &self.alerts.election;
+        if !election.topic.is_empty() {
+            if election.topic == self.alerts.topic || self.topics.all().contains(&election.topic.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[alerts.election] topic = {:?} is another topic of the pipeline: give the election a topic of its own",
+                    election.topic
+                )));
+            }
+            if !(1000..=1_800_000).contains(&election.session_timeout_ms) {
+                return Err(ConfigError::Invalid(
+                    "[alerts.election] session_timeout_ms must be between 1000 and 1800000 (and within the brokers' group.min/max.session.timeout.ms)".into(),
+                ));
+            }
         }
         self.calendar()?;
         self.tls_files()?;

@@ -30,11 +30,14 @@ pub(crate) fn client_config(config: &Config) -> Result<ClientConfig, IngestError
 
 /// A producer with the pipeline's client settings (less the consumers' own), reporting to `health`.
 pub(crate) fn producer(config: &Config, health: &Arc<Health>) -> Result<Producer, IngestError> {
-    client_config(config)?
-        .remove("group.id")
-        .remove("isolation.level")
-        .create_with_context(Reporting::new(health))
-        .map_err(IngestError::Client)
+    producer_config(config)?.create_with_context(Reporting::new(health)).map_err(IngestError::Client)
+}
+
+/// The pipeline's client settings less the consumers' own.
+pub(crate) fn producer_config(config: &Config) -> Result<ClientConfig, IngestError> {
+    let mut client = client_config(config)?;
+    client.remove("group.id").remove("isolation.level");
+    Ok(client)
 }
 
 /// The context every client of the pipeline is made with: librdkafka's errors go to /healthz,

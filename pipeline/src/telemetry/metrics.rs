@@ -36,6 +36,8 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub alerts_firing: IntGaugeVec,
     pub alert_notifications_failed: IntCounterVec,
+    /// 1 while this replica is the one that tells the alerts (always, when it runs alone).
+    pub alert_sender: IntGauge,
     snapshot_age: Gauge,
     /// Unix seconds at start: the snapshot age counts from here until the first snapshot.
     started: f64,
@@ -188,6 +190,10 @@ impl Metrics {
                     &["channel"],
                 )
                 .unwrap(),
+            ),
+            alert_sender: register(
+                &r,
+                IntGauge::new("index766_alert_sender", "1 while this replica is the one that tells the alerts (replicas elect one).").unwrap(),
             ),
             snapshot_age: register(
                 &r,
