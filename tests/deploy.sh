@@ -31,8 +31,27 @@ import sys, yaml
 maps = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
 open(sys.argv[2], "w").write(maps[0]["data"]["index766.toml"])
 PY
-  INDEX766_KAFKA_SASL_PASSWORD=stand-in "$binary" check-config --config "$work/$scenario.toml"
+  INDEX766_KAFKA_SASL_PASSWORD=stand-in INDEX766__SNAPSHOT__REPLICA=index766-0 "$binary" check-config --config "$work/$scenario.toml"
 done
+
+# Replicas sharing a bucket: a StatefulSet (stable pod names), each pod under its own prefix, and
+# an alert sender elected; one replica in a bucket: a Deployment that elects nothing.
+PYTHONPATH="$KUBERNETES_VALIDATE_PYTHONPATH" python3 - "$work" <<'PY'
+import sys, yaml, tomllib
+def rendered(scenario):
+    docs = [d for d in yaml.safe_load_all(open(f"{sys.argv[1]}/{scenario}.yaml")) if d]
+    workload = next(d for d in docs if d["kind"] in ("StatefulSet", "Deployment"))
+    env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return workload["kind"], env, tomllib.load(open(f"{sys.argv[1]}/{scenario}.toml", "rb"))
+kind, env, config = rendered("replicas")
+assert kind == "StatefulSet", kind
+assert env["INDEX766__SNAPSHOT__REPLICA"]["value"] == "$(POD_NAME)", env
+assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", env
+assert config["alerts"]["election"] == {"topic": "index766.alert-sender", "session_timeout_ms": 15000}, config["alerts"]
+kind, env, config = rendered("object-store")
+assert kind == "Deployment" and "INDEX766__SNAPSHOT__REPLICA" not in env and "election" not in config["alerts"], (kind, env)
+print("tests/deploy.sh: replicas elect a sender and keep their own prefixes; one replica does neither")
+PY
 
 # No misconfiguration in any scenario (the Restricted pod security profile among trivy's checks).
 mkdir "$work/rendered" && mv "$work"/*.yaml "$work/rendered/"

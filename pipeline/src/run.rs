@@ -192,7 +192,8 @@ impl Pipeline {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let supervisor = Supervisor::new(shutdown.clone(), health.clone());
-        let store = Store::open(&config.snapshot.dir, &config.snapshot.url, &config.snapshot.options)?;
+        let (dir, url) = config.snapshot.own_place();
+        let store = Store::open(&dir, &url, &config.snapshot.options)?;
         let (snapshots, resumed) = resume(&config, store.clone(), clock.now(), catalog.clone(), &metrics).await?;
         let target_total = config.scoring.target_total;
         let calendar = config.calendar()?;

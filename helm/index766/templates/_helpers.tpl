@@ -41,6 +41,12 @@ The pipeline's whole configuration (pipeline/config/default.toml is under it): t
 settings over .Values.config. Credentials are never written here: they are mounted Secrets,
 named by path, or environment variables from Secrets ("${env:…}" for librdkafka's password).
 */}}
+{{/* A StatefulSet when snapshots are on a volume (a claim per replica), or when several replicas
+share a bucket (each its own prefix there, named after its stable pod name). */}}
+{{- define "index766.stateful" -}}
+{{- if or (eq .Values.snapshots.store "volume") (gt (int .Values.replicaCount) 1) }}true{{ end -}}
+{{- end }}
+
 {{- define "index766.config" -}}
 {{- $v := .Values -}}
 {{- $kafka := dict "bootstrap.servers" $v.kafka.bootstrapServers "group.id" (default (include "index766.fullname" .) $v.kafka.groupId) "security.protocol" $v.kafka.securityProtocol -}}
@@ -81,6 +87,10 @@ named by path, or environment variables from Secrets ("${env:…}" for librdkafk
 {{- $_ := set $tls "client_certificates" $v.tls.clientCertificates -}}
 {{- end -}}
 {{- end -}}
-{{- $ours := dict "kafka" $kafka "topics" $topics "snapshot" $snapshot "access" $access "tls" $tls "http" (dict "listen" (printf "0.0.0.0:%d" (int $v.service.httpPort))) "sql" (dict "postgres_listen" (printf "0.0.0.0:%d" (int $v.service.postgresPort))) "alerts" (dict "topic" $t.alerts) -}}
+{{- $alerts := dict "topic" $t.alerts -}}
+{{- if gt (int $v.replicaCount) 1 -}}
+{{- $_ := set $alerts "election" (dict "topic" $v.election.topic "session_timeout_ms" (int $v.election.sessionTimeoutMs)) -}}
+{{- end -}}
+{{- $ours := dict "kafka" $kafka "topics" $topics "snapshot" $snapshot "access" $access "tls" $tls "http" (dict "listen" (printf "0.0.0.0:%d" (int $v.service.httpPort))) "sql" (dict "postgres_listen" (printf "0.0.0.0:%d" (int $v.service.postgresPort))) "alerts" $alerts -}}
 {{- toToml (mergeOverwrite (deepCopy $v.config) $ours) -}}
 {{- end }}

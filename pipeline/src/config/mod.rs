@@ -251,10 +251,23 @@ pub struct SqlConfig {
 pub struct SnapshotConfig {
     pub dir: PathBuf,
     pub url: String,
+    /// The replica's own prefix under `url` (or folder under `dir`); empty: none.
+    pub replica: String,
     pub options: BTreeMap<String, String>,
     pub interval_secs: u64,
     pub keep: usize,
     pub shutdown_deadline_secs: u64,
+}
+
+impl SnapshotConfig {
+    /// This replica's folder and URL: `dir` and `url`, each under `replica` when it is set.
+    pub fn own_place(&self) -> (PathBuf, String) {
+        match self.replica.as_str() {
+            "" => (self.dir.clone(), self.url.clone()),
+            replica if self.url.is_empty() => (self.dir.join(replica), String::new()),
+            replica => (self.dir.join(replica), format!("{}/{replica}", self.url.trim_end_matches('/'))),
+        }
+    }
 }
 
 impl Config {
@@ -326,6 +339,14 @@ impl Config {
         }
         if !(0.0..=100.0).contains(&self.scoring.target_total) {
             return Err(ConfigError::Invalid("[scoring] target_total must be between 0 and 100".into()));
+        }
+        let replica = &self.snapshot.replica;
+        if !replica.is_empty()
+            && (replica.starts_with('.') || !replica.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[snapshot] replica = {replica:?}: name it with letters, digits, '.', '_' and '-' (not starting with '.'), as a pod name is"
+            )));
         }
         if self.snapshot.interval_secs == 0 {
             return Err(ConfigError::Invalid("[snapshot] interval_secs must be at least 1".into()));
@@ -528,6 +549,22 @@ mod tests {
             loaded += 1;
         }
         assert!(loaded >= 2, "default.toml and example.toml at least");
+    }
+
+    /// Replicas sharing one store each get a prefix of their own; an election needs a topic of its own.
+    #[test]
+    fn replicas_keep_their_own_prefix_and_elect_on_a_topic_of_their_own() {
+        let shared = Config::from_toml("[snapshot]\nurl = \"s3://b/index766/\"\nreplica = \"index766-1\"").unwrap();
+        assert_eq!(shared.snapshot.own_place().1, "s3://b/index766/index766-1");
+        let alone = Config::from_toml("[snapshot]\ndir = \"/data\"").unwrap();
+        assert_eq!(alone.snapshot.own_place(), (PathBuf::from("/data"), String::new()));
+        let err = Config::from_toml("[snapshot]\nreplica = \"../other\"").unwrap_err().to_string();
+        assert!(err.contains("[snapshot] replica"), "{err}");
+        let err = Config::from_toml("[alerts.election]\ntopic = \"index766.alerts\"").unwrap_err().to_string();
+        assert!(err.contains("a topic of its own"), "{err}");
+        let err =
+            Config::from_toml("[alerts.election]\ntopic = \"e\"\nsession_timeout_ms = 10").unwrap_err().to_string();
+        assert!(err.contains("session_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub async fn replay(mut config: Config, files: Files) -> Result<(), RunError> {
         config.sql.postgres_listen = String::new();
     }
     let dead_letters = files.dead_letters.clone();
-    let snapshots = config.snapshot.dir.clone();
+    let (snapshots, _) = config.snapshot.own_place();
     let started = std::time::Instant::now();
     let pipeline = Pipeline::start_with(config, Feed::Files(files), shutdown_on_signal()).await?;
     let metrics = pipeline.metrics.clone();
