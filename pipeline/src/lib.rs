@@ -15,13 +15,15 @@
 //! - `tools`: the demo, the simulated province, the event producer, and what the other commands
 //!   do (`commands`); `main.rs` only parses the command line.
 //!
-//! `config` and `position` (offsets and the counts that move with them) are read by all; `run`
-//! assembles the stages, each a task the `supervise`r watches.
+//! `config`, `lang` (the words users meet, per language) and `position` (offsets and the counts
+//! that move with them) are read by all; `run` assembles the stages, each a task the
+//! `supervise`r watches.
 
 pub mod alerts;
 pub mod config;
 pub mod engine;
 pub mod ingest;
+pub mod lang;
 pub mod persist;
 pub mod position;
 pub mod run;

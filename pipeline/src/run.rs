@@ -229,7 +229,8 @@ impl Pipeline {
                 (Keeper::Alone { store: store.clone(), topic }, tell::load_log(&store).await?)
             }
         };
-        let alert_engine = AlertEngine::new(config.alert_rules(&spec)?, config.alerts.keep_resolved, log);
+        let alert_engine = AlertEngine::new(config.alert_rules(&spec)?, config.alerts.keep_resolved, log)
+            .speaking(config.locale.language);
         let (alerts_tx, alerts_rx) = watch::channel(Arc::new(alert_engine.log().to_vec()));
         let audit = AuditLog::new(Some(AuditFiles::new(store.clone(), config.sql.audit_keep_days)));
         let flushes = Duration::from_secs(config.sql.audit_flush_secs);
@@ -334,6 +335,7 @@ impl Pipeline {
                 target: (!config.alerts.webhook_url.is_empty())
                     .then(|| (reqwest::Client::new(), config.alerts.webhook_url.clone())),
                 resend: Duration::from_secs(config.alerts.resend_secs),
+                language: config.locale.language,
             },
             metrics: metrics.clone(),
         };

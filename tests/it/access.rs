@@ -212,10 +212,12 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
             "-w",
             "-X",
             "-q",
+            "-A",
+            "-t",
         ])
         .env("PGPASSWORD", token_of(Role::Analyst))
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut session = cursor.stdin.take().unwrap();
@@ -224,18 +226,22 @@ async fn every_route_and_the_postgresql_port_answer_each_role_as_the_route_table
         "\\set ON_ERROR_STOP 1\nBEGIN;\nDECLARE held CURSOR FOR SELECT value FROM range(1000000000000);\nFETCH 1 FROM held;"
     )
     .unwrap();
-    // Refused once the cursor has its slot (its first FETCH may still be on the way).
-    let body = wait_for("the principal refused while its cursor is open", Duration::from_secs(30), || {
-        let (code, body) = status(addr, "POST", "/sql", Some(&token_of(Role::Analyst)));
-        (code == 429).then_some(body)
-    })
-    .await;
+    // The first row fetched: the cursor holds its slot (asking before that would race the
+    // DECLARE for the principal's one slot).
+    // (Its output stays open until psql exits: closed, the next FETCH would end psql.)
+    let mut rows = std::io::BufReader::new(cursor.stdout.take().unwrap());
+    let mut first_row = String::new();
+    std::io::BufRead::read_line(&mut rows, &mut first_row).unwrap();
+    assert_eq!(first_row.trim(), "0", "the cursor's first row");
+    let (code, body) = status(addr, "POST", "/sql", Some(&token_of(Role::Analyst)));
+    assert_eq!(code, 429, "the principal refused while its cursor is open: {body}");
     assert!(body.contains("max_per_principal"), "{body}");
     assert_eq!(status(addr, "POST", "/sql", Some(&token_of(Role::Admin))).0, 200, "another principal gets in");
     // At its share, the principal still fetches from its cursor and closes it.
     writeln!(session, "FETCH 1 FROM held;\nCLOSE held;\nCOMMIT;").unwrap();
     drop(session);
     assert!(cursor.wait().unwrap().success(), "FETCH and CLOSE at its share");
+    drop(rows);
     wait_for("its share back once the cursor is closed", Duration::from_secs(10), || {
         (status(addr, "POST", "/sql", Some(&token_of(Role::Analyst))).0 == 200).then_some(())
     })

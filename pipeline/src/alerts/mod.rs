@@ -32,6 +32,7 @@ use index766_core::units::Registry;
 
 use crate::config::alerts::{Condition, Measure, Rule};
 use crate::engine::view::View;
+use crate::lang::Language;
 use crate::persist::history::HistoryTables;
 
 impl Rule {
@@ -152,11 +153,22 @@ pub(crate) struct AlertEngine {
     keep_resolved: usize,
     /// Firing alerts first, then resolved ones, newest first.
     log: Vec<Alert>,
+    /// What alert texts are written in.
+    language: Language,
 }
 
 impl AlertEngine {
     pub fn new(rules: Vec<Rule>, keep_resolved: usize, log: Vec<Alert>) -> AlertEngine {
-        AlertEngine { rules, keep_resolved, log }
+        AlertEngine { rules, keep_resolved, log, language: Language::default() }
+    }
+
+    /// Writes the alerts' texts in `language`.
+    pub(crate) fn speaking(self, language: Language) -> AlertEngine {
+        AlertEngine { language, ..self }
+    }
+
+    pub(crate) fn language(&self) -> Language {
+        self.language
     }
 
     pub fn log(&self) -> &[Alert] {
@@ -219,7 +231,7 @@ impl AlertEngine {
                         && figures.dossiers >= rule.min_dossiers
                         && !self.cooling(rule, &key.0, now) =>
                     {
-                        let alert = fire(rule, &key.0, figures, before, now);
+                        let alert = fire(rule, &key.0, figures, before, now, self.language);
                         changes.push(Transition::Fired(alert.clone()));
                         self.log.push(alert);
                     }
@@ -274,7 +286,7 @@ fn resolve(alert: &mut Alert, now: Instant) -> Alert {
     alert.clone()
 }
 
-fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: Instant) -> Alert {
+fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: Instant, language: Language) -> Alert {
     let (b, a) = (rule.value(before), rule.value(now_figures));
     let in_measure = |criterion: &str| match rule.measure {
         Measure::Group(g) => criterion.starts_with(&format!("{g}.")),
@@ -297,16 +309,41 @@ fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: I
         .collect();
     causes.sort_by(|x, y| x.change.total_cmp(&y.change).then_with(|| x.criterion.cmp(&y.criterion)));
     causes.truncate(5);
-    let baseline = match rule.when {
-        Condition::DropVsLastWeek => "the same day last week",
-        _ => "the previous period",
+    let baseline = language.say(
+        match rule.when {
+            Condition::DropVsLastWeek => "alert.last_week",
+            _ => "alert.previous_period",
+        },
+        &[],
+    );
+    let measure = match rule.measure {
+        Measure::Total => language.say("alert.total", &[]),
+        Measure::Group(g) => language.say("alert.group", &[("group", &g.to_string())]),
+    };
+    let points = |x: f64| language.number(x, 2);
+    let unit_name = now_figures.unit_name.as_str();
+    let summary = match rule.when {
+        Condition::RankLoss => language.say(
+            "alert.rank_loss",
+            &[("unit", unit_name), ("before", &b.to_string()), ("after", &a.to_string()), ("baseline", &baseline)],
+        ),
+        Condition::BelowTarget => language.say(
+            "alert.below_target",
+            &[("unit", unit_name), ("measure", &measure), ("after", &points(a)), ("target", &points(rule.fire_at))],
+        ),
+        _ => language.say(
+            "alert.drop",
+            &[
+                ("unit", unit_name),
+                ("measure", &measure),
+                ("lost", &points(b - a)),
+                ("baseline", &baseline),
+                ("before", &points(b)),
+                ("after", &points(a)),
+            ],
+        ),
     };
     let what = rule.measure.label();
-    let summary = match rule.when {
-        Condition::RankLoss => format!("{} fell from rank {b} to {a} against {baseline}", now_figures.unit_name),
-        Condition::BelowTarget => format!("{} {what} is {a:.2}, below {:.2}", now_figures.unit_name, rule.fire_at),
-        _ => format!("{} {what} fell {:.2} points against {baseline}: {b:.2} → {a:.2}", now_figures.unit_name, b - a),
-    };
     Alert {
         id: format!("{}/{unit}/{now}", rule.name),
         rule: rule.name.clone(),
@@ -435,13 +472,14 @@ fn text<'a>(batch: &'a RecordBatch, name: &str) -> Option<Text<'a>> {
 
 /// The figures of a view, from its typed scoreboard: its current periods, and the periods just
 /// before them.
-pub(crate) fn view_figures(view: &View, spec: &Spec, max_depth: u32) -> (FigureMap, FigureMap) {
+/// Criteria are named in `language`.
+pub(crate) fn view_figures(view: &View, spec: &Spec, max_depth: u32, language: Language) -> (FigureMap, FigureMap) {
     let previous: Vec<Period> = PeriodKind::ALL.iter().map(|&k| Period::containing(k, view.as_of).previous()).collect();
     let board = &view.scoreboard;
     let of = |keep: &dyn Fn(&PeriodScores) -> bool| {
         let mut map = FigureMap::new();
         for scores in board.periods.iter().filter(|p| keep(p)) {
-            add_figures(&mut map, &view.registry, spec, scores, max_depth);
+            add_figures(&mut map, &view.registry, spec, scores, max_depth, language);
         }
         map
     };
@@ -449,7 +487,14 @@ pub(crate) fn view_figures(view: &View, spec: &Spec, max_depth: u32) -> (FigureM
 }
 
 /// Adds one period's figures of the units down to `max_depth`.
-fn add_figures(map: &mut FigureMap, registry: &Registry, spec: &Spec, scores: &PeriodScores, max_depth: u32) {
+fn add_figures(
+    map: &mut FigureMap,
+    registry: &Registry,
+    spec: &Spec,
+    scores: &PeriodScores,
+    max_depth: u32,
+    language: Language,
+) {
     let in_force = spec.for_period(scores.period);
     let kind = scores.period.kind.as_str();
     let key = |unit: usize| (registry.units()[unit].code.clone(), kind.to_owned());
@@ -467,7 +512,10 @@ fn add_figures(map: &mut FigureMap, registry: &Registry, spec: &Spec, scores: &P
     }
     for c in scores.criteria.iter().filter(|c| within(c.unit)) {
         let Some(f) = map.get_mut(&key(c.unit)) else { continue };
-        let name = in_force.iter().find(|e| e.index == c.criterion).map_or("", |e| e.name_en.as_str());
+        let name = in_force.iter().find(|e| e.index == c.criterion).map_or("", |e| match language {
+            Language::Vi => e.name_vi.as_str(),
+            Language::En => e.name_en.as_str(),
+        });
         f.criteria.push((CRITERIA[c.criterion].id.to_owned(), name.to_owned(), c.points));
         f.dossiers = f.dossiers.max(c.denominator);
     }
@@ -534,6 +582,8 @@ pub fn table(log: &[Alert]) -> RecordBatch {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::alerts::RuleConfig;
 
@@ -588,7 +638,7 @@ mod tests {
         }
         let spec = Spec::shipped();
         let view = View::build(registry, &spec, 80.0, &state, &Default::default());
-        let (current, previous) = view_figures(&view, &spec, 1);
+        let (current, previous) = view_figures(&view, &spec, 1, Language::En);
         let tables = |name| view.table(name);
         let is_current =
             |b: &RecordBatch, i: usize| column::<BooleanArray>(b, "is_current").is_some_and(|c| c.value(i));
@@ -640,6 +690,26 @@ mod tests {
         );
         let cleared = engine.evaluate(at(3), &unit(78.5, 100), &before, &FigureMap::new());
         assert!(matches!(cleared.as_slice(), [Transition::Resolved(_)]), "1.5 lost is under clear_at: {cleared:?}");
+    }
+
+    /// Summaries in Vietnamese by default, in English by choice, numbers each language's way;
+    /// Alertmanager's annotations alike.
+    #[test]
+    fn alert_texts_speak_the_configured_language() {
+        let fired = |language| {
+            let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new())
+                .speaking(language);
+            let changes = engine.evaluate(1_800_000_000, &unit(74.5, 100), &unit(80.0, 100), &FigureMap::new());
+            let [Transition::Fired(alert)] = changes.as_slice() else { panic!("{changes:?}") };
+            alert.clone()
+        };
+        let vi = fired(Language::default());
+        assert_eq!(vi.summary, "Sở Tư pháp: tổng điểm giảm 5,50 điểm so với kỳ trước (80,00 → 74,50)");
+        let annotations = &tell::alertmanager_json(&vi, Duration::from_secs(60), 0, Language::Vi)["annotations"];
+        assert_eq!((annotations["before"].as_str(), annotations["after"].as_str()), (Some("80,00"), Some("74,50")));
+        assert!(annotations["causes"].as_str().unwrap().ends_with("-1,10"), "{annotations}");
+        let en = fired(Language::En);
+        assert_eq!(en.summary, "Sở Tư pháp: total fell 5.50 points against the previous period (80.00 → 74.50)");
     }
 
     #[test]

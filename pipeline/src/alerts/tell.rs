@@ -18,6 +18,7 @@ use super::election::{Election, Sender};
 use super::{last_week_figures, view_figures, Alert, AlertEngine, AlertState, FigureMap, Transition};
 use crate::engine::view::View;
 use crate::ingest::client::Producer;
+use crate::lang::Language;
 use crate::persist::history::HistoryTables;
 use crate::persist::store::Store;
 use crate::telemetry::metrics::Metrics;
@@ -27,13 +28,19 @@ const LOG_PATH: &str = "alerts/log.json";
 /// The alert, as Alertmanager's API takes it (`POST /api/v2/alerts`): firing alerts end in the
 /// future (they are re-sent before that), resolved ones now. `now` is the wall clock, which
 /// Alertmanager runs on, even when scores are judged at a fixed instant.
-pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -> serde_json::Value {
+pub(crate) fn alertmanager_json(
+    alert: &Alert,
+    resend: Duration,
+    now: Instant,
+    language: Language,
+) -> serde_json::Value {
     let ends = match alert.state {
         AlertState::Resolved => format_time(now),
         AlertState::Firing => format_time(now + 4 * resend.as_secs() as i64),
     };
+    let signed = |x: f64| if x >= 0.0 { format!("+{}", language.number(x, 2)) } else { language.number(x, 2) };
     let causes =
-        alert.causes.iter().map(|c| format!("{} {} {:+.2}", c.criterion, c.name, c.change)).collect::<Vec<_>>();
+        alert.causes.iter().map(|c| format!("{} {} {}", c.criterion, c.name, signed(c.change))).collect::<Vec<_>>();
     serde_json::json!({
         "labels": {
             "alertname": alert.rule,
@@ -47,8 +54,8 @@ pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -
         "annotations": {
             "summary": alert.summary,
             "unit_name": alert.unit_name,
-            "before": format!("{:.2}", alert.before),
-            "after": format!("{:.2}", alert.after),
+            "before": language.number(alert.before, 2),
+            "after": language.number(alert.after, 2),
             "causes": causes.join("; "),
         },
         "startsAt": alert.fired_at,
@@ -61,6 +68,8 @@ pub(crate) fn alertmanager_json(alert: &Alert, resend: Duration, now: Instant) -
 pub(crate) struct Webhook {
     pub target: Option<(reqwest::Client, String)>,
     pub resend: Duration,
+    /// What the annotations are written in.
+    pub language: Language,
 }
 
 impl Webhook {
@@ -71,7 +80,9 @@ impl Webhook {
             return;
         }
         let now = chrono::Utc::now().timestamp();
-        let body = serde_json::Value::Array(alerts.iter().map(|a| alertmanager_json(a, self.resend, now)).collect());
+        let body = serde_json::Value::Array(
+            alerts.iter().map(|a| alertmanager_json(a, self.resend, now, self.language)).collect(),
+        );
         for attempt in 1..=3 {
             let request = client
                 .post(url)
@@ -264,7 +275,7 @@ impl AlertTask {
             return;
         }
         let depth = self.engine.max_depth();
-        let (current, previous) = view_figures(&view, &self.spec, depth);
+        let (current, previous) = view_figures(&view, &self.spec, depth, self.engine.language());
         let last_week = match self.engine.needs_last_week() {
             true => last_week_figures(&self.history.borrow(), view.as_of, depth),
             false => FigureMap::new(),

@@ -47,6 +47,16 @@ pub struct Config {
     pub alerts: alerts::AlertsConfig,
     pub access: AccessConfig,
     pub tls: TlsConfig,
+    pub locale: LocaleConfig,
+}
+
+/// `[locale]`: what users read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocaleConfig {
+    /// "vi" (the default) or "en": alert texts, and the words of the wall and report as they move
+    /// to the catalogues (`lang`).
+    pub language: crate::lang::Language,
 }
 
 /// Sign-in (README "Security").
