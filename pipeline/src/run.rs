@@ -216,9 +216,10 @@ impl Pipeline {
         let (history_tx, history_rx) = watch::channel(Arc::new(all_tables(&history)));
         let (view_tx, views) = watch::channel(Arc::new(first_view));
         let (keeper, log) = match !config.alerts.election.topic.is_empty() && matches!(feed, Feed::Topics) {
-            true => {
-                (Keeper::Elected { election: Election::join(&config, &health, &shutdown)?, sender: None }, Vec::new())
-            }
+            true => (
+                Keeper::Elected { election: Election::join(&config, &health, &shutdown).await?, sender: None },
+                Vec::new(),
+            ),
             false => {
                 // A producer of its own: alerts waiting on their topic never hold back the
                 // dead letters, which ingest waits for.

@@ -300,3 +300,20 @@ async fn two_replicas_tell_each_alert_once_through_a_sigkill_of_the_sender() {
     firing.sort();
     assert_eq!(active, firing, "Alertmanager holds the firing alerts");
 }
+
+/// An election topic of two partitions would elect two senders: the start is refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_topic_of_two_partitions_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Kafka::shared();
+    let two = format!("{PREFIX}.election-of-two");
+    ensure_topics(&broker.bootstrap, &[&two], 2).await.unwrap();
+    let config = dir.path().join("index766.toml");
+    let text = config_text(&broker.bootstrap, "127.0.0.1:9".parse().unwrap(), dir.path(), free_port());
+    std::fs::write(&config, text.replace(&format!("\"{PREFIX}.election\""), &format!("{two:?}"))).unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = start_binary(&config, &log, "info,rdkafka=warn");
+    let status = wait_for("the start to be refused", Duration::from_secs(60), || child.try_wait().unwrap()).await;
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success() && said.contains("has 2 partitions: create it with exactly one"), "{status}: {said}");
+}

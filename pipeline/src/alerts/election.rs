@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::Alert;
 use crate::config::Config;
 use crate::ingest::client::{client_config, producer_config, Producer, Reporting};
-use crate::ingest::IngestError;
+use crate::ingest::{fetch_partitions, IngestError};
 use crate::telemetry::health::Health;
 
 /// The record key of the whole log, and of a new sender's mark.
@@ -87,8 +87,13 @@ impl ConsumerContext for Member {
 }
 
 impl Election {
-    /// Joins the election and starts mirroring the log, both until `shutdown`.
-    pub fn join(config: &Config, health: &Arc<Health>, shutdown: &CancellationToken) -> Result<Election, IngestError> {
+    /// Joins the election and starts mirroring the log, both until `shutdown`. A topic of other
+    /// than one partition is refused: each partition would elect a sender of its own.
+    pub async fn join(
+        config: &Config,
+        health: &Arc<Health>,
+        shutdown: &CancellationToken,
+    ) -> Result<Election, IngestError> {
         let election = &config.alerts.election;
         let group = config.kafka.get("group.id").map_or("index766", String::as_str);
         let sender_id = format!("{group}.alert-sender");
@@ -109,10 +114,23 @@ impl Election {
             .set("isolation.level", "read_committed")
             .create_with_context(Reporting::new(health))
             .map_err(IngestError::Client)?;
+        let mirror = Arc::new(mirror);
+        match fetch_partitions(&mirror, &election.topic).await {
+            Ok(partitions) if partitions.len() == 1 => {}
+            Ok(partitions) => {
+                return Err(IngestError::Settings(crate::config::ConfigError::Invalid(format!(
+                    "[alerts.election] topic = {:?} has {} partitions: create it with exactly one (each partition would elect a sender)",
+                    election.topic,
+                    partitions.len()
+                ))))
+            }
+            // The brokers are not reachable yet: the clients wait for them, as ingest does.
+            Err(error) => tracing::warn!(%error, topic = election.topic, "alert sender election: cannot check the topic's partitions"),
+        }
         let mut from_start = TopicPartitionList::new();
         from_start.add_partition_offset(&election.topic, 0, Offset::Beginning).map_err(IngestError::Client)?;
         mirror.assign(&from_start).map_err(IngestError::Client)?;
-        let (member, mirror) = (Arc::new(member), Arc::new(mirror));
+        let member = Arc::new(member);
         let (mirrored_tx, mirrored) = watch::channel(Mirrored::default());
         drop(tokio::spawn(take_part(member.clone(), shutdown.clone())));
         drop(tokio::spawn(keep_mirroring(mirror.clone(), mirrored_tx, shutdown.clone())));

@@ -583,7 +583,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The partitions of `topic`; Ok(empty) when it does not exist.
-async fn fetch_partitions(consumer: &Arc<Consumer>, topic: &str) -> Result<Vec<i32>, KafkaError> {
+pub(crate) async fn fetch_partitions(consumer: &Arc<Consumer>, topic: &str) -> Result<Vec<i32>, KafkaError> {
     let (client, name) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         client.fetch_metadata(Some(&name), Duration::from_secs(5)).map(|m| {
