@@ -151,8 +151,7 @@ impl Election {
     pub async fn take_over(&mut self) -> Result<(Sender, Vec<Alert>), KafkaError> {
         let producer: Producer = self.producer.create_with_context(Reporting::new(&self.health))?;
         let sender = Sender { producer, topic: self.topic.clone(), alerts_topic: self.alerts_topic.clone() };
-        let p = sender.producer.clone();
-        blocking(move || p.init_transactions(KAFKA_TIMEOUT)).await?;
+        sender.blocking(|p| p.init_transactions(KAFKA_TIMEOUT)).await?;
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let mark = format!("{}/{}", std::process::id(), nanos.as_nanos());
         sender.transaction(&[(MARK_KEY, mark.clone().into_bytes())], &[]).await?;
@@ -176,17 +175,15 @@ impl Sender {
     /// Writes the whole log and the alerts told, on their topics, in one transaction.
     pub async fn write(&self, log: &[Alert], told: &[&Alert]) -> Result<(), KafkaError> {
         let log = serde_json::to_vec(log).expect("alerts serialize");
-        let alerts: Vec<(String, Vec<u8>)> =
-            told.iter().map(|a| (a.id.clone(), serde_json::to_vec(a).expect("alerts serialize"))).collect();
-        let alerts: Vec<(&str, Vec<u8>)> = alerts.iter().map(|(id, bytes)| (id.as_str(), bytes.clone())).collect();
+        let alerts: Vec<(&str, Vec<u8>)> =
+            told.iter().map(|a| (a.id.as_str(), serde_json::to_vec(a).expect("alerts serialize"))).collect();
         self.transaction(&[(LOG_KEY, log)], &alerts).await
     }
 
     /// One transaction: `records` on the election topic, `alerts` on the alerts topic (if any).
     /// A failure aborts it; a fatal one (fenced by a newer sender) leaves this sender unusable.
     async fn transaction(&self, records: &[(&str, Vec<u8>)], alerts: &[(&str, Vec<u8>)]) -> Result<(), KafkaError> {
-        let p = self.producer.clone();
-        blocking(move || p.begin_transaction()).await?;
+        self.blocking(|p| p.begin_transaction()).await?;
         let on_topics = records.iter().map(|(key, bytes)| (self.topic.as_str(), key, bytes)).chain(
             self.alerts_topic.iter().flat_map(|t| alerts.iter().map(move |(key, bytes)| (t.as_str(), key, bytes))),
         );
@@ -195,23 +192,25 @@ impl Sender {
         });
         let sent: Result<Vec<_>, KafkaError> =
             futures::future::join_all(sends).await.into_iter().map(|r| r.map_err(|(error, _)| error)).collect();
-        let p = self.producer.clone();
         let committed = match sent {
-            Ok(_) => blocking(move || p.commit_transaction(KAFKA_TIMEOUT)).await,
+            Ok(_) => self.blocking(|p| p.commit_transaction(KAFKA_TIMEOUT)).await,
             Err(error) => Err(error),
         };
         if committed.is_err() {
-            let p = self.producer.clone();
             // Fails when fenced (nothing to abort then: the broker has); the error said it all.
-            let _ = blocking(move || p.abort_transaction(KAFKA_TIMEOUT)).await;
+            let _ = self.blocking(|p| p.abort_transaction(KAFKA_TIMEOUT)).await;
         }
         committed
     }
-}
 
-/// librdkafka's transaction calls block until the brokers answer.
-async fn blocking(call: impl FnOnce() -> Result<(), KafkaError> + Send + 'static) -> Result<(), KafkaError> {
-    tokio::task::spawn_blocking(call).await.unwrap_or(Err(KafkaError::Canceled))
+    /// librdkafka's transaction calls block until the brokers answer: run off the async threads.
+    async fn blocking(
+        &self,
+        call: impl FnOnce(&Producer) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || call(&producer)).await.unwrap_or(Err(KafkaError::Canceled))
+    }
 }
 
 /// Polls the member, which keeps it in the group and runs its rebalances; its records (the log,
