@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use index766::ingest::replay::Files;
 use index766::serve::access::{self, Role};
+use index766::tools::alert_noise::NoiseOptions;
 use index766::tools::commands::{self, shutdown_on_signal};
 use index766::tools::demo::{self, StreamOptions};
 use index766::Config;
@@ -117,6 +118,30 @@ enum Command {
         #[arg(long)]
         url: String,
     },
+    /// Measure alert rules over a simulated month of the demo province in which one department's
+    /// desk fails: the alerts fired each day on it and on every other unit (noise).
+    AlertNoise {
+        /// TOML file layered over the defaults (pipeline/config/default.toml): its [[alerts.rules]].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The month measured, YYYY-MM (the one before it is its baseline); default: last month.
+        #[arg(long)]
+        month: Option<String>,
+        /// Dossiers received per working day.
+        #[arg(long, default_value_t = 2000)]
+        per_day: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The department whose desk fails.
+        #[arg(long, default_value = "H99.05")]
+        failing_unit: String,
+        /// The day of the month it fails on, at 08:00.
+        #[arg(long, default_value_t = 16)]
+        failing_day: u32,
+        /// Held-back paper dossiers it enters then.
+        #[arg(long, default_value_t = 200)]
+        backlog: u32,
+    },
     /// Print the [[alerts.rules]] of the config as a Prometheus alerting-rules file.
     PrometheusRules {
         /// TOML file layered over the defaults (pipeline/config/default.toml).
@@ -217,6 +242,13 @@ async fn main() -> ExitCode {
                     commands::generate_history(out, files_out, options).await
                 }
                 Err(e) => Err(anyhow::anyhow!("--as-of: {e}")),
+            }
+        }
+        Command::AlertNoise { config, month, per_day, seed, failing_unit, failing_day, backlog } => {
+            let options = |month| NoiseOptions { month, per_day, seed, failing_unit, failing_day, backlog };
+            match commands::month(month.as_deref()) {
+                Ok(month) => commands::alert_noise(config.as_deref(), &options(month)),
+                Err(e) => Err(e),
             }
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),

@@ -36,7 +36,7 @@ fn config_text(bootstrap: &str, alertmanager: SocketAddr, dir: &Path, http_port:
          [alerts]\ntopic = \"{PREFIX}.alerts\"\nwebhook_url = \"http://{alertmanager}/api/v2/alerts\"\nresend_secs = 3600\n\
          [alerts.election]\ntopic = \"{PREFIX}.election\"\nsession_timeout_ms = {SESSION_TIMEOUT_MS}\n\
          [[alerts.rules]]\nname = \"processing_drop\"\nwhen = \"drop_vs_previous_period\"\nmeasure = \"group 2\"\nperiod = \"month\"\n\
-         fire_at = 5.0\nclear_at = 2.0\nmin_dossiers = 10\ncooldown_mins = 0\nmax_depth = 1\n",
+         fire_at = 5.0\nclear_at = 2.0\nmin_dossiers = 10\ncooldown_mins = 0\nmax_depth = 1\nmin_days = 0\n",
         repo_root().join("schemas/examples/units.jsonl"),
         repo_root().join("schemas/examples/procedures.jsonl"),
         repo_root().join("sql/scoring_spec.toml"),

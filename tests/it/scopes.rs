@@ -142,6 +142,7 @@ async fn a_principal_scoped_to_random_subtrees_sees_only_their_rows_everywhere()
         min_dossiers: 0,
         cooldown_mins: 0,
         max_depth: 9,
+        min_days: 0,
     }];
     ensure_topics(&kafka.bootstrap, &[&config.topics.events, &config.topics.dead_letter], 1).await.unwrap();
     let mut producer = EventProducer::new(&kafka.bootstrap, &config.topics.events).unwrap();

@@ -1,8 +1,10 @@
 //! Drop alerts for unit heads: rules from `[alerts]`, evaluated on every published view. A rule
-//! compares a unit's total (or a group's points, or its rank) with the previous period or with the
-//! same day last week (the daily history), or with a target; it fires past `fire_at` and clears
-//! only past `clear_at` (hysteresis), never on fewer than `min_dossiers` dossiers, and not again
-//! within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
+//! compares a unit's total (or a group's points, or its rank among siblings of enough volume) with
+//! last month as it stood on the same day of the month, with the same day last week (both from the
+//! daily history), with the previous period, or with a target — like with like: a month-to-date
+//! figure is never set against a complete month. It judges nothing before day `min_days` of the
+//! period, fires past `fire_at` and clears only past `clear_at` (hysteresis), never on fewer than
+//! `min_dossiers` dossiers, and not again within `cooldown_mins` of its last firing. Each firing and clearing goes to the alerts topic,
 //! an Alertmanager webhook, `GET /api/v1/alerts` and the `alerts` SQL table, with the criteria that
 //! lost the points. `tell` keeps the log (in the snapshot store, or shared by elected replicas
 //! on Kafka: `election`) before it tells, so a restart neither forgets an active alert nor sends
@@ -14,6 +16,7 @@ pub(crate) mod tell;
 
 pub use tell::AlertLogError;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 use serde::{Deserialize, Serialize};
 
+use chrono::{Datelike, NaiveDate};
 use index766_core::criteria::CRITERIA;
 use index766_core::scoring::PeriodScores;
 use index766_core::spec::Spec;
@@ -39,9 +43,11 @@ impl Rule {
     /// The compared quantity: points (or places) lost against the baseline, or the value itself.
     fn gauge(&self, now: &Figures, before: &Figures) -> f64 {
         match self.when {
-            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek => self.value(before) - self.value(now),
+            Condition::DropVsPreviousPeriod | Condition::DropVsLastWeek | Condition::DropVsSamePointLastPeriod => {
+                self.value(before) - self.value(now)
+            }
             Condition::BelowTarget => self.value(now),
-            Condition::RankLoss => now.rank as f64 - before.rank as f64,
+            Condition::RankLoss | Condition::RankLossVsSamePointLastPeriod => now.rank as f64 - before.rank as f64,
         }
     }
 
@@ -63,7 +69,7 @@ impl Rule {
 
     fn value(&self, f: &Figures) -> f64 {
         match self.when {
-            Condition::RankLoss => f.rank as f64,
+            when if when.ranks() => f.rank as f64,
             _ => match self.measure {
                 Measure::Total => f.total,
                 Measure::Group(g) => f.groups.get(&g).copied().unwrap_or(0.0),
@@ -126,6 +132,8 @@ impl Alert {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Figures {
     pub unit_name: String,
+    /// The parent unit's code (empty for a root): ranks are among siblings.
+    pub parent: String,
     pub depth: u32,
     pub period: String,
     pub total: f64,
@@ -139,6 +147,17 @@ pub struct Figures {
 
 /// Figures by (unit code, period kind).
 pub(crate) type FigureMap = HashMap<(String, String), Figures>;
+
+/// What rules compare the current figures with.
+#[derive(Debug, Default)]
+pub(crate) struct Baselines {
+    /// The periods just before the current ones, complete.
+    pub previous: FigureMap,
+    /// The same day last week (the daily history; empty if not kept).
+    pub last_week: FigureMap,
+    /// Last month as it stood on the same day of the month (the daily history; empty if not kept).
+    pub same_point: FigureMap,
+}
 
 /// A change of an alert, to be told to every channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,42 +199,58 @@ impl AlertEngine {
         self.log = log;
     }
 
-    pub(crate) fn needs_last_week(&self) -> bool {
-        self.rules.iter().any(|r| r.when == Condition::DropVsLastWeek)
+    /// The days of the daily history the rules compare with at `now`: (last week's, last
+    /// month's same point), each None if no rule needs it.
+    pub(crate) fn history_days(&self, now: Instant) -> (Option<NaiveDate>, Option<NaiveDate>) {
+        let needs = |f: &dyn Fn(Condition) -> bool| self.rules.iter().any(|r| f(r.when));
+        (
+            needs(&|c| c == Condition::DropVsLastWeek).then(|| local_date(now) - chrono::Duration::days(7)),
+            needs(&Condition::same_point).then(|| same_day_last_month(local_date(now))),
+        )
     }
 
     pub(crate) fn max_depth(&self) -> u32 {
         self.rules.iter().map(|r| r.max_depth).max().unwrap_or(0)
     }
 
-    /// Judges every rule for every unit it covers at instant `now`: `current`, `previous`
-    /// (the period before) and `last_week` (the same day a week ago; empty if not kept).
-    pub(crate) fn evaluate(
-        &mut self,
-        now: Instant,
-        current: &FigureMap,
-        previous: &FigureMap,
-        last_week: &FigureMap,
-    ) -> Vec<Transition> {
+    /// Judges every rule for every unit it covers at instant `now`: the `current` figures
+    /// against their `baselines`.
+    pub(crate) fn evaluate(&mut self, now: Instant, current: &FigureMap, baselines: &Baselines) -> Vec<Transition> {
         let mut changes = Vec::new();
         let mut units: Vec<&(String, String)> = current.keys().collect();
         units.sort();
+        let previous_month = Period::containing(PeriodKind::Month, now).previous().to_string();
         for rule in &self.rules {
-            let baselines = if rule.when == Condition::DropVsLastWeek { last_week } else { previous };
+            if day_of_period(rule.period, now) < rule.min_days {
+                continue;
+            }
+            let (current, compared): (Cow<FigureMap>, Cow<FigureMap>) = match rule.when {
+                Condition::DropVsLastWeek => (Cow::Borrowed(current), Cow::Borrowed(&baselines.last_week)),
+                Condition::DropVsSamePointLastPeriod => (Cow::Borrowed(current), Cow::Borrowed(&baselines.same_point)),
+                Condition::RankLossVsSamePointLastPeriod => (
+                    Cow::Owned(ranked_among_peers(current, rule.min_dossiers)),
+                    Cow::Owned(ranked_among_peers(&baselines.same_point, rule.min_dossiers)),
+                ),
+                Condition::DropVsPreviousPeriod | Condition::RankLoss | Condition::BelowTarget => {
+                    (Cow::Borrowed(current), Cow::Borrowed(&baselines.previous))
+                }
+            };
             for key in units.iter().filter(|(_, kind)| kind == rule.period.as_str()) {
-                let figures = &current[*key];
+                let Some(figures) = current.get(*key) else { continue };
                 if figures.depth > rule.max_depth {
                     continue;
                 }
-                let before = match (baselines.get(*key), rule.when) {
+                let before = match (compared.get(*key), rule.when) {
                     // A target needs no baseline: "before" is only shown, the figure itself if none.
                     (baseline, Condition::BelowTarget) => baseline.unwrap_or(figures),
                     // A baseline is a figure too: behind fewer than min_dossiers dossiers (a
-                    // period without data, where every unit ties first) it proves nothing; and
-                    // last week's of another period (the month rolled over) is no baseline.
+                    // period without data, where every unit ties first) it proves nothing; last
+                    // week's of another period (the month rolled over) is no baseline, nor is a
+                    // same point of another month than the last.
                     (Some(b), when)
                         if b.dossiers >= rule.min_dossiers
-                            && (when != Condition::DropVsLastWeek || b.period == figures.period) =>
+                            && (when != Condition::DropVsLastWeek || b.period == figures.period)
+                            && (!when.same_point() || b.period == previous_month) =>
                     {
                         b
                     }
@@ -239,14 +274,15 @@ impl AlertEngine {
                 }
             }
         }
-        // A firing alert whose rule is gone from the config, or whose unit is no longer in the
-        // rule's reach (removed from the registry, below a lowered max_depth), can never clear
-        // by its rule: it is resolved rather than left firing for ever.
+        // A firing alert whose rule is gone from the config, whose unit is no longer in the
+        // rule's reach (removed from the registry, below a lowered max_depth), or whose period
+        // has closed (a new month is not judged before its min_days) can never clear by its
+        // rule: it is resolved rather than left firing for ever.
         for alert in self.log.iter_mut().filter(|a| a.state == AlertState::Firing) {
             let in_reach = self.rules.iter().find(|r| r.name == alert.rule).is_some_and(|rule| {
                 current
                     .get(&(alert.unit_code.clone(), alert.period_kind.clone()))
-                    .is_some_and(|f| f.depth <= rule.max_depth)
+                    .is_some_and(|f| f.depth <= rule.max_depth && f.period == alert.period)
             });
             if !in_reach {
                 changes.push(Transition::Resolved(resolve(alert, now)));
@@ -278,6 +314,37 @@ impl AlertEngine {
         let firing = self.log.iter().filter(|a| a.state == AlertState::Firing).count();
         self.log.truncate(firing + self.keep_resolved);
     }
+}
+
+/// Which day of its period `now` falls on (1 for the first), in Vietnam.
+fn day_of_period(kind: PeriodKind, now: Instant) -> u32 {
+    let start = local_date(Period::containing(kind, now).start());
+    (local_date(now) - start).num_days() as u32 + 1
+}
+
+/// The same day of the month before (its last day when it is shorter: 31 March → 28 February).
+pub(crate) fn same_day_last_month(day: NaiveDate) -> NaiveDate {
+    let first_of_month = day.with_day(1).expect("every month has a first day");
+    let last_month_end = first_of_month - chrono::Duration::days(1);
+    last_month_end.with_day(day.day()).unwrap_or(last_month_end)
+}
+
+/// The figures with each unit ranked by total among its siblings of at least `min_dossiers`
+/// dossiers (1 + how many score more), and those of fewer dossiers left out: a commune with a
+/// handful of dossiers jumps twenty places on one late dossier, which says nothing of the others.
+fn ranked_among_peers(figures: &FigureMap, min_dossiers: i64) -> FigureMap {
+    let ranked: FigureMap =
+        figures.iter().filter(|(_, f)| f.dossiers >= min_dossiers).map(|(k, f)| (k.clone(), f.clone())).collect();
+    let mut peers: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
+    for ((_, kind), f) in &ranked {
+        peers.entry((f.parent.as_str(), kind.as_str())).or_default().push(f.total);
+    }
+    let mut out = ranked.clone();
+    for ((_, kind), f) in out.iter_mut() {
+        let totals = &peers[&(f.parent.as_str(), kind.as_str())];
+        f.rank = 1 + totals.iter().filter(|&&t| t > f.total).count() as u32;
+    }
+    out
 }
 
 fn resolve(alert: &mut Alert, now: Instant) -> Alert {
@@ -312,6 +379,7 @@ fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: I
     let baseline = language.say(
         match rule.when {
             Condition::DropVsLastWeek => "alert.last_week",
+            Condition::DropVsSamePointLastPeriod | Condition::RankLossVsSamePointLastPeriod => "alert.same_point",
             _ => "alert.previous_period",
         },
         &[],
@@ -323,7 +391,7 @@ fn fire(rule: &Rule, unit: &str, now_figures: &Figures, before: &Figures, now: I
     let points = |x: f64| language.number(x, 2);
     let unit_name = now_figures.unit_name.as_str();
     let summary = match rule.when {
-        Condition::RankLoss => language.say(
+        Condition::RankLoss | Condition::RankLossVsSamePointLastPeriod => language.say(
             "alert.rank_loss",
             &[("unit", unit_name), ("before", &b.to_string()), ("after", &a.to_string()), ("baseline", &baseline)],
         ),
@@ -383,6 +451,7 @@ pub fn figures(
         (text("unit_code"), text("period_kind"))
     };
     for (b, i) in selected_rows(totals, max_depth, keep) {
+        let parent = text(b, "parent_code").map_or(String::new(), |c| c.value(i).to_owned());
         let (Some(name), Some(depth), Some(period), Some(total), Some(rank)) = (
             text(b, "unit_name"),
             column::<UInt32Array>(b, "depth"),
@@ -394,6 +463,7 @@ pub fn figures(
         };
         let f = map.entry(key(b, i)).or_default();
         (f.unit_name, f.depth, f.period) = (name.value(i).to_owned(), depth.value(i), period.value(i).to_owned());
+        f.parent = parent;
         (f.total, f.rank) = (total.value(i), rank.value(i));
     }
     for (b, i) in selected_rows(groups, max_depth, keep) {
@@ -453,9 +523,12 @@ enum Text<'a> {
 }
 
 impl<'a> Text<'a> {
+    /// The text in row `i`, empty for a null (a root's parent), whose slot may hold any value.
     fn value(&self, i: usize) -> &'a str {
         match self {
+            Text::Plain(strings) if strings.is_null(i) => "",
             Text::Plain(strings) => strings.value(i),
+            Text::Repeated(repeated) if repeated.keys().is_null(i) => "",
             Text::Repeated(repeated) => repeated.value(i),
         }
     }
@@ -502,6 +575,7 @@ fn add_figures(
     for t in scores.totals.iter().filter(|t| within(t.unit)) {
         let f = map.entry(key(t.unit)).or_default();
         f.unit_name.clone_from(&registry.units()[t.unit].name);
+        f.parent = registry.units()[t.unit].parent.clone().unwrap_or_default();
         (f.depth, f.period) = (registry.depth_of(t.unit), scores.period.to_string());
         (f.total, f.rank) = (t.total, t.rank);
     }
@@ -521,9 +595,8 @@ fn add_figures(
     }
 }
 
-/// The figures kept for the same day a week before `now` (the last snapshot of that day).
-pub(crate) fn last_week_figures(history: &HistoryTables, now: Instant, max_depth: u32) -> FigureMap {
-    let day = local_date(now) - chrono::Duration::days(7);
+/// The figures the daily history kept for `day` (the last snapshot of that day).
+pub(crate) fn figures_on(history: &HistoryTables, day: NaiveDate, max_depth: u32) -> FigureMap {
     let days_since_epoch = (day - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     let table = |name: &str| history.iter().find(|(n, _)| *n == name).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
     let on_day =
@@ -599,6 +672,7 @@ mod tests {
                 min_dossiers: 20,
                 cooldown_mins: 60,
                 max_depth: 1,
+                min_days: 7,
             },
             &Spec::shipped(),
         )
@@ -656,6 +730,11 @@ mod tests {
         );
     }
 
+    /// Baselines of the previous period only.
+    fn previous(map: &FigureMap) -> Baselines {
+        Baselines { previous: map.clone(), ..Default::default() }
+    }
+
     fn unit(total: f64, dossiers: i64) -> FigureMap {
         let criteria = vec![
             ("2.1".to_owned(), "On time".to_owned(), total / 5.0),
@@ -678,17 +757,14 @@ mod tests {
         let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
         let before = unit(80.0, 100);
         let at = |minutes: i64| 1_800_000_000 + minutes * 60;
-        assert!(engine.evaluate(at(0), &unit(77.0, 100), &before, &FigureMap::new()).is_empty(), "3 points: no alert");
-        let fired = engine.evaluate(at(1), &unit(74.0, 100), &before, &FigureMap::new());
+        assert!(engine.evaluate(at(0), &unit(77.0, 100), &previous(&before)).is_empty(), "3 points: no alert");
+        let fired = engine.evaluate(at(1), &unit(74.0, 100), &previous(&before));
         let [Transition::Fired(alert)] = fired.as_slice() else { panic!("{fired:?}") };
         assert_eq!((alert.before, alert.after, alert.change), (80.0, 74.0, -6.0));
         assert_eq!(alert.causes.len(), 1, "only 2.1 lost points: {:?}", alert.causes);
         assert_eq!(alert.causes[0].criterion, "2.1");
-        assert!(
-            engine.evaluate(at(2), &unit(73.0, 100), &before, &FigureMap::new()).is_empty(),
-            "still firing: not again"
-        );
-        let cleared = engine.evaluate(at(3), &unit(78.5, 100), &before, &FigureMap::new());
+        assert!(engine.evaluate(at(2), &unit(73.0, 100), &previous(&before)).is_empty(), "still firing: not again");
+        let cleared = engine.evaluate(at(3), &unit(78.5, 100), &previous(&before));
         assert!(matches!(cleared.as_slice(), [Transition::Resolved(_)]), "1.5 lost is under clear_at: {cleared:?}");
     }
 
@@ -699,7 +775,7 @@ mod tests {
         let fired = |language| {
             let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new())
                 .speaking(language);
-            let changes = engine.evaluate(1_800_000_000, &unit(74.5, 100), &unit(80.0, 100), &FigureMap::new());
+            let changes = engine.evaluate(1_800_000_000, &unit(74.5, 100), &previous(&unit(80.0, 100)));
             let [Transition::Fired(alert)] = changes.as_slice() else { panic!("{changes:?}") };
             alert.clone()
         };
@@ -716,18 +792,23 @@ mod tests {
     fn hysteresis_volume_and_cooldown() {
         let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
         let before = unit(80.0, 100);
-        let none = FigureMap::new();
         let at = |minutes: i64| 1_800_000_000 + minutes * 60;
         assert!(
-            engine.evaluate(at(0), &unit(70.0, 19), &before, &none).is_empty(),
+            engine.evaluate(at(0), &unit(70.0, 19), &previous(&before)).is_empty(),
             "19 dossiers: under the volume guard"
         );
-        assert_eq!(engine.evaluate(at(1), &unit(70.0, 20), &before, &none).len(), 1);
-        assert!(engine.evaluate(at(2), &unit(77.5, 20), &before, &none).is_empty(), "2.5 lost: inside the band, holds");
-        let cleared = engine.evaluate(at(3), &unit(78.5, 20), &before, &none);
+        assert_eq!(engine.evaluate(at(1), &unit(70.0, 20), &previous(&before)).len(), 1);
+        assert!(
+            engine.evaluate(at(2), &unit(77.5, 20), &previous(&before)).is_empty(),
+            "2.5 lost: inside the band, holds"
+        );
+        let cleared = engine.evaluate(at(3), &unit(78.5, 20), &previous(&before));
         assert!(matches!(cleared.as_slice(), [Transition::Resolved(a)] if a.resolved_at.is_some()), "{cleared:?}");
-        assert!(engine.evaluate(at(30), &unit(70.0, 20), &before, &none).is_empty(), "within the 60-minute cooldown");
-        assert_eq!(engine.evaluate(at(62), &unit(70.0, 20), &before, &none).len(), 1, "after the cooldown");
+        assert!(
+            engine.evaluate(at(30), &unit(70.0, 20), &previous(&before)).is_empty(),
+            "within the 60-minute cooldown"
+        );
+        assert_eq!(engine.evaluate(at(62), &unit(70.0, 20), &previous(&before)).len(), 1, "after the cooldown");
         assert_eq!(engine.log().len(), 2);
         assert_eq!(engine.log()[0].state, AlertState::Firing, "firing first");
     }
@@ -736,42 +817,150 @@ mod tests {
     fn below_target_and_rank_loss() {
         let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
         let now = 1_800_000_000;
-        assert_eq!(below.evaluate(now, &unit(74.9, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
-        assert!(below.evaluate(now, &unit(75.5, 50), &unit(80.0, 50), &FigureMap::new()).is_empty());
-        assert_eq!(below.evaluate(now, &unit(76.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
-        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
-        let mut now_figures = unit(70.0, 50);
-        now_figures.values_mut().for_each(|f| f.rank = 5);
-        let fired = rank.evaluate(now, &now_figures, &unit(80.0, 50), &FigureMap::new());
-        assert!(matches!(fired.as_slice(), [Transition::Fired(a)] if a.before == 1.0 && a.after == 5.0), "{fired:?}");
+        assert_eq!(below.evaluate(now, &unit(74.9, 50), &previous(&unit(80.0, 50))).len(), 1);
+        assert!(below.evaluate(now, &unit(75.5, 50), &previous(&unit(80.0, 50))).is_empty());
+        assert_eq!(below.evaluate(now, &unit(76.0, 50), &previous(&unit(80.0, 50))).len(), 1);
+    }
+
+    /// Siblings of one province: (code, total, dossiers) in `period`.
+    /// A month's alert does not outlive it: the next month is not judged before min_days, so
+    /// nothing else would ever clear it.
+    #[test]
+    fn an_alert_still_firing_when_its_month_closes_is_resolved() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
+        let november_20 = index766_core::time::parse_time("2026-11-20T09:00:00+07:00").unwrap();
+        assert_eq!(engine.evaluate(november_20, &unit(70.0, 50), &previous(&unit(80.0, 50))).len(), 1);
+        let mut december = unit(60.0, 50);
+        december.values_mut().for_each(|f| f.period = "2026-12".into());
+        let december_2 = index766_core::time::parse_time("2026-12-02T09:00:00+07:00").unwrap();
+        let changes = engine.evaluate(december_2, &december, &previous(&unit(70.0, 50)));
+        assert!(matches!(changes.as_slice(), [Transition::Resolved(a)] if a.period == "2026-11"), "{changes:?}");
+    }
+
+    fn siblings(period: &str, units: &[(&str, f64, i64)]) -> FigureMap {
+        let figures = |&(code, total, dossiers): &(&str, f64, i64)| {
+            let f = Figures {
+                unit_name: code.into(),
+                parent: "H99".into(),
+                depth: 1,
+                period: period.into(),
+                total,
+                dossiers,
+                ..Default::default()
+            };
+            ((code.to_owned(), "month".to_owned()), f)
+        };
+        units.iter().map(figures).collect()
+    }
+
+    /// Ranks are taken among the siblings with the rule's volume, against last month at the
+    /// same day: a unit of a handful of dossiers neither moves nor is moved.
+    #[test]
+    fn rank_loss_ranks_only_peers_of_enough_volume_against_the_same_point() {
+        let now = 1_800_000_000; // 15 January 2027
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLossVsSamePointLastPeriod, 3.0, 1.0)], 10, Vec::new());
+        let last_month =
+            siblings("2026-12", &[("A", 90.0, 50), ("B", 85.0, 50), ("C", 80.0, 50), ("D", 75.0, 50), ("E", 70.0, 50)]);
+        let same_point = |m: &FigureMap| Baselines { same_point: m.clone(), ..Default::default() };
+        // A fell behind four peers, and three tiny units scored above it too: fourth of five
+        // peers it is not, fifth of five is a fall of four places, not seven.
+        let now_figures = siblings(
+            "2027-01",
+            &[
+                ("A", 60.0, 50),
+                ("B", 85.0, 50),
+                ("C", 80.0, 50),
+                ("D", 75.0, 50),
+                ("E", 70.0, 50),
+                ("t1", 99.0, 3),
+                ("t2", 98.0, 3),
+                ("t3", 97.0, 3),
+            ],
+        );
+        let fired = rank.evaluate(now, &now_figures, &same_point(&last_month));
+        let [Transition::Fired(a)] = fired.as_slice() else { panic!("{fired:?}") };
+        assert_eq!((a.unit_code.as_str(), a.before, a.after), ("A", 1.0, 5.0));
+        // The complete previous period is not its baseline.
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLossVsSamePointLastPeriod, 3.0, 1.0)], 10, Vec::new());
+        assert!(rank.evaluate(now, &now_figures, &previous(&last_month)).is_empty());
+        // rank_loss keeps the view's ranks (among all siblings) against the previous period's.
+        let mut old = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
+        let mut ranked = now_figures.clone();
+        ranked.values_mut().for_each(|f| f.rank = 5);
+        let fired = old.evaluate(now, &ranked, &previous(&last_month));
+        assert_eq!(fired.len(), 5, "{fired:?}");
+        // A same point of an older month is no baseline.
+        assert!(rank
+            .evaluate(
+                now,
+                &now_figures,
+                &same_point(&siblings(
+                    "2026-11",
+                    &[("A", 90.0, 50), ("B", 85.0, 50), ("C", 80.0, 50), ("D", 75.0, 50), ("E", 70.0, 50)]
+                ))
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn the_same_point_compares_month_to_date_and_waits_for_min_days() {
+        let mut engine = AlertEngine::new(vec![rule(Condition::DropVsSamePointLastPeriod, 5.0, 2.0)], 10, Vec::new());
+        let last_month = siblings("2026-12", &[("A", 80.0, 50)]);
+        let baselines = Baselines {
+            same_point: last_month,
+            previous: siblings("2026-12", &[("A", 95.0, 50)]),
+            ..Default::default()
+        };
+        let day = |d: i64| index766_core::time::parse_time(&format!("2027-01-{d:02}T10:00:00+07:00")).unwrap();
+        assert!(
+            engine.evaluate(day(6), &siblings("2027-01", &[("A", 70.0, 50)]), &baselines).is_empty(),
+            "day 6 < min_days 7"
+        );
+        assert!(
+            engine.evaluate(day(7), &siblings("2027-01", &[("A", 76.0, 50)]), &baselines).is_empty(),
+            "4 points under the same point (19 under the complete month)"
+        );
+        let fired = engine.evaluate(day(8), &siblings("2027-01", &[("A", 74.0, 50)]), &baselines);
+        let [Transition::Fired(a)] = fired.as_slice() else { panic!("{fired:?}") };
+        assert_eq!((a.before, a.after), (80.0, 74.0));
+        assert!(a.summary.contains("cùng thời điểm tháng trước"), "{}", a.summary);
+    }
+
+    #[test]
+    fn the_same_day_last_month_is_clamped_to_its_end() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        assert_eq!(same_day_last_month(d(2026, 11, 15)), d(2026, 10, 15));
+        assert_eq!(same_day_last_month(d(2026, 3, 31)), d(2026, 2, 28));
+        assert_eq!(same_day_last_month(d(2027, 1, 3)), d(2026, 12, 3));
     }
 
     #[test]
     fn an_alert_out_of_its_rules_reach_is_resolved_and_targets_need_no_baseline() {
         let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
         let now = 1_800_000_000;
-        assert_eq!(engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert_eq!(engine.evaluate(now, &unit(70.0, 50), &previous(&unit(80.0, 50))).len(), 1);
         // The unit left the registry: nothing to judge it by any more.
-        let gone = engine.evaluate(now + 60, &FigureMap::new(), &FigureMap::new(), &FigureMap::new());
+        let gone = engine.evaluate(now + 60, &FigureMap::new(), &previous(&FigureMap::new()));
         assert!(matches!(gone.as_slice(), [Transition::Resolved(_)]), "{gone:?}");
         // The rule was removed from the config.
         let mut engine = AlertEngine::new(vec![rule(Condition::DropVsPreviousPeriod, 5.0, 2.0)], 10, Vec::new());
-        engine.evaluate(now, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new());
+        engine.evaluate(now, &unit(70.0, 50), &previous(&unit(80.0, 50)));
         let mut restarted = AlertEngine::new(Vec::new(), 10, engine.log().to_vec());
-        assert_eq!(restarted.evaluate(now + 60, &unit(70.0, 50), &unit(80.0, 50), &FigureMap::new()).len(), 1);
+        assert_eq!(restarted.evaluate(now + 60, &unit(70.0, 50), &previous(&unit(80.0, 50))).len(), 1);
         assert!(restarted.log().iter().all(|a| a.state == AlertState::Resolved));
         // Below target in a unit's first period: no previous period, still judged.
         let mut below = AlertEngine::new(vec![rule(Condition::BelowTarget, 75.0, 76.0)], 10, Vec::new());
-        assert_eq!(below.evaluate(now, &unit(60.0, 50), &FigureMap::new(), &FigureMap::new()).len(), 1);
+        assert_eq!(below.evaluate(now, &unit(60.0, 50), &previous(&FigureMap::new())).len(), 1);
     }
 
     #[test]
     fn a_previous_period_without_data_is_no_baseline() {
-        let mut rank = AlertEngine::new(vec![rule(Condition::RankLoss, 3.0, 1.0)], 10, Vec::new());
-        let mut now_figures = unit(70.0, 50);
-        now_figures.values_mut().for_each(|f| f.rank = 40);
-        // October had no dossiers: every unit tied first.
-        assert!(rank.evaluate(1_800_000_000, &now_figures, &unit(0.0, 0), &FigureMap::new()).is_empty());
+        let mut rank = AlertEngine::new(vec![rule(Condition::RankLossVsSamePointLastPeriod, 3.0, 1.0)], 10, Vec::new());
+        let peers = [("A", 60.0, 50), ("B", 85.0, 50), ("C", 80.0, 50), ("D", 75.0, 50), ("E", 70.0, 50)];
+        // December had no dossiers: every unit tied first.
+        let empty = siblings("2026-12", &peers.map(|(code, _, _)| (code, 0.0, 0)));
+        let baselines = Baselines { same_point: empty, ..Default::default() };
+        assert!(rank.evaluate(1_800_000_000, &siblings("2027-01", &peers), &baselines).is_empty());
     }
 
     #[test]
@@ -779,8 +968,9 @@ mod tests {
         let mut engine = AlertEngine::new(vec![rule(Condition::DropVsLastWeek, 5.0, 2.0)], 10, Vec::new());
         let mut last_week = unit(90.0, 50);
         last_week.values_mut().for_each(|f| f.period = "2026-10".into());
-        assert!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &last_week).is_empty());
-        assert_eq!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &FigureMap::new(), &unit(80.0, 50)).len(), 1);
+        let against = |last_week: FigureMap| Baselines { last_week, ..Default::default() };
+        assert!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &against(last_week)).is_empty());
+        assert_eq!(engine.evaluate(1_800_000_000, &unit(70.0, 50), &against(unit(80.0, 50))).len(), 1);
     }
 
     #[test]
@@ -795,6 +985,7 @@ mod tests {
             min_dossiers: 0,
             cooldown_mins: 0,
             max_depth: 1,
+            min_days: 7,
         };
         let spec = Spec::shipped();
         let error = Rule::from_config(&c, &spec).unwrap_err().to_string();

@@ -11,11 +11,12 @@ use rdkafka::producer::FutureRecord;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use chrono::NaiveDate;
 use index766_core::spec::Spec;
 use index766_core::time::{format_time, Instant};
 
 use super::election::{Election, Sender};
-use super::{last_week_figures, view_figures, Alert, AlertEngine, AlertState, FigureMap, Transition};
+use super::{figures_on, view_figures, Alert, AlertEngine, AlertState, Baselines, FigureMap, Transition};
 use crate::engine::view::View;
 use crate::ingest::client::Producer;
 use crate::lang::Language;
@@ -276,11 +277,13 @@ impl AlertTask {
         }
         let depth = self.engine.max_depth();
         let (current, previous) = view_figures(&view, &self.spec, depth, self.engine.language());
-        let last_week = match self.engine.needs_last_week() {
-            true => last_week_figures(&self.history.borrow(), view.as_of, depth),
-            false => FigureMap::new(),
+        let baselines = {
+            let history = self.history.borrow();
+            let kept = |day: Option<NaiveDate>| day.map_or_else(FigureMap::new, |d| figures_on(&history, d, depth));
+            let (last_week, same_point) = self.engine.history_days(view.as_of);
+            Baselines { previous, last_week: kept(last_week), same_point: kept(same_point) }
         };
-        let changes = self.engine.evaluate(view.as_of, &current, &previous, &last_week);
+        let changes = self.engine.evaluate(view.as_of, &current, &baselines);
         if changes.is_empty() {
             return;
         }

@@ -13,10 +13,17 @@ pub enum Condition {
     DropVsPreviousPeriod,
     /// The measure fell by `fire_at` points or more against the same day last week.
     DropVsLastWeek,
+    /// The measure fell by `fire_at` points or more against the previous month as it stood at the
+    /// same day of the month (the daily history): month-to-date against month-to-date.
+    DropVsSamePointLastPeriod,
     /// The measure is below `fire_at`.
     BelowTarget,
-    /// The unit lost `fire_at` rank places or more against the previous period.
+    /// The unit lost `fire_at` rank places or more against the previous period (complete): a
+    /// month-to-date rank against a whole month's, so noisy in a month's first weeks.
     RankLoss,
+    /// The unit lost `fire_at` rank places or more against the previous month at the same day of
+    /// the month, ranked only among its siblings with `min_dossiers` dossiers or more.
+    RankLossVsSamePointLastPeriod,
 }
 
 impl Condition {
@@ -24,9 +31,21 @@ impl Condition {
         match self {
             Condition::DropVsPreviousPeriod => "drop_vs_previous_period",
             Condition::DropVsLastWeek => "drop_vs_last_week",
+            Condition::DropVsSamePointLastPeriod => "drop_vs_same_point_last_period",
             Condition::BelowTarget => "below_target",
             Condition::RankLoss => "rank_loss",
+            Condition::RankLossVsSamePointLastPeriod => "rank_loss_vs_same_point_last_period",
         }
+    }
+
+    /// Whether the baseline is the previous month at the same day of the month.
+    pub(crate) fn same_point(self) -> bool {
+        matches!(self, Condition::DropVsSamePointLastPeriod | Condition::RankLossVsSamePointLastPeriod)
+    }
+
+    /// Whether the rule compares ranks.
+    pub(crate) fn ranks(self) -> bool {
+        matches!(self, Condition::RankLoss | Condition::RankLossVsSamePointLastPeriod)
     }
 
     /// Below-target fires low and clears high; the others fire on a large loss and clear on a small one.
@@ -56,6 +75,10 @@ pub struct RuleConfig {
     /// Units down to this depth of the tree (0 = the province only).
     #[serde(default = "one")]
     pub max_depth: u32,
+    /// Nothing is judged before this day of the period: a period's first days rest on too few
+    /// dossiers to say anything.
+    #[serde(default = "seven")]
+    pub min_days: u32,
 }
 
 fn total() -> String {
@@ -66,6 +89,9 @@ fn month() -> String {
 }
 fn one() -> u32 {
     1
+}
+fn seven() -> u32 {
+    7
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +165,7 @@ pub struct Rule {
     pub min_dossiers: i64,
     pub cooldown_secs: i64,
     pub max_depth: u32,
+    pub min_days: u32,
 }
 
 /// A rule the config cannot have: which, and what to fix.
@@ -165,8 +192,15 @@ impl Rule {
             .into_iter()
             .find(|k| k.as_str() == c.period)
             .ok_or_else(|| at("period must be month, quarter, half_year or year"))?;
-        if c.when == Condition::RankLoss && measure != Measure::Total {
-            return Err(at("rank_loss ranks totals: leave measure at \"total\""));
+        if c.when.same_point() && period != PeriodKind::Month {
+            return Err(at(&format!(
+                "{} compares with the same day of last month, which the daily history keeps (35 days): \
+                 set period = \"month\"",
+                c.when.as_str()
+            )));
+        }
+        if c.when.ranks() && measure != Measure::Total {
+            return Err(at(&format!("{} ranks totals: leave measure at \"total\"", c.when.as_str())));
         }
         let hysteresis_ok = if c.when.fires_low() { c.clear_at >= c.fire_at } else { c.clear_at <= c.fire_at };
         if !hysteresis_ok {
@@ -186,6 +220,7 @@ impl Rule {
             min_dossiers: c.min_dossiers,
             cooldown_secs: (c.cooldown_mins * 60) as i64,
             max_depth: c.max_depth,
+            min_days: c.min_days,
         })
     }
 }

@@ -1,14 +1,17 @@
 //! What the `index766` commands do beyond starting the pipeline: a replay that reports what it
-//! counted, the history and event generators, the Prometheus rules file. `main.rs` parses the
-//! command line and calls these.
+//! counted, the history and event generators, the alert-noise measurement, the Prometheus rules
+//! file. `main.rs` parses the command line and calls these.
 
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use index766_core::time::{Period, PeriodKind};
+
 use crate::config::Config;
 use crate::ingest::replay::Files;
 use crate::run::{Feed, Pipeline, RunError};
+use crate::tools::alert_noise::{self, NoiseOptions};
 use crate::tools::demo::{self, HistoryOptions, HistoryOut, StreamOptions};
 
 /// Cancels on Ctrl-C or SIGTERM. The handlers are in place when this returns: a signal that
@@ -83,6 +86,25 @@ pub async fn generate_history(
         .await
         .expect("generator does not panic")?;
     println!("{written} events written in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The month `YYYY-MM`, or the last complete one.
+pub fn month(text: Option<&str>) -> anyhow::Result<Period> {
+    match text {
+        None => Ok(Period::containing(PeriodKind::Month, chrono::Utc::now().timestamp()).previous()),
+        Some(text) => index766_core::time::parse_time(&format!("{text}-01T00:00:00+07:00"))
+            .map(|t| Period::containing(PeriodKind::Month, t))
+            .map_err(|_| anyhow::anyhow!("--month {text}: write the month as YYYY-MM, e.g. 2026-11")),
+    }
+}
+
+/// Prints what the config's `[[alerts.rules]]` fire over a simulated month (tools::alert_noise).
+pub fn alert_noise(config: Option<&Path>, options: &NoiseOptions) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let rules = config.alert_rules(&config.spec()?)?;
+    let report = alert_noise::measure(rules, options).map_err(|e| anyhow::anyhow!("--failing-unit: {e}"))?;
+    print!("{}", report.render(&format!("alerts fired over {} (judged every two hours)", options.month)));
     Ok(())
 }
 

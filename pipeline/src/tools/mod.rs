@@ -2,6 +2,7 @@
 //! simulated province itself (`simulate`), the event producer (`produce`), and what the other
 //! commands do (`commands`).
 
+pub mod alert_noise;
 pub mod commands;
 pub mod demo;
 pub mod produce;

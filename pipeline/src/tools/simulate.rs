@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use index766_core::catalog::{Applicant, OnlineLevel, ProcedureRecord};
 use index766_core::event::{status, Channel, Document, Fee, Feedback, ResultDocument, WireEvent, SCHEMA_VERSION};
 use index766_core::petition::{Classification, PetitionEvent, Rating, Step};
-use index766_core::time::{format_time, Instant};
+use index766_core::time::{format_time, Instant, Period, PeriodKind};
 use index766_core::units::{Level, Unit};
 
 const DAY: i64 = 86_400;
@@ -300,6 +300,8 @@ pub struct Simulator {
     /// Future events, earliest first (ties broken by creation order).
     pending: BinaryHeap<Reverse<(Instant, u64, WireEventOrd)>>,
     next_seq: u64,
+    /// A unit whose one-stop desk fails from an instant on (`fail_desk`).
+    broken_desk: Option<(String, Instant)>,
 }
 
 /// WireEvent has no order of its own; the heap orders by (time, sequence) only.
@@ -335,6 +337,7 @@ impl Simulator {
             next_dossier: 0,
             pending: BinaryHeap::new(),
             next_seq: 0,
+            broken_desk: None,
         }
     }
 
@@ -352,9 +355,35 @@ impl Simulator {
         self.due_events(now)
     }
 
+    /// At `at` the one-stop desk of department `unit_code` fails, as IOCs meet it: that morning it
+    /// enters `backlog` paper dossiers it had held back since the start of the month (received on
+    /// working days before `at`, many already past due), and from then on every dossier it
+    /// receives, like the backlog, is handled late, neither synced to the national portal nor
+    /// digitised, with its result on paper only.
+    pub(crate) fn fail_desk(&mut self, unit_code: &str, at: Instant, backlog: u32) -> Result<(), String> {
+        let Some(unit) = self.province.units.iter().position(|u| u.code == unit_code && u.level == Level::Department)
+        else {
+            let departments = self.province.units.iter().filter(|u| u.level == Level::Department);
+            let codes: Vec<&str> = departments.map(|u| u.code.as_str()).collect();
+            return Err(format!("{unit_code} is not a department of the simulated province ({})", codes.join(", ")));
+        };
+        self.broken_desk = Some((unit_code.to_owned(), at));
+        let since = Period::containing(PeriodKind::Month, at).start();
+        for _ in 0..backlog {
+            let received = loop {
+                let t = self.rng.random_range(since..at);
+                if !is_weekend(t) {
+                    break t;
+                }
+            };
+            self.dossier_at(received, unit, Some(at));
+        }
+        Ok(())
+    }
+
     /// The dossiers received on the local day starting at `day` (midnight), up to `now`: `per_day`
     /// on a working day, a fifth of that at weekends, in office hours.
-    fn receive_day(&mut self, day: Instant, per_day: u32, now: Instant) {
+    pub(crate) fn receive_day(&mut self, day: Instant, per_day: u32, now: Instant) {
         let count = if is_weekend(day) { per_day / 5 } else { per_day };
         for _ in 0..count {
             let received = day + 7 * HOUR + 30 * 60 + self.rng.random_range(0..(9 * HOUR + 30 * 60));
@@ -454,19 +483,26 @@ impl Simulator {
         self.pending.push(Reverse((at, self.next_seq, WireEventOrd(event))));
     }
 
-    /// One dossier's whole lifecycle, scheduled.
+    /// One dossier's whole lifecycle, scheduled, at a unit drawn as the province's dossiers fall.
     fn dossier(&mut self, received: Instant) {
-        let rng = &mut self.rng;
-        let communal = rng.random_bool(0.6);
-        let units = &self.province.units;
-        let (unit, candidates): (&Unit, Vec<&Procedure>) = if communal {
-            (
-                &units[21 + rng.random_range(0..units.len() - 21)],
-                self.province.procedures.iter().filter(|p| p.communal).collect(),
-            )
+        let communal = self.rng.random_bool(0.6);
+        let unit = if communal {
+            21 + self.rng.random_range(0..self.province.units.len() - 21)
         } else {
-            let dept = 1 + rng.random_range(0..20);
-            (&units[dept], self.province.department_procedures(dept))
+            1 + self.rng.random_range(0..20)
+        };
+        self.dossier_at(received, unit, None);
+    }
+
+    /// One dossier's whole lifecycle at `units[unit_index]`; if it was `entered` on the system only
+    /// later than it happened, its events up to then all arrive at that instant.
+    fn dossier_at(&mut self, received: Instant, unit_index: usize, entered: Option<Instant>) {
+        let rng = &mut self.rng;
+        let unit = &self.province.units[unit_index];
+        let candidates: Vec<&Procedure> = if unit.level == Level::Commune {
+            self.province.procedures.iter().filter(|p| p.communal).collect()
+        } else {
+            self.province.department_procedures(unit_index)
         };
         let procedure = candidates[rng.random_range(0..candidates.len())].clone();
         let unit_code = unit.code.clone();
@@ -481,8 +517,10 @@ impl Simulator {
         } else {
             Channel::Direct
         };
-        let synced = rng.random_bool(0.93);
-        let digitised = rng.random_bool(0.78);
+        let broken = entered.is_some()
+            || self.broken_desk.as_ref().is_some_and(|(code, from)| *code == unit.code && received >= *from);
+        let synced = rng.random_bool(0.93) && !broken;
+        let digitised = rng.random_bool(0.78) && !broken;
         let reused = rng.random_bool(0.35);
         let vneid = channel == Channel::Online && rng.random_bool(0.7);
         let due = received + procedure.days * DAY;
@@ -554,7 +592,7 @@ impl Simulator {
             } else if roll < 0.025 {
                 push(received + (span * rng.random_range(0.2..0.9)) as i64, status::STOPPED, &|_| {});
             } else {
-                let late = rng.random_bool(procedure.late_rate);
+                let late = rng.random_bool(procedure.late_rate) || broken;
                 let f = if late { rng.random_range(1.05..1.8) } else { rng.random_range(0.15..0.97) };
                 let completed = received + (span * f) as i64;
                 if procedure.fee > 0 {
@@ -570,7 +608,7 @@ impl Simulator {
                 }
                 push(completed, status::COMPLETED, &|_| {});
                 let returned = completed + rng.random_range(10 * 60..2 * DAY);
-                let electronic = rng.random_bool(0.8);
+                let electronic = rng.random_bool(0.8) && !broken;
                 let to_store = electronic && vneid && rng.random_bool(0.5);
                 push(returned, status::RESULT_RETURNED, &|e| {
                     e.result = Some(ResultDocument {
@@ -587,7 +625,7 @@ impl Simulator {
             }
         }
         for (t, e) in events {
-            self.schedule(e, t);
+            self.schedule(e, entered.map_or(t, |entered| t.max(entered)));
         }
     }
 }
@@ -595,7 +633,6 @@ impl Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use index766_core::time::PeriodKind;
 
     #[test]
     fn the_province_registry_is_a_valid_tree() {
