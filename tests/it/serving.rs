@@ -125,11 +125,17 @@ with psycopg.connect("host=127.0.0.1 port={port} user=grafana dbname=index766") 
 print(json.dumps({{"ranks": ranks, "refused": refused}}))
 "#
     );
+    run_psycopg(&script)
+}
+
+/// Runs a Python script with psycopg on its path (tests/run.sh installs it); its standard output
+/// is JSON.
+fn run_psycopg(script: &str) -> Value {
     let home = std::env::var("HOME").unwrap_or_default();
     let path =
         std::env::var("PSYCOPG_PYTHONPATH").unwrap_or_else(|_| format!("{home}/.cache/index766/tools/psycopg-3.2.12"));
     let out = std::process::Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .env("PYTHONPATH", &path)
         .output()
         .expect("python3 runs");
@@ -139,6 +145,28 @@ print(json.dumps({{"ranks": ranks, "refused": refused}}))
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs every PostgreSQL panel of the shipped Grafana dashboard through psycopg, with `$unit` and
+/// `$period` filled in as Grafana fills them: (title, query, rows).
+fn grafana_panels(port: u16, unit: &str, period: &str) -> Vec<(String, String, usize)> {
+    let dashboard = repo_root().join("helm/index766/files/grafana-dashboard.json");
+    let script = format!(
+        r#"
+import json, psycopg
+dashboard = json.load(open({dashboard:?}))
+out = []
+with psycopg.connect("host=127.0.0.1 port={port} user=grafana dbname=index766") as conn:
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            if "rawSql" in target:
+                query = target["rawSql"].replace("$unit", {unit:?}).replace("$period", {period:?})
+                out.append([panel["title"], query, len(conn.execute(query).fetchall())])
+print(json.dumps(out))
+"#
+    );
+    let value = run_psycopg(&script);
+    serde_json::from_value(value).expect("(title, query, rows) triples")
 }
 
 pub(crate) struct Producer {
@@ -287,6 +315,16 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     let in_sql = sql(addr, "SELECT unit_code, rule, state, causes FROM alerts");
     assert_eq!(in_sql.len(), 1, "{in_sql:?}");
     assert_eq!(in_sql[0]["state"], "firing");
+    // The Grafana dashboard's PostgreSQL panels, as Grafana sends them (variables filled in),
+    // over the extended protocol: each gives the rows SQL over HTTP gives.
+    let panels = grafana_panels(pg_port, "H44", "month");
+    let rows_of = |title: &str| panels.iter().find(|(t, _, _)| t.starts_with(title)).map(|(_, _, rows)| *rows);
+    for (title, query, rows) in &panels {
+        assert_eq!(*rows, sql(addr, query).len(), "{title}: {query}");
+    }
+    assert_eq!(rows_of("Units under"), Some(4), "{panels:?}");
+    assert_eq!(rows_of("Alerts firing"), Some(1), "{panels:?}");
+    assert!(rows_of("Criteria losing").is_some_and(|n| n > 0), "{panels:?}");
     let on_topic = read_topic(&broker.bootstrap, &alerts_topic, 1);
     let told: Value = serde_json::from_slice(rdkafka::Message::payload(&on_topic[0]).unwrap()).unwrap();
     assert_eq!((told["unit_code"].as_str(), told["state"].as_str()), (Some("H44.01"), Some("firing")));
