@@ -307,6 +307,7 @@ impl Pipeline {
             allowed_hosts: Arc::new(config.http.allowed_hosts.clone()),
             gate,
             ready_max_lag: config.ingest.ready_max_lag_messages,
+            language: config.locale.language,
         });
         let limits = listen::HttpLimits {
             max_connections: config.http.max_connections,

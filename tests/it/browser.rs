@@ -39,6 +39,8 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1600,1300",
+            // An IOC's browser: Vietnamese first, as its Accept-Language says.
+            "--accept-lang=vi-VN,vi",
         ]
         .map(String::from)
         .into_iter()
@@ -109,15 +111,37 @@ impl Drop for Browser {
     }
 }
 
-fn fixed(value: &Value) -> String {
-    format!("{:.2}", value.as_f64().unwrap())
+/// The wall's language, and how it writes a number with two decimals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lang {
+    Vi,
+    En,
+}
+
+impl Lang {
+    fn fixed(self, value: &Value) -> String {
+        let text = format!("{:.2}", value.as_f64().unwrap());
+        match self {
+            Lang::Vi => text.replace('.', ","),
+            Lang::En => text,
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Lang::Vi => "vi",
+            Lang::En => "en",
+        }
+    }
 }
 
 /// What the page shows of the province: total, groups, ranking rows, alert units.
 const READ_PAGE: &str = r##"
 const text = (root, sel) => (root.querySelector(sel)?.textContent || "").trim();
 return JSON.stringify({
+  lang: document.documentElement.lang,
   total: text(document, "#province-total"),
+  group_names: [...document.querySelectorAll(".group-gauge .group-name")].map(g => g.firstChild.textContent.trim()),
   unit: document.querySelector("#province-total").dataset.unit || "",
   groups: [...document.querySelectorAll(".group-gauge")].map(g => [g.dataset.group, text(g, ".group-points")]),
   ranking: [...document.querySelectorAll("#ranking tbody tr")].map(r => [r.dataset.unit, text(r, ".rank"), text(r, ".total"), text(r, ".delta")]),
@@ -126,12 +150,12 @@ return JSON.stringify({
 "##;
 
 /// The province's figures as the page should show them, from `/sql`.
-fn expected_page(addr: SocketAddr, alert_unit: Option<&str>) -> Value {
+fn expected_page(addr: SocketAddr, alert_unit: Option<&str>, lang: Lang) -> Value {
     let current = "is_current AND period_kind = 'month'";
     let province = &sql(addr, &format!("SELECT unit_code, total FROM totals WHERE {current} AND depth = 0"))[0];
     let groups = sql(
         addr,
-        &format!("SELECT group_id, points FROM group_scores WHERE {current} AND depth = 0 ORDER BY group_id"),
+        &format!("SELECT group_id, points, group_name_{} AS name FROM group_scores WHERE {current} AND depth = 0 ORDER BY group_id", lang.tag()),
     );
     let ranking = sql(
         addr,
@@ -139,10 +163,14 @@ fn expected_page(addr: SocketAddr, alert_unit: Option<&str>) -> Value {
             "SELECT unit_code, rank, total, delta FROM totals WHERE {current} AND depth = 1 ORDER BY rank, unit_name"
         ),
     );
-    let delta =
-        |d: &Value| d.as_f64().map_or("—".to_owned(), |d| format!("{}{d:.2}", if d >= 0.0 { "+" } else { "" }));
+    let fixed = |v: &Value| lang.fixed(v);
+    let delta = |d: &Value| {
+        d.as_f64().map_or("—".to_owned(), |x| format!("{}{}", if x >= 0.0 { "+" } else { "" }, lang.fixed(d)))
+    };
     json!({
+        "lang": lang.tag(),
         "total": fixed(&province["total"]),
+        "group_names": groups.iter().map(|g| g["name"].clone()).collect::<Vec<_>>(),
         "unit": province["unit_code"],
         "groups": groups.iter().map(|g| json!([g["group_id"].to_string(), fixed(&g["points"])])).collect::<Vec<_>>(),
         "ranking": ranking.iter().map(|r| json!([r["unit_code"], r["rank"].to_string(), fixed(&r["total"]), delta(&r["delta"])])).collect::<Vec<_>>(),
@@ -153,8 +181,10 @@ fn expected_page(addr: SocketAddr, alert_unit: Option<&str>) -> Value {
 /// The page shows what `/sql` says (it may take a refresh or two to catch up); then a click on
 /// H44.01 drills down to its criteria and the dossiers that cost it points, and the breadcrumb
 /// leads back.
-pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Option<&str>) {
-    let expected = expected_page(addr, alert_unit);
+/// The page shows what /sql says, written in `lang`: its numbers, the groups' names, the ranking,
+/// the alerts, then the drill-down to H44.01 and back.
+pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Option<&str>, lang: Lang) {
+    let expected = expected_page(addr, alert_unit, lang);
     let mut shown = Value::Null;
     let matched = wait_for_quietly(Duration::from_secs(20), || {
         shown = serde_json::from_str(browser.execute(READ_PAGE).as_str().unwrap()).unwrap();
@@ -166,7 +196,7 @@ pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Op
     browser.click("#ranking tbody tr[data-unit=\"H44.01\"]");
     let criteria = sql(addr, "SELECT criterion, points FROM scores WHERE is_current AND period_kind = 'month' AND unit_code = 'H44.01' ORDER BY criterion");
     let expected_points: Vec<(String, String)> =
-        criteria.iter().map(|c| (c["criterion"].as_str().unwrap().to_owned(), fixed(&c["points"]))).collect();
+        criteria.iter().map(|c| (c["criterion"].as_str().unwrap().to_owned(), lang.fixed(&c["points"]))).collect();
     let late = sql(addr, "SELECT count(*) AS n FROM dossiers WHERE unit_code = 'H44.01' AND timeliness = 'late'")[0]
         ["n"]
         .as_u64()
@@ -178,6 +208,7 @@ pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Op
         selected: document.querySelector("#selected-unit").dataset.unit || "",
         criteria: rows,
         dossiers: [...document.querySelectorAll("#dossiers tbody tr")].map(r => r.dataset.dossier),
+        received: [...document.querySelectorAll("#dossiers tbody tr td:nth-child(4)")].map(td => td.textContent),
       });"##;
     let mut page = Value::Null;
     let shown_drill_down = wait_for_quietly(Duration::from_secs(20), || {
@@ -197,6 +228,16 @@ pub async fn check_dashboard(browser: &Browser, addr: SocketAddr, alert_unit: Op
     // Late dossiers come first among those that cost points.
     let late_shown = dossiers.iter().take(late as usize).filter(|d| d.starts_with("late-")).count() as u64;
     assert_eq!(late_shown, late.min(50), "the late dossiers lead the list: {dossiers:?}");
+    // Dates the language's way: 06/11/2026 14:30, or 2026-11-06 14:30 (`d`: a digit).
+    let shape = match lang {
+        Lang::Vi => "dd/dd/dddd dd:dd",
+        Lang::En => "dddd-dd-dd dd:dd",
+    };
+    let shaped = |text: &str| {
+        text.len() == shape.len()
+            && text.chars().zip(shape.chars()).all(|(c, p)| if p == 'd' { c.is_ascii_digit() } else { c == p })
+    };
+    assert!(page["received"].as_array().unwrap().iter().all(|d| shaped(d.as_str().unwrap())), "{page:#}");
     browser.click("#breadcrumb a[data-unit=\"H44\"]");
     let back = wait_for_quietly(Duration::from_secs(20), || {
         browser.execute("return document.querySelector('#selected-unit').dataset.unit") == json!("H44")

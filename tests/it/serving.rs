@@ -21,6 +21,7 @@ use index766_core::event::WireEvent;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::browser::Lang;
 use crate::scenario::{event, received, AS_OF};
 use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_for, Kafka, Server};
 
@@ -373,10 +374,18 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
             >= 1.0
     );
 
-    // The IOC page, in a real browser, shows what /sql says, and the alert.
+    // The IOC page, in a real browser, shows what /sql says, and the alert: in Vietnamese, as the
+    // browser's Accept-Language asks, and in English with ?lang=en.
+    let english = crate::browser::Browser::open_at(&format!("http://{addr}/?lang=en")).await;
+    crate::browser::check_dashboard(&english, addr, Some("H44.01"), Lang::En).await;
+    let english_shot = english.screenshot("ioc-wall-en");
+    drop(english);
     let browser = crate::browser::Browser::open(addr).await;
-    crate::browser::check_dashboard(&browser, addr, Some("H44.01")).await;
-    let shot = browser.screenshot("ioc-dashboard");
+    crate::browser::check_dashboard(&browser, addr, Some("H44.01"), Lang::Vi).await;
+    let shot = browser.screenshot("ioc-wall-vi");
+    let (status, refused) = http(addr, "GET", "/?lang=fr", "");
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("lang=vi or lang=en"), "{refused}");
 
     // Back inside the band: the alert holds, nothing new is sent.
     producer.send(&dossiers("better", "H44.01", "2026-11-16", 50, 2));
@@ -412,9 +421,9 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
         (browser.refreshes() > refreshes).then_some(())
     })
     .await;
-    crate::browser::check_dashboard(&browser, addr, None).await;
+    crate::browser::check_dashboard(&browser, addr, None, Lang::Vi).await;
     assert!(browser.same_document(), "updated live, without a reload");
-    println!("dashboard screenshot: {}", shot.display());
+    println!("wall screenshots: {} {}", shot.display(), english_shot.display());
 
     shutdown.cancel();
     pipeline.wait().await.unwrap();

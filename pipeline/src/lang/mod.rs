@@ -36,6 +36,59 @@ impl Language {
         with.iter().fold(text.to_owned(), |text, (name, value)| text.replace(&format!("{{{name}}}"), value))
     }
 
+    /// Its tag: `vi`, `en` (HTML's lang, `?lang=`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Language::Vi => "vi",
+            Language::En => "en",
+        }
+    }
+
+    pub fn other(self) -> Language {
+        match self {
+            Language::Vi => Language::En,
+            Language::En => Language::Vi,
+        }
+    }
+
+    /// Every text of a place of the catalogue (`wall`: the IOC page's words).
+    pub fn words(self, place: &str) -> &'static BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        catalogue(self).get(place).unwrap_or(&NONE)
+    }
+
+    /// The language a reader asked for: `?lang=` first, else the first of the browser's
+    /// Accept-Language (by its q-values) that we speak, else `default`.
+    pub fn choose(asked: Option<&str>, accept_language: Option<&str>, default: Language) -> Result<Language, String> {
+        if let Some(asked) = asked {
+            return Language::from_tag(asked).ok_or_else(|| format!("lang={asked}: write lang=vi or lang=en"));
+        }
+        let mut ranges: Vec<(f32, &str)> = accept_language
+            .unwrap_or_default()
+            .split(',')
+            .map(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let tag = parts.next().unwrap_or_default();
+                let q = parts.find_map(|p| p.strip_prefix("q=")).and_then(|q| q.parse().ok()).unwrap_or(1.0);
+                (q, tag)
+            })
+            .filter(|(q, _)| *q > 0.0)
+            .collect();
+        ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(ranges
+            .iter()
+            .find_map(|(_, tag)| Language::from_tag(tag.split('-').next().unwrap_or_default()))
+            .unwrap_or(default))
+    }
+
+    fn from_tag(tag: &str) -> Option<Language> {
+        match tag.to_ascii_lowercase().as_str() {
+            "vi" => Some(Language::Vi),
+            "en" => Some(Language::En),
+            _ => None,
+        }
+    }
+
     /// `value` with `decimals` places: a decimal comma and dots between thousands in Vietnamese
     /// (1.234,5), the other way round in English (1,234.5).
     pub fn number(self, value: f64, decimals: usize) -> String {
@@ -72,6 +125,18 @@ mod tests {
         assert_eq!(keys(Language::Vi), keys(Language::En));
         let said = Language::Vi.say("alert.group", &[("group", "2")]);
         assert_eq!(said, "điểm nhóm 2");
+    }
+
+    #[test]
+    fn the_reader_chooses_by_lang_then_by_the_browser_then_the_default() {
+        let choose = |asked, accept| Language::choose(asked, accept, Language::Vi);
+        assert_eq!(choose(Some("en"), Some("vi")), Ok(Language::En));
+        assert!(choose(Some("fr"), None).unwrap_err().contains("lang=vi or lang=en"));
+        assert_eq!(choose(None, Some("fr-FR, en-US;q=0.8, vi;q=0.5")), Ok(Language::En));
+        assert_eq!(choose(None, Some("en;q=0.4, vi-VN;q=0.9")), Ok(Language::Vi));
+        assert_eq!(choose(None, Some("de, fr")), Ok(Language::Vi));
+        assert_eq!(Language::choose(None, Some("en;q=0"), Language::Vi), Ok(Language::Vi));
+        assert_eq!(Language::choose(None, None, Language::En), Ok(Language::En));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! the typed read API `/api/v1/…` (`api`) and `/api/updates` (server-sent events: new scores, an alert fired or cleared).
 //! Each route needs the role `routes::ROUTES` gives it (see `access`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use futures::Stream;
 
+use crate::lang::Language;
 use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Role};
 use crate::serve::api;
 use crate::serve::audit::AuditLog;
@@ -102,9 +104,44 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-/// The IOC page: one self-contained file, so the wall needs nothing but this port.
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("web/ioc.html"))
+/// The IOC page: one self-contained file, so the wall needs nothing but this port, in the
+/// language the reader asks for (`?lang=`, else the browser's, else `[locale] language`).
+async fn dashboard(
+    State(state): State<AppState>,
+    Query(asked): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    match Language::choose(asked.get("lang").map(String::as_str), accept, state.language) {
+        Ok(language) => {
+            let headers = [(header::CONTENT_LANGUAGE, language.tag()), (header::VARY, "Accept-Language")];
+            (headers, Html(wall(language))).into_response()
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// The page with its `{{name}}`s filled from the language's `[wall]` words, once per language.
+fn wall(language: Language) -> &'static str {
+    static PAGES: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    PAGES[language as usize].get_or_init(|| {
+        let words = language.words("wall");
+        let filled = |name: &str| match name {
+            "tag" => language.tag().to_owned(),
+            "other_tag" => language.other().tag().to_owned(),
+            "words" => serde_json::to_string(words).expect("words serialise"),
+            name => words.get(name).cloned().unwrap_or_else(|| panic!("ioc.html's {{{{{name}}}}} is not in [wall]")),
+        };
+        let mut page = include_str!("web/ioc.html");
+        let mut out = String::with_capacity(page.len() + 4096);
+        while let Some(start) = page.find("{{") {
+            let end = start + page[start..].find("}}").expect("a {{ closes");
+            out.push_str(&page[..start]);
+            out.push_str(&filled(&page[start + 2..end]));
+            page = &page[end + 2..];
+        }
+        out + page
+    })
 }
 
 async fn index() -> String {

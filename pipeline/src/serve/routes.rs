@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::alerts::Alert;
 use crate::engine::view::View;
+use crate::lang::Language;
 use crate::serve::access::{Gate, Need, Principal, Role};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::SqlService;
@@ -30,6 +31,8 @@ pub(crate) struct AppState {
     pub gate: Arc<Gate>,
     /// `GET /readyz`: ready at most this many messages behind.
     pub ready_max_lag: i64,
+    /// The wall's language when the reader asks for none (`[locale] language`).
+    pub language: Language,
 }
 
 /// One surface of the HTTP port.
