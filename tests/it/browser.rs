@@ -257,3 +257,53 @@ async fn wait_for_quietly(deadline: Duration, mut check: impl FnMut() -> bool) -
     }
     false
 }
+
+/// The trend charts draw the daily and weekly history SQL holds for the selected unit (the
+/// province), point for point; choosing a past period in the selector shows that period's figures.
+pub async fn check_trends_and_a_past_period(browser: &Browser, addr: SocketAddr, lang: Lang, past: &str) {
+    let points = |chart: &str| -> Vec<(String, f64)> {
+        let script = format!(
+            "return JSON.stringify([...document.querySelectorAll('#{chart} circle')].map(c => [c.dataset.x, Number(c.dataset.y)]))"
+        );
+        serde_json::from_str(browser.execute(&script).as_str().unwrap()).unwrap()
+    };
+    let history = |query: &str| -> Vec<(String, f64)> {
+        sql(addr, query).iter().map(|r| (r["x"].as_str().unwrap().to_owned(), r["y"].as_f64().unwrap())).collect()
+    };
+    let of_province = "unit_code = 'H44' AND period_kind = 'month'";
+    let daily = history(&format!("SELECT day AS x, total AS y FROM daily_totals WHERE {of_province} ORDER BY day"));
+    let weekly = history(&format!(
+        "SELECT week_start AS x, total AS y FROM weekly_totals WHERE {of_province} ORDER BY week_start"
+    ));
+    let groups = history(&format!(
+        "SELECT day AS x, points AS y FROM daily_group_scores WHERE {of_province} ORDER BY group_id, day"
+    ));
+    assert!(!daily.is_empty() && !weekly.is_empty() && groups.len() == 6 * daily.len(), "history kept: {daily:?}");
+    let mut drawn = (Vec::new(), Vec::new(), Vec::new());
+    let same = wait_for_quietly(Duration::from_secs(20), || {
+        drawn = (points("trend-daily"), points("trend-weekly"), points("trend-groups"));
+        (&drawn.0, &drawn.1, &drawn.2) == (&daily, &weekly, &groups)
+    })
+    .await;
+    assert!(same, "the charts draw {drawn:?}\nbut the history holds {daily:?} {weekly:?} {groups:?}");
+
+    let select = format!(
+        "const s = document.querySelector('#period'); s.value = {past:?}; s.dispatchEvent(new Event('change')); return s.value"
+    );
+    assert_eq!(browser.execute(&select), json!(past), "{past} is offered by the period selector");
+    let then = &sql(
+        addr,
+        &format!("SELECT total FROM totals WHERE depth = 0 AND period_kind = 'month' AND period = '{past}'"),
+    )[0];
+    let ranking = sql(addr, &format!("SELECT unit_code FROM totals WHERE depth = 1 AND period_kind = 'month' AND period = '{past}' ORDER BY rank, unit_name"));
+    let expected =
+        json!([lang.fixed(&then["total"]), ranking.iter().map(|r| r["unit_code"].clone()).collect::<Vec<_>>()]);
+    let mut shown = Value::Null;
+    let past_shown = wait_for_quietly(Duration::from_secs(20), || {
+        let script = "return JSON.stringify([document.querySelector('#province-total').textContent.trim(), [...document.querySelectorAll('#ranking tbody tr')].map(r => r.dataset.unit)])";
+        shown = serde_json::from_str(browser.execute(script).as_str().unwrap()).unwrap();
+        shown == expected
+    })
+    .await;
+    assert!(past_shown, "{past} on the wall: {shown} against SQL's {expected}");
+}

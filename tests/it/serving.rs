@@ -34,7 +34,7 @@ fn config(bootstrap: &str, prefix: &str, alertmanager: std::net::SocketAddr, dir
          [registry]\nunits_file = {:?}\n[catalog]\nfile = {:?}\n\
          [scoring]\nspec_file = {:?}\nas_of = {AS_OF:?}\npublish_interval_ms = 50\n\
          [http]\nlisten = \"127.0.0.1:0\"\n[sql]\npostgres_listen = \"127.0.0.1:0\"\nviews_dir = {:?}\n\
-         [snapshot]\ndir = {:?}\ninterval_secs = 3600\n\
+         [snapshot]\ndir = {:?}\ninterval_secs = 1\n\
          [alerts]\ntopic = \"{prefix}.alerts\"\nwebhook_url = \"http://{alertmanager}/api/v2/alerts\"\nresend_secs = 3600\n\
          [[alerts.rules]]\nname = \"{RULE}\"\nwhen = \"drop_vs_previous_period\"\nmeasure = \"group 2\"\nperiod = \"month\"\n\
          fire_at = 5.0\nclear_at = 2.0\nmin_dossiers = 10\ncooldown_mins = 0\nmax_depth = 1\nmin_days = 0\n",
@@ -383,6 +383,12 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     let browser = crate::browser::Browser::open(addr).await;
     crate::browser::check_dashboard(&browser, addr, Some("H44.01"), Lang::Vi).await;
     let shot = browser.screenshot("ioc-wall-vi");
+    wait_for("a day of history", Duration::from_secs(30), || {
+        (sql(addr, "SELECT count(*) AS n FROM weekly_totals")[0]["n"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    crate::browser::check_trends_and_a_past_period(&browser, addr, Lang::Vi, "2026-10").await;
+    browser.execute("const s = document.querySelector('#period'); s.selectedIndex = 0; s.dispatchEvent(new Event('change')); return 1");
     let (status, refused) = http(addr, "GET", "/?lang=fr", "");
     assert_eq!(status, 400, "{refused}");
     assert!(refused.contains("lang=vi or lang=en"), "{refused}");

@@ -98,6 +98,7 @@ const BETWEEN_DAYS: &[Param] = &[Param::Unit, Param::PeriodKind, Param::From, Pa
 #[rustfmt::skip]
 pub(crate) const RESOURCES: &[Resource] = &[
     Resource { path: "/api/v1/units", key: "units", params: &[], query: units },
+    Resource { path: "/api/v1/periods", key: "periods", params: &[Param::Unit, Param::PeriodKind], query: periods },
     Resource { path: "/api/v1/totals", key: "totals", params: OF_A_PERIOD, query: totals },
     Resource { path: "/api/v1/ranking", key: "ranking", params: OF_A_PERIOD, query: ranking },
     Resource { path: "/api/v1/groups", key: "groups", params: OF_A_PERIOD, query: groups },
@@ -106,6 +107,7 @@ pub(crate) const RESOURCES: &[Resource] = &[
     Resource { path: "/api/v1/dossiers", key: "dossiers", params: &[Param::Unit, Param::Criterion, Param::Limit], query: dossiers },
     Resource { path: "/api/v1/alerts", key: "alerts", params: &[Param::Unit, Param::State], query: alerts },
     Resource { path: "/api/v1/history/daily", key: "days", params: BETWEEN_DAYS, query: daily },
+    Resource { path: "/api/v1/history/daily_groups", key: "days", params: BETWEEN_DAYS, query: daily_groups },
     Resource { path: "/api/v1/history/weekly", key: "weeks", params: BETWEEN_DAYS, query: weekly },
 ];
 
@@ -158,6 +160,15 @@ fn of_unit(table: &str, unit_column: &str, order: &str, asked: &Asked) -> Bound 
     let text = format!(
         "SELECT * FROM {table} WHERE {unit_column} = $unit AND period_kind = $period_kind AND {period} ORDER BY {order}"
     );
+    Bound { text, values, within: None }
+}
+
+/// The periods of a kind the unit has figures for, newest first: what the wall's selector offers.
+fn periods(asked: &Asked) -> Bound {
+    let values = vec![("unit", text(&asked.unit)), ("period_kind", text(asked.period_kind))];
+    let text = "SELECT period, period_start, is_current FROM totals \
+                WHERE unit_code = $unit AND period_kind = $period_kind ORDER BY period_start DESC"
+        .to_owned();
     Bound { text, values, within: None }
 }
 
@@ -224,6 +235,10 @@ fn history(table: &str, column: &str, asked: &Asked) -> Bound {
 
 fn daily(asked: &Asked) -> Bound {
     history("daily_totals", "day", asked)
+}
+
+fn daily_groups(asked: &Asked) -> Bound {
+    history("daily_group_scores", "day", asked)
 }
 
 fn weekly(asked: &Asked) -> Bound {

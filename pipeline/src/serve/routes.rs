@@ -56,6 +56,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api", need: Need::Nobody, what: "this index" },
     Route { method: "GET", path: DOCUMENT, need: Need::Nobody, what: "the OpenAPI document of /api/v1" },
     Route { method: "GET", path: "/api/v1/units", need: WALL, what: "the unit tree: unit_code, unit_name, parent_code, level, depth" },
+    Route { method: "GET", path: "/api/v1/periods", need: WALL, what: "the periods of a kind a unit has figures for, newest first" },
     Route { method: "GET", path: "/api/v1/totals", need: WALL, what: "a unit's total for a period: band, delta, rank among its siblings, target" },
     Route { method: "GET", path: "/api/v1/ranking", need: WALL, what: "the totals of a unit's children, best first" },
     Route { method: "GET", path: "/api/v1/groups", need: WALL, what: "a unit's six group scores for a period" },
@@ -64,6 +65,7 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api/v1/dossiers", need: WALL, what: "the dossiers of a unit's subtree behind its lost points, the most urgent first" },
     Route { method: "GET", path: "/api/v1/alerts", need: WALL, what: "drop alerts of a unit's subtree (state=firing, resolved or all)" },
     Route { method: "GET", path: "/api/v1/history/daily", need: WALL, what: "a unit's totals day by day (the last figures of each day)" },
+    Route { method: "GET", path: "/api/v1/history/daily_groups", need: WALL, what: "a unit's six group scores day by day" },
     Route { method: "GET", path: "/api/v1/history/weekly", need: WALL, what: "a unit's totals week by week" },
     Route {
         method: "GET",
