@@ -17,7 +17,7 @@ use crate::criteria::Facts;
 use crate::dossier::{Dossier, Dossiers, DossiersCopy, Interner, Verdict};
 use crate::event::{status, DossierEvent};
 use crate::judge::Tally;
-use crate::time::{Instant, Period};
+use crate::time::{Instant, Period, PeriodKind};
 
 /// The hash `State::by_id` files a dossier id under.
 fn id_hash(id: &str) -> u64 {
@@ -76,6 +76,9 @@ pub struct State {
     deadlines: BTreeSet<(Instant, u32)>,
     /// Months whose dossiers' tallies changed since `take_touched`: the periods to score again.
     touched: BTreeSet<Period>,
+    /// Events applied, since this state was made, to dossiers of a month that had already ended
+    /// (late events), by the dossier's unit and month: what restated a closed period.
+    late_events: HashMap<(u32, Period), u64>,
 }
 
 impl State {
@@ -92,6 +95,7 @@ impl State {
             procedure_facts: HashMap::new(),
             deadlines: BTreeSet::new(),
             touched: BTreeSet::new(),
+            late_events: HashMap::new(),
         }
     }
 
@@ -212,7 +216,18 @@ impl State {
         self.dossiers.get_mut(idx).merge(event, fp, codes);
         let after = self.contribution(idx);
         self.shift(before, after);
+        let d = self.dossiers.get(idx);
+        if let Some(month) = d.received_at().map(|t| Period::containing(PeriodKind::Month, t)) {
+            if month.end() <= self.now {
+                *self.late_events.entry((d.unit, month)).or_default() += 1;
+            }
+        }
         Applied::Changed
+    }
+
+    /// The late events applied since this state was made: (unit code, month, how many).
+    pub fn late_events(&self) -> impl Iterator<Item = (&str, Period, u64)> + '_ {
+        self.late_events.iter().map(|(&(unit, month), &n)| (self.units.name(unit), month, n))
     }
 
     /// The position of dossier `id`, whose `id_hash` is `hash`.

@@ -17,8 +17,9 @@ use index766_core::time::Clock;
 use index766_core::units::{self, Registry};
 
 use crate::alerts::election::Election;
+use crate::alerts::restatements::{self, RestatementTask};
 use crate::alerts::tell::{self, AlertTask, Keeper, Webhook};
-use crate::alerts::{self, AlertEngine};
+use crate::alerts::AlertEngine;
 use crate::config::{self, Config};
 use crate::engine::view::View;
 use crate::engine::{view, Engine};
@@ -28,6 +29,7 @@ use crate::persist::audit_files::AuditFiles;
 use crate::persist::checkpoint::StateCopy;
 use crate::persist::history::{Cadence, History, HistoryTables};
 use crate::persist::snapshot::{SnapshotError, Snapshots};
+use crate::persist::store::KeptJsonError;
 use crate::persist::store::{Store, StoreError};
 use crate::persist::{checkpoint, snapshot};
 use crate::position::{Ledger, Offsets};
@@ -58,7 +60,7 @@ pub enum RunError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
-    AlertLog(#[from] alerts::AlertLogError),
+    Kept(#[from] KeptJsonError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -236,10 +238,13 @@ impl Pipeline {
         let audit = AuditLog::new(Some(AuditFiles::new(store.clone(), config.sql.audit_keep_days)));
         let flushes = Duration::from_secs(config.sql.audit_flush_secs);
         drop(tokio::spawn(audit.clone().keep_flushing(flushes, shutdown.clone())));
+        let restatement_log = restatements::load(&store).await?;
+        let (restatements_tx, restatements_rx) = watch::channel(Arc::new(restatement_log.rows.clone()));
         let sources = query::LiveSources {
             view: views.clone(),
             history: history_rx.clone(),
             alerts: alerts_rx.clone(),
+            restatements: restatements_rx,
             audit: audit.clone(),
         };
         let sql = Arc::new(query::SqlService::start(&config.sql, sources, metrics.sql_queries_running.clone()).await?);
@@ -343,6 +348,15 @@ impl Pipeline {
         };
         // Its result is the supervisor's to see; nothing waits for it.
         drop(supervisor.spawn(Part::Alerts, alert_task.run(shutdown.clone())));
+        let restatement_task = RestatementTask {
+            log: restatement_log,
+            views: views.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            max_lag: config.alerts.max_lag_messages,
+            rows: restatements_tx,
+        };
+        drop(tokio::spawn(restatement_task.run(shutdown.clone())));
         let dead_letters = Arc::new(match &feed {
             Feed::Topics => DeadLetters::topic(
                 client::producer(&config, &health)?,

@@ -471,3 +471,104 @@ fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
         );
     }
 }
+
+/// Late events into a closed month restate it: one row per unit whose total moved, with the
+/// total before and after (as SQL showed them), the criteria that moved and the late events;
+/// the wall's period list marks the month; a restart keeps the rows and records none again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Kafka::shared();
+    let prefix = "restate";
+    ensure_topics(&broker.bootstrap, &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter")], 2)
+        .await
+        .unwrap();
+    let mut producer =
+        Producer { inner: EventProducer::new(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
+    let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
+    base.extend(dossiers("oct", "H44.02", "2026-10-06", 50, 1));
+    base.extend(dossiers("nov", "H44.02", "2026-11-03", 50, 1));
+    producer.send(&base);
+    // No alert rules here: nothing to tell Alertmanager (port 9 answers nothing).
+    let nowhere: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let start = |shutdown: CancellationToken| {
+        let config = config(&broker.bootstrap, prefix, nowhere, dir.path());
+        async move { index766::Pipeline::start(config, shutdown).await.unwrap() }
+    };
+    let applied = |metrics: std::sync::Arc<index766::telemetry::metrics::Metrics>, n: u64| async move {
+        wait_for("every event applied", Duration::from_secs(60), || (metrics.events_applied.get() == n).then_some(()))
+            .await;
+    };
+    let october = |addr| {
+        let rows = sql(addr, "SELECT unit_code, total FROM totals WHERE period = '2026-10' AND unit_code IN ('H44', 'H44.01') ORDER BY unit_code");
+        rows.iter().map(|r| r["total"].as_f64().unwrap()).collect::<Vec<_>>()
+    };
+    let log = dir.path().join("snapshots/restatements/log.json");
+
+    let shutdown = CancellationToken::new();
+    let pipeline = start(shutdown.clone()).await;
+    let addr = pipeline.http_addr;
+    applied(pipeline.metrics.clone(), producer.sent).await;
+    // October's standing is kept once ingest has caught up.
+    wait_for("October's standing kept", Duration::from_secs(30), || log.exists().then_some(())).await;
+    let before = october(addr);
+    assert!(sql(addr, "SELECT * FROM restatements").is_empty(), "closing a month restates nothing");
+
+    // 20 October dossiers of H44.01 arrive late, all handled late: 40 late events.
+    producer.send(&dossiers("late-oct", "H44.01", "2026-10-07", 20, 9));
+    applied(pipeline.metrics.clone(), producer.sent).await;
+    let after = october(addr);
+    assert!(after[1] < before[1] - 1.0, "the late dossiers cost October points: {before:?} → {after:?}");
+    let rows = wait_for("the restatements", Duration::from_secs(30), || {
+        let rows = sql(addr, "SELECT * FROM restatements ORDER BY unit_code");
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    for (row, (unit, was, is)) in rows.iter().zip([("H44", before[0], after[0]), ("H44.01", before[1], after[1])]) {
+        assert_eq!(
+            (row["unit_code"].as_str(), row["period_kind"].as_str(), row["period"].as_str()),
+            (Some(unit), Some("month"), Some("2026-10")),
+            "{row}"
+        );
+        assert!(
+            (row["before"].as_f64().unwrap() - was).abs() < 1e-9 && (row["after"].as_f64().unwrap() - is).abs() < 1e-9,
+            "{row}: {was} → {is}"
+        );
+        assert_eq!(row["late_events"], 40, "{row}");
+        assert!(row["criteria"].as_str().unwrap().contains("2.1 -"), "on-time handling (2.1) moved: {row}");
+    }
+    let (status, periods) = http(addr, "GET", "/api/v1/periods?unit=H44.01", "");
+    assert_eq!(status, 200, "{periods}");
+    let periods: Value = serde_json::from_str(&periods).unwrap();
+    let restated: Vec<&str> = periods["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["restated"] == true)
+        .map(|p| p["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(restated, ["2026-10"], "{periods}");
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+
+    // After a restart (snapshot, then the topic from the committed offsets): the same two rows.
+    let shutdown = CancellationToken::new();
+    let pipeline = start(shutdown.clone()).await;
+    let addr = pipeline.http_addr;
+    wait_for("ingest caught up again (/readyz)", Duration::from_secs(60), || {
+        (http(addr, "GET", "/readyz", "").0 == 200).then_some(())
+    })
+    .await;
+    // The task judges at most once a second once caught up: a few of its turns.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = sql(addr, "SELECT * FROM restatements ORDER BY unit_code");
+    assert_eq!(kept, rows, "the restart keeps the rows and records none again");
+    shutdown.cancel();
+    pipeline.wait().await.unwrap();
+
+    // A log that cannot be read stops the start, saying which and what to do.
+    std::fs::write(&log, "{ not json").unwrap();
+    let config = config(&broker.bootstrap, prefix, nowhere, dir.path());
+    let refused = index766::Pipeline::start(config, CancellationToken::new()).await.err().expect("refused").to_string();
+    assert!(refused.contains("restatements/log.json") && refused.contains("fix or remove it"), "{refused}");
+}

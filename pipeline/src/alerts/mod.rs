@@ -12,9 +12,8 @@
 
 pub(crate) mod election;
 pub mod prometheus_rules;
+pub mod restatements;
 pub(crate) mod tell;
-
-pub use tell::AlertLogError;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

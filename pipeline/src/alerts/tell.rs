@@ -21,7 +21,7 @@ use crate::engine::view::View;
 use crate::ingest::client::Producer;
 use crate::lang::Language;
 use crate::persist::history::HistoryTables;
-use crate::persist::store::Store;
+use crate::persist::store::{KeptJsonError, Store};
 use crate::telemetry::metrics::Metrics;
 
 const LOG_PATH: &str = "alerts/log.json";
@@ -113,23 +113,8 @@ pub(crate) enum Keeper {
 
 /// Reads the alert log kept in the store (empty when there is none yet). A log that exists but
 /// cannot be read stops the start: going on would forget the firing alerts and send them again.
-pub(crate) async fn load_log(store: &Store) -> Result<Vec<Alert>, AlertLogError> {
-    match store.get(LOG_PATH).await {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|source| AlertLogError::NotJson { store: store.describe(), source })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(AlertLogError::Store { store: store.describe(), source }),
-    }
-}
-
-/// Why the alert log kept in the store cannot be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum AlertLogError {
-    #[error("the alert log {LOG_PATH} in {store} is not readable JSON: {source} (fix or remove it)")]
-    NotJson { store: String, source: serde_json::Error },
-    #[error("cannot read the alert log {LOG_PATH} in {store}: {source} (check the snapshot store)")]
-    Store { store: String, source: std::io::Error },
+pub(crate) async fn load_log(store: &Store) -> Result<Vec<Alert>, KeptJsonError> {
+    Ok(store.get_json(LOG_PATH).await?.unwrap_or_default())
 }
 
 /// The alert task: evaluates on every published view, keeps the log, tells the channels.

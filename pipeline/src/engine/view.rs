@@ -34,6 +34,8 @@ pub struct View {
     pub tables: Vec<(&'static str, Vec<RecordBatch>)>,
     /// The `dossiers` table: one row per dossier, so too large to build at every publish.
     pub dossiers: DossierRows,
+    /// Late events applied since the start, by (unit code, closed month): see `State::late_events`.
+    pub late_events: Vec<(String, Period, u64)>,
 }
 
 /// Asks the engine for a copy of its dossiers, from which the reader builds the `dossiers` table.
@@ -100,7 +102,8 @@ impl ViewBuilder {
         }
         self.periods = periods;
         tables.insert(0, ("units", vec![units_table]));
-        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers }
+        let late_events = state.late_events().map(|(unit, month, n)| (unit.to_owned(), month, n)).collect();
+        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers, late_events }
     }
 }
 

@@ -96,6 +96,22 @@ impl Store {
         }
     }
 
+    /// A JSON file kept in the store (a log), None when there is none yet.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &'static str,
+    ) -> Result<Option<T>, KeptJsonError> {
+        match self.get(path).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| KeptJsonError::NotJson {
+                path,
+                store: self.describe(),
+                source,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeptJsonError::Store { path, store: self.describe(), source }),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> io::Result<Bytes> {
         match self {
             Store::Local(root) => {
@@ -205,6 +221,16 @@ fn local_list(dir: &Path) -> io::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A JSON file kept in the store that cannot be read back: the start stops, since going on would
+/// forget what it holds (firing alerts, restatements) and tell it again.
+#[derive(Debug, thiserror::Error)]
+pub enum KeptJsonError {
+    #[error("{path} in {store} is not readable JSON: {source} (fix or remove it)")]
+    NotJson { path: &'static str, store: String, source: serde_json::Error },
+    #[error("cannot read {path} in {store}: {source} (check the snapshot store)")]
+    Store { path: &'static str, store: String, source: io::Error },
 }
 
 #[cfg(test)]

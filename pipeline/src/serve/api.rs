@@ -163,11 +163,14 @@ fn of_unit(table: &str, unit_column: &str, order: &str, asked: &Asked) -> Bound 
     Bound { text, values, within: None }
 }
 
-/// The periods of a kind the unit has figures for, newest first: what the wall's selector offers.
+/// The periods of a kind the unit has figures for, newest first, and whether late events restated
+/// them: what the wall's selector offers.
 fn periods(asked: &Asked) -> Bound {
     let values = vec![("unit", text(&asked.unit)), ("period_kind", text(asked.period_kind))];
-    let text = "SELECT period, period_start, is_current FROM totals \
-                WHERE unit_code = $unit AND period_kind = $period_kind ORDER BY period_start DESC"
+    let text = "SELECT t.period, t.period_start, t.is_current, r.period IS NOT NULL AS restated FROM totals t \
+                LEFT JOIN (SELECT DISTINCT unit_code, period_kind, period FROM restatements) r \
+                ON r.unit_code = t.unit_code AND r.period_kind = t.period_kind AND r.period = t.period \
+                WHERE t.unit_code = $unit AND t.period_kind = $period_kind ORDER BY t.period_start DESC"
         .to_owned();
     Bound { text, values, within: None }
 }

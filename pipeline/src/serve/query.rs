@@ -24,6 +24,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::alerts::restatements::{self, Restatement};
 use crate::config::SqlConfig;
 use crate::engine::view::View;
 use crate::persist::history::HistoryTables;
@@ -40,6 +41,8 @@ pub struct LiveSources {
     pub history: watch::Receiver<Arc<HistoryTables>>,
     /// The alert log, as the alert engine last published it.
     pub alerts: watch::Receiver<Arc<Vec<crate::alerts::Alert>>>,
+    /// The restatements of closed periods, as last recorded.
+    pub restatements: watch::Receiver<Arc<Vec<Restatement>>>,
     /// The audit trail, which every query adds to and `audit_log` reads.
     pub audit: Arc<AuditLog>,
 }
@@ -51,6 +54,7 @@ impl LiveSources {
             view: watch::channel(Arc::new(view)).1,
             history: watch::channel(Arc::new(HistoryTables::new())).1,
             alerts: watch::channel(Arc::new(Vec::new())).1,
+            restatements: watch::channel(Arc::new(Vec::new())).1,
             audit: AuditLog::new(None),
         }
     }
@@ -759,6 +763,9 @@ fn register_live_tables(context: &SessionContext, sources: LiveSources) -> Resul
     let receiver = sources.alerts.clone();
     let schema = crate::alerts::table(&[]).schema();
     tables.push(("alerts", LiveTable::at_hand(schema, move || vec![crate::alerts::table(&receiver.borrow())])));
+    let receiver = sources.restatements.clone();
+    let schema = restatements::table(&[]).schema();
+    tables.push(("restatements", LiveTable::at_hand(schema, move || vec![restatements::table(&receiver.borrow())])));
     let audit = sources.audit.clone();
     let read = move || {
         let audit = audit.clone();
