@@ -443,7 +443,7 @@ fn the_prometheus_rules_are_the_alert_rules_and_pass_promtool() {
     let root = repo_root();
     let shipped_path = root.join("helm/index766/files/index766-alerts.rules.yml");
     let rules = index766::Config::from_toml("").unwrap().alert_rules(&index766_core::spec::Spec::shipped()).unwrap();
-    let generated = index766::alerts::prometheus_rules::render(&rules);
+    let generated = index766::alerts::prometheus_rules::render(&rules, index766::lang::Language::Vi);
     let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
     assert_eq!(
         shipped,

@@ -112,7 +112,7 @@ pub fn alert_noise(config: Option<&Path>, options: &NoiseOptions) -> anyhow::Res
 pub fn prometheus_rules(config: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config)?;
     let rules = config.alert_rules(&config.spec()?)?;
-    print!("{}", crate::alerts::prometheus_rules::render(&rules));
+    print!("{}", crate::alerts::prometheus_rules::render(&rules, config.locale.language));
     Ok(())
 }
 
