@@ -76,9 +76,12 @@ pub struct State {
     deadlines: BTreeSet<(Instant, u32)>,
     /// Months whose dossiers' tallies changed since `take_touched`: the periods to score again.
     touched: BTreeSet<Period>,
-    /// Events applied, since this state was made, to dossiers of a month that had already ended
-    /// (late events), by the dossier's unit and month: what restated a closed period.
+    /// Late events applied since this state was made: what happened in a month (its event time)
+    /// but arrived after the month had ended, by the dossier's unit and month. What restates a
+    /// closed period, as against a later step of a dossier it received.
     late_events: HashMap<(u32, Period), u64>,
+    /// The newest event time applied: how far the stream has come (a replay is still in the past).
+    newest_event: Instant,
 }
 
 impl State {
@@ -96,6 +99,7 @@ impl State {
             deadlines: BTreeSet::new(),
             touched: BTreeSet::new(),
             late_events: HashMap::new(),
+            newest_event: Instant::MIN,
         }
     }
 
@@ -216,13 +220,19 @@ impl State {
         self.dossiers.get_mut(idx).merge(event, fp, codes);
         let after = self.contribution(idx);
         self.shift(before, after);
+        self.newest_event = self.newest_event.max(event.event_time);
         let d = self.dossiers.get(idx);
         if let Some(month) = d.received_at().map(|t| Period::containing(PeriodKind::Month, t)) {
-            if month.end() <= self.now {
+            if month.end() <= self.now && event.event_time < month.end() {
                 *self.late_events.entry((d.unit, month)).or_default() += 1;
             }
         }
         Applied::Changed
+    }
+
+    /// The newest event time applied (`Instant::MIN` before any).
+    pub fn newest_event(&self) -> Instant {
+        self.newest_event
     }
 
     /// The late events applied since this state was made: (unit code, month, how many).

@@ -488,6 +488,8 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 50, 1));
     base.extend(dossiers("nov", "H44.02", "2026-11-03", 50, 1));
+    // Received this morning (the clock is 2026-11-24 12:00): the stream is current, not a replay.
+    base.extend(dossiers("today", "H44.02", "2026-11-24", 5, 0));
     producer.send(&base);
     // No alert rules here: nothing to tell Alertmanager (port 9 answers nothing).
     let nowhere: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();

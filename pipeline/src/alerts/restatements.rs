@@ -1,13 +1,17 @@
 //! Restatements: late events that move a closed period's total for a unit by 0.01 point or
-//! more. Each published view's closed periods are compared with their standing (what they showed
-//! when first seen closed, or at the last restatement); a move is recorded with its before and
-//! after, the criteria that moved, the late events behind it and when. The log and the standings
+//! more. A late event happened in the period but arrived after it ended (`State::late_events`);
+//! a dossier's later steps (a November dossier completed in December) are not late, and what
+//! they move in a closed period moves its standing without a record. Each published view's closed
+//! periods are compared with their standing (what they showed when first seen closed, or at the
+//! last move); a move with late events behind it is recorded with its before and after, the
+//! criteria that moved, the late events and when. The log and the standings
 //! are kept in the snapshot store (`restatements/log.json`), so a restart neither forgets a
 //! restatement nor records one twice; the `restatements` table and the wall read it.
 //!
-//! Nothing is judged while ingest catches up (more than `[alerts] max_lag_messages` behind): a
-//! replay's figures half-way are not a restatement, and a store's standings are compared only
-//! with the figures ingest has caught up to.
+//! Nothing is judged while ingest catches up: more than `[alerts] max_lag_messages` behind, or
+//! its newest event more than a day older than the clock (a replay, a backfill: every event of
+//! history is "late" then). A replay's figures half-way are not a restatement, and a store's
+//! standings are compared only with the figures ingest has caught up to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +33,8 @@ use crate::telemetry::metrics::Metrics;
 const PATH: &str = "restatements/log.json";
 /// The least move of a total that is recorded: totals are shown to two decimals.
 const MOVED: f64 = 0.01;
+/// How far behind the clock the newest event may be for ingest to count as caught up.
+const CURRENT: i64 = 86_400;
 /// The least move of a criterion named among the causes.
 const CRITERION_MOVED: f64 = 0.005;
 
@@ -89,7 +95,11 @@ impl Log {
                         changed = true;
                     }
                     Some(before) if (f.total - before.total).abs() >= MOVED => {
-                        self.rows.push(restatement(&unit, &kind, &f, before, late_now, now));
+                        // A count below the standing's: the process restarted, counting from zero.
+                        let late = late_now.checked_sub(before.late_seen).unwrap_or(late_now);
+                        if late > 0 {
+                            self.rows.push(restatement(&unit, &kind, &f, before, late, now));
+                        }
                         self.standings.insert(key, standing());
                         changed = true;
                     }
@@ -105,7 +115,7 @@ fn points(f: &Figures) -> BTreeMap<String, f64> {
     f.criteria.iter().map(|(id, _, points)| (id.clone(), *points)).collect()
 }
 
-fn restatement(unit: &str, kind: &str, f: &Figures, before: &Standing, late_now: u64, now: Instant) -> Restatement {
+fn restatement(unit: &str, kind: &str, f: &Figures, before: &Standing, late_events: u64, now: Instant) -> Restatement {
     let mut criteria: Vec<(String, f64)> = points(f)
         .into_iter()
         .map(|(id, after)| {
@@ -123,8 +133,7 @@ fn restatement(unit: &str, kind: &str, f: &Figures, before: &Standing, late_now:
         before: before.total,
         after: f.total,
         criteria,
-        // A count below the standing's: the process restarted, and counts from zero again.
-        late_events: late_now.checked_sub(before.late_seen).unwrap_or(late_now),
+        late_events,
         recorded_at: format_time(now),
     }
 }
@@ -174,15 +183,15 @@ impl RestatementTask {
                 _ = shutdown.cancelled() => return,
                 changed = self.views.changed() => if changed.is_err() { return },
             }
-            if self.metrics.total_lag().is_some_and(|lag| lag <= self.max_lag) {
-                let view = self.views.borrow_and_update().clone();
-                if self.log.judge(&view, view.as_of) {
-                    let bytes = serde_json::to_vec(&self.log).expect("the log serialises");
-                    if let Err(error) = self.store.put(PATH, bytes).await {
-                        tracing::error!(%error, "cannot keep the restatement log; it is kept again at the next change");
-                    }
-                    self.rows.send_replace(Arc::new(self.log.rows.clone()));
+            let view = self.views.borrow_and_update().clone();
+            let current = view.as_of.saturating_sub(view.newest_event) <= CURRENT;
+            let caught_up = current && self.metrics.total_lag().is_some_and(|lag| lag <= self.max_lag);
+            if caught_up && self.log.judge(&view, view.as_of) {
+                let bytes = serde_json::to_vec(&self.log).expect("the log serialises");
+                if let Err(error) = self.store.put(PATH, bytes).await {
+                    tracing::error!(%error, "cannot keep the restatement log; it is kept again at the next change");
                 }
+                self.rows.send_replace(Arc::new(self.log.rows.clone()));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

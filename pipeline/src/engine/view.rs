@@ -36,6 +36,8 @@ pub struct View {
     pub dossiers: DossierRows,
     /// Late events applied since the start, by (unit code, closed month): see `State::late_events`.
     pub late_events: Vec<(String, Period, u64)>,
+    /// The newest event time applied: see `State::newest_event`.
+    pub newest_event: Instant,
 }
 
 /// Asks the engine for a copy of its dossiers, from which the reader builds the `dossiers` table.
@@ -103,7 +105,8 @@ impl ViewBuilder {
         self.periods = periods;
         tables.insert(0, ("units", vec![units_table]));
         let late_events = state.late_events().map(|(unit, month, n)| (unit.to_owned(), month, n)).collect();
-        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers, late_events }
+        let newest_event = state.newest_event();
+        View { as_of: state.now(), registry, scoreboard: Arc::new(board), tables, dossiers, late_events, newest_event }
     }
 }
 
