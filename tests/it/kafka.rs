@@ -146,6 +146,10 @@ async fn aborted_transactions_never_count_and_committed_ones_count_once() {
     let pipeline =
         index766::Pipeline::start(config(&kafka.bootstrap, prefix, dir.path(), false), shutdown.clone()).await.unwrap();
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
+    // The lag can read 0 before the first fetch: the committed events are awaited first, then
+    // the end of the topic, past which an aborted event read would show.
+    wait_for("the committed events", Duration::from_secs(60), || (metrics.events_consumed.get() >= 100).then_some(()))
+        .await;
     wait_for("the end of the topic", Duration::from_secs(60), || (lag(addr, &events) == Some(0.0)).then_some(())).await;
     assert_eq!(metrics.events_consumed.get(), 100, "only the committed events are read");
     assert_eq!(metrics.events_applied.get(), 100);
