@@ -14,7 +14,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use index766::tools::produce::{ensure_topics, EventProducer};
+use index766::tools::produce::ensure_topics;
 use serde_json::Value;
 
 use crate::serving::{dossiers, Producer};
@@ -194,7 +194,7 @@ async fn two_replicas_tell_each_alert_once_through_a_sigkill_of_the_sender() {
     ensure_topics(&broker.bootstrap, &[&topic("election")], 1).await.unwrap();
     let receiver = Receiver::start();
     let alertmanager = alertmanager(dir.path(), receiver.addr);
-    let mut producer = Producer { inner: EventProducer::new(&broker.bootstrap, &topic("events")).unwrap(), sent: 0 };
+    let mut producer = Producer::to(&broker.bootstrap, &topic("events"));
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("nov", "H44.01", "2026-11-02", 20, 2));
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 200, 1));

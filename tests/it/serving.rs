@@ -176,6 +176,10 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
+    pub fn to(bootstrap: &str, topic: &str) -> Producer {
+        Producer { inner: EventProducer::new(bootstrap, topic).unwrap(), sent: 0 }
+    }
+
     pub fn send(&mut self, events: &[WireEvent]) {
         for e in events {
             self.inner.send(e).unwrap();
@@ -210,8 +214,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
         ]
     });
 
-    let mut producer =
-        Producer { inner: EventProducer::new(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
+    let mut producer = Producer::to(&broker.bootstrap, &format!("{prefix}.events"));
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("nov", "H44.01", "2026-11-02", 20, 2));
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 200, 1));
@@ -483,8 +486,7 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
     ensure_topics(&broker.bootstrap, &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter")], 2)
         .await
         .unwrap();
-    let mut producer =
-        Producer { inner: EventProducer::new(&broker.bootstrap, &format!("{prefix}.events")).unwrap(), sent: 0 };
+    let mut producer = Producer::to(&broker.bootstrap, &format!("{prefix}.events"));
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 50, 1));
     base.extend(dossiers("nov", "H44.02", "2026-11-03", 50, 1));
