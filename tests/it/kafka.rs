@@ -164,8 +164,9 @@ async fn aborted_transactions_never_count_and_committed_ones_count_once() {
     let pipeline =
         index766::Pipeline::start(config(&kafka.bootstrap, prefix, dir.path(), false), shutdown.clone()).await.unwrap();
     let (addr, metrics) = (pipeline.http_addr, pipeline.metrics.clone());
-    wait_for("the lag after the restart", Duration::from_secs(30), || lag(addr, &events)).await;
-    assert_eq!(lag(addr, &events), Some(0.0));
+    // Its first reading may still count the last commit marker (1) before the consumer steps past it.
+    wait_for("no lag after the restart", Duration::from_secs(30), || (lag(addr, &events) == Some(0.0)).then_some(()))
+        .await;
     assert_eq!(metrics.events_consumed.get(), 100, "the counter continues from the snapshot");
     assert_eq!(sql(addr, "SELECT count(*) AS n FROM dossiers")[0]["n"], json!(100));
     shutdown.cancel();
