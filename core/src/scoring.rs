@@ -572,28 +572,45 @@ fn gaps(scores: &PeriodScores, spec: &Spec, target_total: f64) -> Vec<Gap> {
     let in_force = spec.for_period(scores.period);
     let mut out = Vec::new();
     for unit_scores in scores.criteria.chunk_by(|a, b| a.unit == b.unit) {
-        let needed = target_total - scores.totals[unit_scores[0].unit].total;
-        let ratio_of = |id: &str| unit_scores.iter().find(|s| CRITERIA[s.criterion].id == id).and_then(|s| s.ratio);
-        let mut ranked: Vec<&CriterionScore> = unit_scores.iter().collect();
-        ranked.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
-        for (rank, s) in ranked.into_iter().enumerate() {
+        let total = scores.totals[unit_scores[0].unit].total;
+        out.extend(unit_gaps(unit_scores, &in_force, total, target_total));
+    }
+    out
+}
+
+/// One unit's gaps from its criterion scores (one period, `total` their sum): the criteria by
+/// points lost, each with the good items that alone would bring the unit to `target_total`.
+/// The weekly report works them out this way from the kept weekly figures.
+pub fn unit_gaps(
+    unit_scores: &[CriterionScore],
+    in_force: &[&CriterionSpec],
+    total: f64,
+    target_total: f64,
+) -> Vec<Gap> {
+    let needed = target_total - total;
+    let ratio_of = |id: &str| unit_scores.iter().find(|s| CRITERIA[s.criterion].id == id).and_then(|s| s.ratio);
+    let mut ranked: Vec<&CriterionScore> = unit_scores.iter().collect();
+    ranked.sort_by(|a, b| b.points_lost().total_cmp(&a.points_lost()).then(a.criterion.cmp(&b.criterion)));
+    ranked
+        .into_iter()
+        .enumerate()
+        .map(|(rank, s)| {
             let c = in_force.iter().find(|c| c.index == s.criterion).expect("scores come from the spec");
             // A ratio times another's moves by that other ratio per good item.
             let multiplier = match c.criterion().figure {
                 Figure::RatioTimes(other) => ratio_of(other).unwrap_or(0.0),
                 _ => 1.0,
             };
-            out.push(Gap {
+            Gap {
                 unit: s.unit,
-                period: scores.period,
+                period: s.period,
                 criterion: s.criterion,
                 points_lost: s.points_lost(),
                 loss_rank: rank as u32 + 1,
                 good_needed: good_needed(c, s, needed, multiplier),
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

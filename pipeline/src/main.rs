@@ -142,6 +142,32 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         backlog: u32,
     },
+    /// Fetch a weekly report from a running pipeline (GET /reports/weekly, written now; with
+    /// --kept, the one kept on Monday) into a file; the token, when sign-in is on, comes from the
+    /// environment variable INDEX766_TOKEN.
+    Report {
+        /// Its HTTP address, e.g. http://127.0.0.1:8766.
+        #[arg(long)]
+        url: String,
+        /// A unit_code; default: the province (or the token's first unit).
+        #[arg(long)]
+        unit: Option<String>,
+        /// An ISO week, e.g. 2026-W45; default: the newest with figures.
+        #[arg(long)]
+        week: Option<String>,
+        /// html, pdf, xlsx or json.
+        #[arg(long, default_value = "pdf")]
+        format: String,
+        /// vi or en; default: the pipeline's [locale] language.
+        #[arg(long)]
+        lang: Option<String>,
+        /// The report kept on Monday rather than one written now (default: the newest kept).
+        #[arg(long)]
+        kept: bool,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the [[alerts.rules]] of the config as a Prometheus alerting-rules file.
     PrometheusRules {
         /// TOML file layered over the defaults (pipeline/config/default.toml).
@@ -253,6 +279,15 @@ async fn main() -> ExitCode {
         }
         Command::PrometheusRules { config } => commands::prometheus_rules(config.as_deref()),
         Command::CheckConfig { config } => commands::check_config(&config),
+        Command::Report { url, unit, week, format, lang, kept, out } => {
+            let path = if kept { "/reports/kept" } else { "/reports/weekly" };
+            let asked: Vec<(&str, String)> = [("unit", unit), ("week", week), ("format", Some(format)), ("lang", lang)]
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+                .collect();
+            let token = std::env::var("INDEX766_TOKEN").ok();
+            commands::fetch_report(&url, path, &asked, token.as_deref(), &out).await
+        }
         Command::Probe { url } => commands::probe(&url, std::env::var("INDEX766_TOKEN").ok().as_deref()).await,
         Command::Token(Holder { name, roles, units }) => {
             let (token, entry) = access::new_token(&name, &roles, &units);

@@ -37,6 +37,7 @@ use crate::serve::access::{Gate, Issuer, TokensError};
 use crate::serve::audit::AuditLog;
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::oidc::{Oidc, OidcError};
+use crate::serve::report::kept::{Reports, WeeklyWriter};
 use crate::serve::tls::{Tls, TlsError};
 use crate::serve::{http, listen, postgres, query, routes, sql_error};
 use crate::supervise::{Joined, Part, Stopped, Supervisor};
@@ -302,6 +303,15 @@ impl Pipeline {
             }
             None => None,
         };
+        let reports = Arc::new(Reports { sql: sql.clone(), spec: spec.clone(), store: store.clone() });
+        let weekly_writer = WeeklyWriter {
+            reports: reports.clone(),
+            views: views.clone(),
+            clock: clock.clone(),
+            depth: config.reports.depth,
+            language: config.locale.language,
+        };
+        drop(tokio::spawn(weekly_writer.run(shutdown.clone())));
         let app = http::router(routes::AppState {
             view: views.clone(),
             metrics: metrics.clone(),
@@ -313,6 +323,7 @@ impl Pipeline {
             gate,
             ready_max_lag: config.ingest.ready_max_lag_messages,
             language: config.locale.language,
+            reports,
         });
         let limits = listen::HttpLimits {
             max_connections: config.http.max_connections,

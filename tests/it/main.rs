@@ -18,6 +18,8 @@
 //! - `mock_consumer`: the whole pipeline on librdkafka's in-process mock cluster;
 //! - `serving`: psql, /metrics, drop alerts on every channel (a real Alertmanager), the IOC page
 //!   in a real Chromium (`browser`), the Prometheus rules under promtool;
+//! - `report`: the weekly report on demand and kept by the Monday writer: figures against SQL, its
+//!   PDF through poppler's pdftotext and pdftoppm, its workbook through openpyxl;
 //! - `replicas`: two replicas on one Apache Kafka elect one alert sender; it is SIGKILLed mid-drop,
 //!   the other takes over, and every alert reaches the topic, Alertmanager and its webhook once;
 //! - `supervise`: a part that panics stops the process, non-zero, with the part named;
@@ -41,6 +43,7 @@ mod mock_consumer;
 mod real_broker;
 mod replay;
 mod replicas;
+mod report;
 mod s3;
 mod scenario;
 mod scopes;

@@ -27,7 +27,25 @@ use crate::support::{http, http_json, metric, read_topic, repo_root, sql, wait_f
 
 const RULE: &str = "processing_drop";
 
-fn config(bootstrap: &str, prefix: &str, alertmanager: std::net::SocketAddr, dir: &Path) -> index766::Config {
+/// The events and dead-letter topics of `prefix` (2 partitions), and a producer to the events.
+pub(crate) async fn topics(broker: &Kafka, prefix: &str) -> Producer {
+    let events = format!("{prefix}.events");
+    ensure_topics(&broker.bootstrap, &[&events, &format!("{prefix}.dead-letter")], 2).await.unwrap();
+    Producer::to(&broker.bootstrap, &events)
+}
+
+/// Waits until the pipeline has applied `n` events.
+pub(crate) async fn all_applied(metrics: std::sync::Arc<index766::telemetry::metrics::Metrics>, n: u64) {
+    wait_for("every event applied", Duration::from_secs(60), || (metrics.events_applied.get() == n).then_some(()))
+        .await;
+}
+
+pub(crate) fn config(
+    bootstrap: &str,
+    prefix: &str,
+    alertmanager: std::net::SocketAddr,
+    dir: &Path,
+) -> index766::Config {
     index766::Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = {bootstrap:?}\n\"group.id\" = \"{prefix}\"\n\
          [topics]\nevents = \"{prefix}.events\"\npetitions = \"\"\ncatalog = \"\"\nunits = \"\"\ndead_letter = \"{prefix}.dead-letter\"\n\
@@ -483,10 +501,7 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Kafka::shared();
     let prefix = "restate";
-    ensure_topics(&broker.bootstrap, &[&format!("{prefix}.events"), &format!("{prefix}.dead-letter")], 2)
-        .await
-        .unwrap();
-    let mut producer = Producer::to(&broker.bootstrap, &format!("{prefix}.events"));
+    let mut producer = topics(broker, prefix).await;
     let mut base = dossiers("oct", "H44.01", "2026-10-05", 20, 2);
     base.extend(dossiers("oct", "H44.02", "2026-10-06", 50, 1));
     base.extend(dossiers("nov", "H44.02", "2026-11-03", 50, 1));
@@ -499,10 +514,6 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
         let config = config(&broker.bootstrap, prefix, nowhere, dir.path());
         async move { index766::Pipeline::start(config, shutdown).await.unwrap() }
     };
-    let applied = |metrics: std::sync::Arc<index766::telemetry::metrics::Metrics>, n: u64| async move {
-        wait_for("every event applied", Duration::from_secs(60), || (metrics.events_applied.get() == n).then_some(()))
-            .await;
-    };
     let october = |addr| {
         let rows = sql(addr, "SELECT unit_code, total FROM totals WHERE period = '2026-10' AND unit_code IN ('H44', 'H44.01') ORDER BY unit_code");
         rows.iter().map(|r| r["total"].as_f64().unwrap()).collect::<Vec<_>>()
@@ -512,7 +523,7 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
     let shutdown = CancellationToken::new();
     let pipeline = start(shutdown.clone()).await;
     let addr = pipeline.http_addr;
-    applied(pipeline.metrics.clone(), producer.sent).await;
+    all_applied(pipeline.metrics.clone(), producer.sent).await;
     // October's standing is kept once ingest has caught up.
     wait_for("October's standing kept", Duration::from_secs(30), || log.exists().then_some(())).await;
     let before = october(addr);
@@ -520,7 +531,7 @@ async fn late_events_restate_a_closed_month_once_and_a_restart_keeps_it() {
 
     // 20 October dossiers of H44.01 arrive late, all handled late: 40 late events.
     producer.send(&dossiers("late-oct", "H44.01", "2026-10-07", 20, 9));
-    applied(pipeline.metrics.clone(), producer.sent).await;
+    all_applied(pipeline.metrics.clone(), producer.sent).await;
     let after = october(addr);
     assert!(after[1] < before[1] - 1.0, "the late dossiers cost October points: {before:?} → {after:?}");
     let rows = wait_for("the restatements", Duration::from_secs(30), || {

@@ -48,6 +48,16 @@ pub struct Config {
     pub access: AccessConfig,
     pub tls: TlsConfig,
     pub locale: LocaleConfig,
+    pub reports: ReportsConfig,
+}
+
+/// `[reports]`: the weekly report written every Monday 00:00 (Vietnam time).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Written for the units this deep in the tree and above: 0 the province, 1 also the
+    /// departments and communes below it. Any unit's report can be asked for at any time.
+    pub depth: u32,
 }
 
 /// `[locale]`: what users read.

@@ -133,11 +133,11 @@ pub(crate) struct Asked {
     marks: Vec<String>,
 }
 
-fn text(value: &str) -> ScalarValue {
+pub(crate) fn text(value: &str) -> ScalarValue {
     ScalarValue::Utf8(Some(value.to_owned()))
 }
 
-fn day(date: NaiveDate) -> ScalarValue {
+pub(crate) fn day(date: NaiveDate) -> ScalarValue {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
     ScalarValue::Date32(Some((date - epoch).num_days() as i32))
 }
@@ -359,7 +359,7 @@ fn is_period(text: &str) -> bool {
 
 /// The unit asked for, if the caller may read it; else the caller's first unit, or the province.
 /// A unit out of scope is answered like one that does not exist.
-fn unit(asked: Option<&str>, app: &AppState, caller: Option<&Principal>) -> Result<String, Refusal> {
+pub(crate) fn unit(asked: Option<&str>, app: &AppState, caller: Option<&Principal>) -> Result<String, Refusal> {
     let registry = app.view.borrow().registry.clone();
     let scope = Scope::for_principal(caller, &registry);
     let readable = |code: &str| registry.position(code).is_some() && scope.as_ref().is_none_or(|s| s.keeps(code));

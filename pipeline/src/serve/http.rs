@@ -19,12 +19,12 @@ use futures::Stream;
 
 use crate::lang::Language;
 use crate::serve::access::{CertificateName, Credential, Denied, Gate, Need, Role};
-use crate::serve::api;
 use crate::serve::audit::AuditLog;
 use crate::serve::query::{Encoder, Format, Rows};
 use crate::serve::routes::{error, json_response, status_of, AppState, Caller, DOCUMENT, ROUTES};
 use crate::serve::scope::Scope;
 use crate::serve::sql_error::QueryError;
+use crate::serve::{api, report};
 use crate::telemetry::metrics::Metrics;
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -35,6 +35,9 @@ pub(crate) fn router(state: AppState) -> Router {
             ("GET", DOCUMENT) => get(api::document),
             ("GET", path) if api::resource(path).is_some() => api::handler(api::resource(path).expect("just found")),
             ("GET", "/api/updates") => get(updates),
+            ("GET", "/reports") => get(report::answer::list),
+            ("GET", "/reports/weekly") => get(report::answer::weekly),
+            ("GET", "/reports/kept") => get(report::answer::kept),
             ("GET", "/metrics") => get(metrics),
             ("GET", "/healthz") => get(healthz),
             ("GET", "/readyz") => get(readyz),

@@ -2,7 +2,7 @@
 //! (`http` on the `listen`er, its `routes`: the wall, /sql, /metrics with the `exposition` of the scores,
 //! /healthz, alerts) and over the PostgreSQL protocol (`postgres`, behind `pg_guard`), both over
 //! `tls` when configured; `access` says who may reach which (single sign-on JWTs by `oidc`), and `scope` which units' rows;
-//! `audit` writes down who did what.
+//! `audit` writes down who did what; `report` writes the weekly report.
 
 pub mod access;
 pub mod api;
@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod pg_guard;
 pub mod postgres;
 pub mod query;
+pub mod report;
 pub mod routes;
 pub mod scope;
 pub mod scram;

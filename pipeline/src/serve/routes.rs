@@ -14,6 +14,7 @@ use crate::lang::Language;
 use crate::serve::access::{Gate, Need, Principal, Role};
 use crate::serve::exposition::ScoreGauges;
 use crate::serve::query::SqlService;
+use crate::serve::report::kept::Reports;
 use crate::serve::sql_error::QueryError;
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::Metrics;
@@ -33,6 +34,7 @@ pub(crate) struct AppState {
     pub ready_max_lag: i64,
     /// The wall's language when the reader asks for none (`[locale] language`).
     pub language: Language,
+    pub reports: Arc<Reports>,
 }
 
 /// One surface of the HTTP port.
@@ -67,6 +69,14 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api/v1/history/daily", need: WALL, what: "a unit's totals day by day (the last figures of each day)" },
     Route { method: "GET", path: "/api/v1/history/daily_groups", need: WALL, what: "a unit's six group scores day by day" },
     Route { method: "GET", path: "/api/v1/history/weekly", need: WALL, what: "a unit's totals week by week" },
+    Route { method: "GET", path: "/reports", need: WALL, what: "the weekly reports kept (every Monday 00:00, Vietnam time), newest first, with their links" },
+    Route {
+        method: "GET",
+        path: "/reports/weekly",
+        need: WALL,
+        what: "a unit's weekly report written now: ?unit=&week=2026-W45&period_kind=month&format=html|pdf|xlsx|json&lang=vi|en",
+    },
+    Route { method: "GET", path: "/reports/kept", need: WALL, what: "a kept weekly report: ?week=2026-W45 (default: the newest)&unit=&format=html|pdf|xlsx|json" },
     Route {
         method: "GET",
         path: "/api/updates",

@@ -146,6 +146,28 @@ pub async fn probe(url: &str, token: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fetches `path` (a weekly report) with the `asked` parameters into `out`.
+pub async fn fetch_report(
+    url: &str,
+    path: &str,
+    asked: &[(&str, String)],
+    token: Option<&str>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build()?;
+    let mut request = client.get(format!("{}{path}", url.trim_end_matches('/'))).query(asked);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = request.send().await?;
+    let status = answer.status();
+    let body = answer.bytes().await?;
+    anyhow::ensure!(status.is_success(), "{url}{path} answered {status}: {}", String::from_utf8_lossy(&body));
+    std::fs::write(out, &body).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    println!("{}: {} bytes", out.display(), body.len());
+    Ok(())
+}
+
 /// Writes the simulated province's events to a broker, creating the topics if needed.
 pub async fn generate(
     brokers: String,
