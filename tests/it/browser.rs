@@ -93,6 +93,15 @@ impl Browser {
         assert_eq!(clicked, json!(true), "nothing to click at {selector}");
     }
 
+    /// Sets the window's size, in CSS pixels, and waits for the page to take it.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command("POST", "window/rect", json!({ "width": width, "height": height }));
+        wait_for("the window resized", Duration::from_secs(10), || {
+            (self.execute("return window.innerWidth").as_u64() == Some(width.into())).then_some(())
+        })
+        .await;
+    }
+
     /// Saves a PNG of the window as a test artifact (tests/artifacts/, not committed).
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.command("GET", "screenshot", Value::Null);
@@ -146,6 +155,7 @@ return JSON.stringify({
   groups: [...document.querySelectorAll(".group-gauge")].map(g => [g.dataset.group, text(g, ".group-points")]),
   ranking: [...document.querySelectorAll("#ranking tbody tr")].map(r => [r.dataset.unit, text(r, ".rank"), text(r, ".total"), text(r, ".delta")]),
   alerts: [...document.querySelectorAll("#alerts .alert")].map(a => a.dataset.unit),
+  causes: [...document.querySelectorAll("#alerts .causes")].map(c => c.textContent.replace(/^[^:]*:\s*/, "")),
 });
 "##;
 
@@ -163,6 +173,17 @@ fn expected_page(addr: SocketAddr, alert_unit: Option<&str>, lang: Lang) -> Valu
             "SELECT unit_code, rank, total, delta FROM totals WHERE {current} AND depth = 1 ORDER BY rank, unit_name"
         ),
     );
+    let causes =
+        sql(addr, "SELECT causes FROM alerts WHERE state = 'firing' AND causes <> '' ORDER BY fired_at DESC, id");
+    // "2.1 -10.00" as the language writes the change: "2.1 -10,00" in Vietnamese.
+    let local = |text: &str| match lang {
+        Lang::Vi => text
+            .split(' ')
+            .map(|w| if w.starts_with(['+', '-']) { w.replace('.', ",") } else { w.to_owned() })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Lang::En => text.to_owned(),
+    };
     let fixed = |v: &Value| lang.fixed(v);
     let delta = |d: &Value| {
         d.as_f64().map_or("—".to_owned(), |x| format!("{}{}", if x >= 0.0 { "+" } else { "" }, lang.fixed(d)))
@@ -175,6 +196,7 @@ fn expected_page(addr: SocketAddr, alert_unit: Option<&str>, lang: Lang) -> Valu
         "groups": groups.iter().map(|g| json!([g["group_id"].to_string(), fixed(&g["points"])])).collect::<Vec<_>>(),
         "ranking": ranking.iter().map(|r| json!([r["unit_code"], r["rank"].to_string(), fixed(&r["total"]), delta(&r["delta"])])).collect::<Vec<_>>(),
         "alerts": alert_unit.into_iter().collect::<Vec<_>>(),
+        "causes": causes.iter().map(|c| local(c["causes"].as_str().unwrap())).collect::<Vec<_>>(),
     })
 }
 
@@ -306,4 +328,29 @@ pub async fn check_trends_and_a_past_period(browser: &Browser, addr: SocketAddr,
     })
     .await;
     assert!(past_shown, "{past} on the wall: {shown} against SQL's {expected}");
+}
+
+/// The wall on a phone (390 × 844) and on a 4K display read across the room (3840 × 2160): no
+/// sideways scrolling of the page on either (a wide table scrolls inside its panel), the
+/// province's total drawn at least 40 and 90 pixels high, a screenshot of each; then back to the
+/// test's size. Returns the screenshots.
+pub async fn check_phone_and_4k(browser: &Browser) -> Vec<PathBuf> {
+    let mut shots = Vec::new();
+    for (name, width, height, total_px) in [("ioc-wall-phone", 390, 844, 40.0), ("ioc-wall-4k", 3840, 2160, 90.0)] {
+        browser.resize(width, height).await;
+        let seen = browser.execute(
+            "const wide = [...document.querySelectorAll('section')].filter((s) => s.getBoundingClientRect().right > window.innerWidth + 1);
+             return { page: document.documentElement.scrollWidth, window: window.innerWidth, wide: wide.map((s) => s.id),
+                      total: document.querySelector('#province-total').getBoundingClientRect().height };",
+        );
+        assert!(seen["page"].as_u64() <= seen["window"].as_u64(), "{name}: the page scrolls sideways: {seen}");
+        assert_eq!(seen["wide"], json!([]), "{name}: panels wider than the window: {seen}");
+        assert!(
+            seen["total"].as_f64().unwrap() >= total_px,
+            "{name}: the province's total is too small to read: {seen}"
+        );
+        shots.push(browser.screenshot(name));
+    }
+    browser.resize(1600, 1300).await;
+    shots
 }

@@ -404,11 +404,20 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     let browser = crate::browser::Browser::open(addr).await;
     crate::browser::check_dashboard(&browser, addr, Some("H44.01"), Lang::Vi).await;
     let shot = browser.screenshot("ioc-wall-vi");
+    let sizes = crate::browser::check_phone_and_4k(&browser).await;
     wait_for("a day of history", Duration::from_secs(30), || {
         (sql(addr, "SELECT count(*) AS n FROM weekly_totals")[0]["n"].as_u64() > Some(0)).then_some(())
     })
     .await;
     crate::browser::check_trends_and_a_past_period(&browser, addr, Lang::Vi, "2026-10").await;
+    // The wall's reports panel asks for the selected unit's report with the page's token and language.
+    let written = browser.execute_async(
+        "const done = arguments[arguments.length - 1];
+         signedIn('/reports/weekly', { unit: state.selected, format: 'json', lang: LANG })
+           .then((r) => r.json()).then((r) => done(r.unit_code + ' ' + r.week), (e) => done(String(e)));",
+    );
+    let selected = browser.execute("return state.selected");
+    assert_eq!(written, Value::from(format!("{} 2026-W48", selected.as_str().unwrap())), "the wall's report");
     browser.execute("const s = document.querySelector('#period'); s.selectedIndex = 0; s.dispatchEvent(new Event('change')); return 1");
     let (status, refused) = http(addr, "GET", "/?lang=fr", "");
     assert_eq!(status, 400, "{refused}");
@@ -450,7 +459,7 @@ async fn sql_metrics_alerts_and_the_dashboard_follow_a_scripted_drop() {
     .await;
     crate::browser::check_dashboard(&browser, addr, None, Lang::Vi).await;
     assert!(browser.same_document(), "updated live, without a reload");
-    println!("wall screenshots: {} {}", shot.display(), english_shot.display());
+    println!("wall screenshots: {} {} {:?}", shot.display(), english_shot.display(), sizes);
 
     shutdown.cancel();
     pipeline.wait().await.unwrap();
