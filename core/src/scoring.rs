@@ -676,6 +676,43 @@ mod tests {
         assert!((on_time("B").points - 20.0 / 3.0).abs() < 1e-12);
     }
 
+    /// 5.3 scores the root's communes that offer electronic certified copies, linearly (the
+    /// portal's figures: not a flat 2 points), and shows it on every unit; a tree without
+    /// communes keeps full points.
+    #[test]
+    fn certified_copies_score_the_share_of_communes_offering_them() {
+        let registry = Registry::parse(concat!(
+            "{\"code\":\"P\",\"name\":\"P\",\"level\":\"province\"}\n",
+            "{\"code\":\"A\",\"name\":\"A\",\"parent\":\"P\",\"level\":\"department\"}\n",
+            "{\"code\":\"B\",\"name\":\"B\",\"parent\":\"P\",\"level\":\"commune\",\"certified_copies\":true}\n",
+            "{\"code\":\"C\",\"name\":\"C\",\"parent\":\"P\",\"level\":\"commune\"}\n",
+            "{\"code\":\"D\",\"name\":\"D\",\"parent\":\"P\",\"level\":\"commune\"}\n",
+            "{\"code\":\"E\",\"name\":\"E\",\"parent\":\"P\",\"level\":\"commune\"}\n",
+            "{\"code\":\"M\",\"name\":\"M\",\"level\":\"ministry\"}\n",
+        ))
+        .unwrap();
+        let state = state_at("2026-11-24T12:00:00+07:00");
+        let board = score(&registry, &state, &Default::default(), &spec(), 80.0);
+        let copies = |unit: &str| {
+            let pos = registry.position(unit).unwrap();
+            let s = board
+                .criteria()
+                .find(|s| {
+                    s.unit == pos
+                        && board.is_current(s.period)
+                        && s.period.kind == PeriodKind::Month
+                        && CRITERIA[s.criterion].id == "5.3"
+                })
+                .unwrap();
+            (s.numerator, s.denominator, s.points)
+        };
+        // One commune of four: 2 × 1/4, on the province and on every unit below it.
+        for unit in ["P", "A", "B", "C"] {
+            assert_eq!(copies(unit), (1, 4, 0.5), "{unit}");
+        }
+        assert_eq!(copies("M"), (0, 0, 2.0), "a ministry has no communes: full points");
+    }
+
     /// A worked example of every criterion, computed by hand (numbers in the comments).
     ///
     /// November 2026, judged 24 Nov 12:00. P (province) ← A (department), B (commune, offers
@@ -808,7 +845,7 @@ mod tests {
             ("4.3", 1, 3, 2.0),                   // D1 paid online of D1, D2, D4
             ("5.1", 1, 2, 3.0),                   // X needs a written result: D1 electronic, D2 not
             ("5.2", 1, 4, 1.0),                   // D1 only (D2 digitised but paper result for X)
-            ("5.3", 1, 1, 2.0),                   // B offers copies; the portal gives full points anyway
+            ("5.3", 1, 1, 2.0),                   // the one commune, B, offers copies: 2 × 1/1
             ("5.4", 2, 4, 1.25),                  // D1, D4 re-use data: 0.5 of 0.8
             ("5.5", 1, 4, 1.0),                   // D1's result in the personal store
             ("5.6", 2, 4, 1.0),                   // D1 VNeID, D3 population data

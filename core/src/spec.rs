@@ -322,7 +322,8 @@ mod tests {
         assert_eq!(c("3.3").points(Some(0.7)), 6.0, "above the threshold: full");
         assert_eq!(c("2.1").points(None), 0.0);
         assert_eq!(c("6.2").points(None), 6.0, "no petitions: full points");
-        assert_eq!(c("5.3").points(Some(0.1)), 2.0, "the portal gives 5.3 in full");
+        assert_eq!(c("5.3").points(Some(0.25)), 0.5, "5.3: linear on the communes offering copies");
+        assert_eq!(c("5.3").points(None), 2.0, "no communes (a ministry): full points");
         assert_eq!(c("2.2").points(Some(3.0)), 0.0);
     }
 

@@ -130,7 +130,9 @@ fn procedure_ratios(ds: &[&Folded], catalog: &Catalog, levels: &HashSet<Level>) 
     ])
 }
 
-/// Every (unit, period, criterion) → (numerator, denominator) of the dossier and procedure criteria.
+/// Every (unit, period, criterion) → (numerator, denominator) of the dossier and procedure
+/// criteria, and of 5.3 (the province's communes offering electronic certified copies, shown on
+/// every unit).
 pub fn recompute(
     registry: &Registry,
     catalog: &Catalog,
@@ -158,6 +160,8 @@ pub fn recompute(
     };
     let mut periods: HashSet<Period> = dossiers.iter().flat_map(|d| Period::all_containing(d.received)).collect();
     periods.extend(Period::all_containing(now));
+    let communes: Vec<&Unit> = units.iter().filter(|u| u.level == Level::Commune).collect();
+    let copies = (communes.iter().filter(|u| u.certified_copies).count() as i64, communes.len() as i64);
     let mut out = BTreeMap::new();
     for unit in units {
         let levels: HashSet<Level> =
@@ -172,6 +176,7 @@ pub fn recompute(
             for (id, r) in ratios {
                 out.insert((unit.code.clone(), period, id), r);
             }
+            out.insert((unit.code.clone(), period, "5.3"), copies);
         }
     }
     out
@@ -179,19 +184,20 @@ pub fn recompute(
 
 /// A random tree of units, three levels deep.
 fn random_registry(rng: &mut StdRng) -> Registry {
-    let unit = |code: &str, parent: Option<&str>, level| Unit {
+    let unit = |code: &str, parent: Option<&str>, level, certified_copies| Unit {
         code: code.into(),
         name: code.into(),
         parent: parent.map(Into::into),
         level,
-        certified_copies: false,
+        certified_copies,
     };
-    let mut units = vec![unit("P", None, Level::Province)];
+    let mut units = vec![unit("P", None, Level::Province, false)];
     for d in 0..rng.random_range(1..4) {
         let district = format!("P.{d}");
-        units.push(unit(&district, Some("P"), Level::District));
+        units.push(unit(&district, Some("P"), Level::District, false));
         for c in 0..rng.random_range(0..4) {
-            units.push(unit(&format!("{district}.{c}"), Some(&district), Level::Commune));
+            let copies = rng.random_bool(0.4);
+            units.push(unit(&format!("{district}.{c}"), Some(&district), Level::Commune, copies));
         }
     }
     Registry::new(units).unwrap()

@@ -39,7 +39,7 @@ async fn scores_the_scenario_from_the_mock_cluster() {
 async fn a_changed_spec_changes_the_scores_after_a_restart(bootstrap: &str) {
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(repo_root().join("sql/scoring_spec.toml")).unwrap();
-    let edited = shipped.replace("version = \"portal-2026.1\"", "version = \"written-2026.2\"").replace(
+    let edited = shipped.replace("version = \"portal-2026.2\"", "version = \"written-2026.2\"").replace(
         "max_points = 4\nconversion = \"linear\"\nwhen_empty = \"zero\"\napplies = \"every_unit\"\nin_force_from = \"2022-06-23\"\n\n[[criterion]]\nid = \"5.3\"",
         "max_points = 4\nconversion = \"threshold\"\nthreshold = 0.8\nwhen_empty = \"zero\"\napplies = \"every_unit\"\nin_force_from = \"2022-06-23\"\n\n[[criterion]]\nid = \"5.3\"",
     );

@@ -246,7 +246,7 @@ pub async fn run_pipeline_and_check(bootstrap: &str) {
     assert_eq!(sql(addr, "SELECT count(*) AS n FROM totals")[0]["n"], json!(5 * 8));
     assert_eq!(
         sql(addr, "SELECT count(DISTINCT spec_version) AS n, min(spec_version) AS v FROM scores")[0],
-        json!({"n": 1, "v": "portal-2026.1"})
+        json!({"n": 1, "v": "portal-2026.2"})
     );
     // Petitions: 6.1, 6.2, 6.3 as (numerator, denominator, points), worked out in the module doc.
     let petitions = |unit: &str, period: &str| -> Vec<(i64, i64, f64)> {
