@@ -155,13 +155,16 @@ impl CatalogClock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
     OnlineDossier,
+    /// Fee data synced to the portal (4.1).
     FeeData,
+    /// Fee data synced or paid online: a dossier with a fee (4.2's procedures).
+    FeeBearing,
     PaidOnline,
     PopulationData,
 }
 
 /// How many of a procedure's dossiers showed each [`Fact`], in declaration order.
-pub type Facts = [i64; 4];
+pub type Facts = [i64; 5];
 
 impl Fact {
     pub fn of(self, facts: &Facts) -> i64 {
@@ -174,6 +177,7 @@ pub fn procedure_facts(d: &Dossier) -> Facts {
     let mut facts = Facts::default();
     facts[Fact::OnlineDossier as usize] = (d.channel == Channel::Online) as i64;
     facts[Fact::FeeData as usize] = has(flag::HAS_FEE);
+    facts[Fact::FeeBearing as usize] = has(flag::HAS_FEE).max(has(flag::PAID_ONLINE));
     facts[Fact::PaidOnline as usize] = has(flag::PAID_ONLINE);
     facts[Fact::PopulationData as usize] = has(flag::VNEID).max(has(flag::POPULATION_DATA));
     facts
@@ -230,12 +234,14 @@ pub const CRITERIA: [Criterion; 23] = {
         Criterion { id: "4.1", source: Procedures { applies: |p| p.has_fee, fact: Fact::FeeData }, figure: Ratio },
         Criterion {
             id: "4.2",
-            source: ProceduresSeen { counted: Fact::FeeData, good: Fact::PaidOnline },
+            source: ProceduresSeen { counted: Fact::FeeBearing, good: Fact::PaidOnline },
             figure: Ratio,
         },
         Criterion {
             id: "4.3",
-            source: Dossier(|j| j.has(flag::HAS_FEE).then(|| j.has(flag::PAID_ONLINE) as i64)),
+            source: Dossier(|j| {
+                (j.has(flag::HAS_FEE) || j.has(flag::PAID_ONLINE)).then(|| j.has(flag::PAID_ONLINE) as i64)
+            }),
             figure: Ratio,
         },
         Criterion {

@@ -64,8 +64,14 @@ pub struct WireEvent {
     pub due_at: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub supplement_received: bool,
+    /// The fee list synced to the portal (DanhSachLePhi): the fee data 4.1 counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fees: Vec<Fee>,
+    /// Paid online (DuocThanhToanTrucTuyen), a fact of its own: 1 on DVCQG, 2 on the province's
+    /// payment portal, whether or not the fee list was synced. A v1 addition: events without it
+    /// decode as before (a `fees[]` entry's own `paid_online` still counts).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paid_online: u8,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub documents: Vec<Document>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +84,10 @@ pub struct WireEvent {
     pub synced_to_portal: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feedback: Option<Feedback>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,7 +133,9 @@ pub struct Feedback {
 /// Facts about a dossier that, once true, stay true whatever order events arrive in.
 pub mod flag {
     pub const SYNCED_TO_PORTAL: u16 = 1 << 0;
+    /// Fee data synced: a `fees[]` entry with an amount.
     pub const HAS_FEE: u16 = 1 << 1;
+    /// Paid online, with or without synced fee data; either makes a dossier fee-bearing.
     pub const PAID_ONLINE: u16 = 1 << 2;
     pub const ELECTRONIC_RESULT: u16 = 1 << 3;
     pub const DIGITISED: u16 = 1 << 4;
@@ -294,6 +306,9 @@ fn validate(wire: WireEvent) -> Result<DossierEvent, Rejection> {
     if let Some(fee) = wire.fees.iter().find(|f| f.paid_online > 2) {
         return Err(violation(format!("fees[].paid_online must be 0, 1 or 2, not {}", fee.paid_online)));
     }
+    if wire.paid_online > 2 {
+        return Err(violation(format!("paid_online must be 0, 1 or 2, not {}", wire.paid_online)));
+    }
     Ok(DossierEvent {
         flags: flags_of(&wire),
         event_id: wire.event_id,
@@ -317,7 +332,7 @@ fn flags_of(wire: &WireEvent) -> u16 {
     };
     set(wire.synced_to_portal, flag::SYNCED_TO_PORTAL);
     set(wire.fees.iter().any(|f| f.amount > 0), flag::HAS_FEE);
-    set(wire.fees.iter().any(|f| f.amount > 0 && f.paid_online > 0), flag::PAID_ONLINE);
+    set(wire.paid_online > 0 || wire.fees.iter().any(|f| f.amount > 0 && f.paid_online > 0), flag::PAID_ONLINE);
     set(wire.documents.iter().any(|d| d.digitised), flag::DIGITISED);
     set(wire.documents.iter().any(|d| d.reused), flag::REUSED_DATA);
     let result = wire.result.as_ref();
@@ -367,6 +382,19 @@ mod tests {
         assert_eq!(e.due_at, Some(parse_time("2026-11-10T10:00:00Z").unwrap()));
         assert_eq!(e.channel, Channel::Online);
         assert_eq!(e.flags, flag::SYNCED_TO_PORTAL | flag::DIGITISED | flag::HAS_FEE | flag::PAID_ONLINE);
+    }
+
+    #[test]
+    fn paid_online_without_synced_fee_data_is_a_fact_of_its_own() {
+        let mut v = received();
+        v.as_object_mut().unwrap().remove("fees");
+        v["paid_online"] = 2.into();
+        let e = decode_value(&v).unwrap();
+        assert_eq!(e.flags & (flag::HAS_FEE | flag::PAID_ONLINE), flag::PAID_ONLINE, "paid, no fee data synced");
+        v["paid_online"] = 3.into();
+        let refused = decode_value(&v).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::SchemaViolation);
+        assert!(refused.detail.contains("paid_online must be 0, 1 or 2"), "{}", refused.detail);
     }
 
     fn rejection(v: serde_json::Value) -> RejectReason {

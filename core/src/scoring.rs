@@ -676,6 +676,45 @@ mod tests {
         assert!((on_time("B").points - 20.0 / 3.0).abs() < 1e-12);
     }
 
+    /// Fee data synced to the portal and online payment are two facts (the portal counted 93
+    /// procedures with an online payment but 56 with synced fee data): X's dossier synced its
+    /// fee list and was not paid online; W's and V's were paid online without a synced fee list.
+    /// 4.1 (synced fee data ÷ fee procedures) is 1/3, 4.2 (paid online ÷ procedures with
+    /// fee-bearing dossiers) 2/3, 4.3 (dossiers paid online ÷ fee-bearing dossiers) 2/3.
+    #[test]
+    fn paid_online_without_synced_fee_data_counts_for_4_2_and_not_4_1() {
+        let registry = Registry::parse("{\"code\":\"P\",\"name\":\"P\",\"level\":\"province\"}\n").unwrap();
+        let procedure = |code: &str| {
+            format!(
+                r#"{{"code":"{code}","name":"{code}","online_level":"full","fee":20000,"applicant_types":["citizen"],"levels":["province"]}}"#
+            )
+        };
+        let catalog = Catalog::parse(&["X", "W", "V"].map(procedure).join("\n")).unwrap();
+        let mut state =
+            State::new(crate::time::parse_time("2026-11-24T12:00:00+07:00").unwrap(), std::sync::Arc::new(catalog));
+        for (procedure, fee_facts) in
+            [("X", r#""fees":[{"amount":20000}]"#), ("W", r#""paid_online":1"#), ("V", r#""paid_online":2"#)]
+        {
+            let wire = format!(
+                r#"{{"schema_version":1,"event_id":"{procedure}-1","event_time":"2026-11-03T08:00:00+07:00","dossier_id":"{procedure}-d","status":2,"unit_code":"P","procedure_code":"{procedure}","channel":2,{fee_facts}}}"#
+            );
+            state.apply(&crate::event::decode(wire.as_bytes(), None, 65536).unwrap());
+        }
+        let board = score(&registry, &state, &Default::default(), &spec(), 80.0);
+        let ratio = |id: &str| {
+            let s = board
+                .criteria()
+                .find(|s| {
+                    board.is_current(s.period) && s.period.kind == PeriodKind::Month && CRITERIA[s.criterion].id == id
+                })
+                .unwrap();
+            (s.numerator, s.denominator)
+        };
+        assert_eq!(ratio("4.1"), (1, 3), "only X synced its fee data");
+        assert_eq!(ratio("4.2"), (2, 3), "W and V were paid online");
+        assert_eq!(ratio("4.3"), (2, 3));
+    }
+
     /// 5.3 scores the root's communes that offer electronic certified copies, linearly (the
     /// portal's figures: not a flat 2 points), and shows it on every unit; a tree without
     /// communes keeps full points.

@@ -96,7 +96,8 @@ fn dossier_ratios(
         add("2.1", true, good as i64);
         add("2.2", d.completed.is_some(), d.completed.map_or(0, |c| (c - d.received).max(0)));
         add("3.3", true, (d.online && (!needs_result || electronic)) as i64);
-        add("4.3", has(flag::HAS_FEE), has(flag::PAID_ONLINE) as i64);
+        // A dossier with a fee: its fee list synced, or paid online (which needs a fee).
+        add("4.3", has(flag::HAS_FEE) || has(flag::PAID_ONLINE), has(flag::PAID_ONLINE) as i64);
         add("5.1", needs_result && (d.completed.is_some() || d.returned.is_some()), electronic as i64);
         add("5.2", true, (has(flag::DIGITISED) && (!needs_result || electronic)) as i64);
         add("5.4", true, has(flag::REUSED_DATA) as i64);
@@ -116,6 +117,7 @@ fn procedure_ratios(ds: &[&Folded], catalog: &Catalog, levels: &HashSet<Level>) 
     let online = with(&|d| d.online);
     let fee_data = with(&|d| d.flags & flag::HAS_FEE != 0);
     let paid = with(&|d| d.flags & flag::PAID_ONLINE != 0);
+    let fee_bearing: HashSet<&str> = fee_data.union(&paid).copied().collect();
     let population = with(&|d| d.flags & (flag::VNEID | flag::POPULATION_DATA) != 0);
     let applicable: Vec<_> = catalog.procedures().filter(|p| p.levels.iter().any(|l| levels.contains(l))).collect();
     let over = |filter: &dyn Fn(&index766_core::catalog::Procedure) -> bool, set: &HashSet<&str>| {
@@ -126,7 +128,8 @@ fn procedure_ratios(ds: &[&Folded], catalog: &Catalog, levels: &HashSet<Level>) 
         ("3.2", over(&|p| p.online, &online)),
         ("4.1", over(&|p| p.has_fee, &fee_data)),
         ("5.7", over(&|p| p.for_citizens, &population)),
-        ("4.2", (fee_data.intersection(&paid).count() as i64, fee_data.len() as i64)),
+        // 4.1 on the synced fee data alone; 4.2 on payments among procedures with a fee-bearing dossier.
+        ("4.2", (fee_bearing.intersection(&paid).count() as i64, fee_bearing.len() as i64)),
     ])
 }
 

@@ -70,6 +70,7 @@ pub fn event(dossier: &str, seq: u32, status: u8, time: &str, unit: &str) -> Wir
         due_at: None,
         supplement_received: false,
         fees: vec![],
+        paid_online: 0,
         documents: vec![],
         result: None,
         vneid_authenticated: false,

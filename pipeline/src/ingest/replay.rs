@@ -59,6 +59,7 @@ pub(crate) fn event_schema() -> SchemaRef {
             "fees",
             vec![Field::new("amount", DataType::UInt64, false), Field::new("paid_online", DataType::UInt8, true)],
         ),
+        Field::new("paid_online", DataType::UInt8, true),
         list_of("documents", vec![utf8("code", false), flag("digitised"), flag("reused"), flag("from_personal_store")]),
         Field::new(
             "result",

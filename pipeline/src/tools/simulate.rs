@@ -54,6 +54,10 @@ pub struct Procedure {
     /// Legal maximum processing time, days.
     pub days: i64,
     pub fee: u64,
+    /// Whether its one-stop-shop system syncs the fee list to the portal (4.1): many do not,
+    /// though their dossiers are paid online (the portal counted 56 procedures with synced fee
+    /// data against 93 with an online payment).
+    pub fee_list_synced: bool,
     pub online_share: f64,
     pub supplement_rate: f64,
     pub late_rate: f64,
@@ -119,6 +123,8 @@ impl Province {
                 } else {
                     0
                 },
+                // By position, not drawn: the rest of the province stays as the seed made it.
+                fee_list_synced: i % 5 < 3,
                 online_share: rng.random_range(0.35..0.95),
                 supplement_rate: rng.random_range(0.02..0.15),
                 late_rate: rng.random_range(0.005..0.12),
@@ -541,6 +547,7 @@ impl Simulator {
                 due_at: None,
                 supplement_received: false,
                 fees: vec![],
+                paid_online: 0,
                 documents: vec![],
                 result: None,
                 vneid_authenticated: vneid,
@@ -601,9 +608,12 @@ impl Simulator {
                     } else {
                         0
                     };
-                    let fee = procedure.fee;
+                    let (fee, synced) = (procedure.fee, procedure.fee_list_synced);
                     push(received + (span * f * 0.5) as i64, status::FEES_REQUESTED, &|e| {
-                        e.fees = vec![Fee { amount: fee, paid_online }]
+                        e.paid_online = paid_online;
+                        if synced {
+                            e.fees = vec![Fee { amount: fee, paid_online: 0 }];
+                        }
                     });
                 }
                 push(completed, status::COMPLETED, &|_| {});
