@@ -229,3 +229,71 @@ pub(crate) fn table(rows: &[Restatement]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(schema), columns.into_iter().map(|(_, _, c)| c).collect())
         .expect("columns match the schema")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use index766_core::event::status;
+    use index766_core::fixtures::{event, reception, state_at};
+    use index766_core::spec::Spec;
+    use index766_core::state::State;
+    use index766_core::time::parse_time;
+    use index766_core::units::Registry;
+
+    fn view_of(state: &State) -> View {
+        let registry = Registry::parse(concat!(
+            "{\"code\":\"P\",\"name\":\"Tỉnh\",\"level\":\"province\"}\n",
+            "{\"code\":\"A\",\"name\":\"Sở\",\"parent\":\"P\",\"level\":\"department\"}\n",
+        ))
+        .unwrap();
+        View::build(Arc::new(registry), &Spec::shipped(), 80.0, state, &Default::default())
+    }
+
+    fn in_unit_a(mut e: index766_core::event::DossierEvent) -> index766_core::event::DossierEvent {
+        e.unit_code = "A".into();
+        e
+    }
+
+    fn october_total(log: &Log, unit: &str) -> f64 {
+        log.standings[&format!("{unit}|month|2026-10")].total
+    }
+
+    /// A November step of an October dossier moves October's figures without a record; an
+    /// October dossier that arrives in November is a restatement, recorded once.
+    #[test]
+    fn a_later_step_moves_the_standing_and_a_late_dossier_is_recorded_once() {
+        // October as it happened: one dossier on time, one still open and in time at the month's end.
+        let mut state = state_at("2026-10-01T00:00:00+07:00");
+        state.apply(&in_unit_a(reception("r1", "D1", "2026-10-02T08:00:00+07:00", "2026-10-06T17:00:00+07:00")));
+        state.apply(&in_unit_a(event("c1", "D1", status::COMPLETED, "2026-10-03T08:00:00+07:00")));
+        state.apply(&in_unit_a(reception("r2", "D2", "2026-10-05T08:00:00+07:00", "2026-11-15T17:00:00+07:00")));
+        state.advance_to(parse_time("2026-11-20T00:00:00+07:00").unwrap());
+        let mut log = Log::default();
+        assert!(log.judge(&view_of(&state), state.now()), "October is seen closed for the first time");
+        assert!(log.rows.is_empty());
+        let first = october_total(&log, "A");
+
+        // D2 is completed in November, after its due date: October's 2.1 judges it late now, and
+        // nothing arrived late.
+        state.apply(&in_unit_a(event("c2", "D2", status::COMPLETED, "2026-11-17T08:00:00+07:00")));
+        assert!(log.judge(&view_of(&state), state.now()));
+        let moved = october_total(&log, "A");
+        assert!((moved - first).abs() >= MOVED, "the later step moves October ({first} → {moved})");
+        assert!(log.rows.is_empty(), "a later step is not a restatement: {:?}", log.rows);
+
+        // An October dossier, received and completed in October, arrives now: two late events.
+        state.apply(&in_unit_a(reception("r3", "D3", "2026-10-20T08:00:00+07:00", "2026-10-22T17:00:00+07:00")));
+        state.apply(&in_unit_a(event("c3", "D3", status::COMPLETED, "2026-10-21T08:00:00+07:00")));
+        let view = view_of(&state);
+        assert!(log.judge(&view, state.now()));
+        let mut rows: Vec<_> =
+            log.rows.iter().map(|r| (r.unit_code.as_str(), r.period.as_str(), r.late_events)).collect();
+        rows.sort();
+        assert_eq!(rows, [("A", "2026-10", 2), ("P", "2026-10", 2)], "one row for the unit and one for the province");
+        let a = log.rows.iter().find(|r| r.unit_code == "A").unwrap();
+        assert_eq!((a.before, a.after), (moved, october_total(&log, "A")));
+        assert!(a.after > a.before, "an on-time dossier raises October");
+        assert!(!log.judge(&view, state.now()), "judged again, nothing changes");
+        assert_eq!(log.rows.len(), 2);
+    }
+}
