@@ -1,11 +1,13 @@
 //! Builders of events and states for tests, here and in the pipeline crate: a dossier event
-//! with plain defaults (unit U1, procedure P1, direct channel), and an empty state at an instant.
+//! with plain defaults (unit U1, procedure P1, direct channel), an empty state at an instant, and
+//! a two-unit registry.
 
 use std::sync::Arc;
 
 use crate::event::{status, Channel, DossierEvent};
 use crate::state::State;
 use crate::time::parse_time;
+use crate::units::Registry;
 
 pub fn event(id: &str, dossier: &str, status: u8, time: &str) -> DossierEvent {
     DossierEvent {
@@ -28,4 +30,13 @@ pub fn reception(id: &str, dossier: &str, time: &str, due: &str) -> DossierEvent
 
 pub fn state_at(t: &str) -> State {
     State::new(parse_time(t).unwrap(), Arc::default())
+}
+
+/// A province P (Tỉnh) with one department A (Sở) below it.
+pub fn province_and_department() -> Arc<Registry> {
+    let registry = Registry::parse(concat!(
+        "{\"code\":\"P\",\"name\":\"Tỉnh\",\"level\":\"province\"}\n",
+        "{\"code\":\"A\",\"name\":\"Sở\",\"parent\":\"P\",\"level\":\"department\"}\n",
+    ));
+    Arc::new(registry.expect("the fixture registry parses"))
 }

@@ -685,14 +685,8 @@ mod tests {
     fn the_scoreboard_and_its_tables_give_the_same_figures() {
         use datafusion::arrow::array::BooleanArray;
         use index766_core::event::status;
-        use index766_core::fixtures::{event, reception, state_at};
-        let registry = Arc::new(
-            Registry::parse(concat!(
-                "{\"code\":\"P\",\"name\":\"Tỉnh\",\"level\":\"province\"}\n",
-                "{\"code\":\"A\",\"name\":\"Sở\",\"parent\":\"P\",\"level\":\"department\"}\n",
-            ))
-            .unwrap(),
-        );
+        use index766_core::fixtures::{event, province_and_department, reception, state_at};
+        let registry = province_and_department();
         let mut state = state_at("2026-11-20T00:00:00+07:00");
         for (n, (month, done)) in [("10", "2026-10-06"), ("11", "2026-11-09"), ("11", "2026-11-03")].iter().enumerate()
         {

@@ -234,19 +234,13 @@ pub(crate) fn table(rows: &[Restatement]) -> RecordBatch {
 mod tests {
     use super::*;
     use index766_core::event::status;
-    use index766_core::fixtures::{event, reception, state_at};
+    use index766_core::fixtures::{event, province_and_department, reception, state_at};
     use index766_core::spec::Spec;
     use index766_core::state::State;
     use index766_core::time::parse_time;
-    use index766_core::units::Registry;
 
     fn view_of(state: &State) -> View {
-        let registry = Registry::parse(concat!(
-            "{\"code\":\"P\",\"name\":\"Tỉnh\",\"level\":\"province\"}\n",
-            "{\"code\":\"A\",\"name\":\"Sở\",\"parent\":\"P\",\"level\":\"department\"}\n",
-        ))
-        .unwrap();
-        View::build(Arc::new(registry), &Spec::shipped(), 80.0, state, &Default::default())
+        View::build(province_and_department(), &Spec::shipped(), 80.0, state, &Default::default())
     }
 
     fn in_unit_a(mut e: index766_core::event::DossierEvent) -> index766_core::event::DossierEvent {
